@@ -1,0 +1,1 @@
+"""Functional core: everything that computes. Never imports rclpy or message types."""

@@ -1,0 +1,1 @@
+"""rclpy adapters: message conversion and nodes. Thin by design; the core computes."""
