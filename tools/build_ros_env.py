@@ -9,6 +9,11 @@ share/). Two things stand between it and `rosidl_generate_interfaces`:
    do not exist. We point them at this interpreter's directories.
 2. Our interface packages must be configured with AMENT_PREFIX_PATH set to the prefix.
 
+`pip install -e .` does not install setup.py's data files, so the package is also
+registered in the prefix's ament index by symlinks into this checkout (as
+`colcon build --symlink-install` would): `get_package_share_directory("dynfusion_ros")`
+then finds launch/, config/ and models/.
+
 Each interface package is rebuilt only when its sources changed since the last build (a
 digest is kept in the build folder), so a second `make env` does nothing. vision_msgs is
 built only when the environment has none of its own.
@@ -80,9 +85,15 @@ def build_interface_package(package_dir: Path, prefix: Path, build_root: Path) -
     jobs = str(os.cpu_count() or 2)
     commands = [
         [
-            "cmake", "-S", str(package_dir), "-B", str(build_dir),
-            f"-DCMAKE_PREFIX_PATH={prefix}", f"-DCMAKE_INSTALL_PREFIX={prefix}",
-            f"-DPython3_EXECUTABLE={sys.executable}", "-DBUILD_TESTING=OFF",
+            "cmake",
+            "-S",
+            str(package_dir),
+            "-B",
+            str(build_dir),
+            f"-DCMAKE_PREFIX_PATH={prefix}",
+            f"-DCMAKE_INSTALL_PREFIX={prefix}",
+            f"-DPython3_EXECUTABLE={sys.executable}",
+            "-DBUILD_TESTING=OFF",
             "-DCMAKE_BUILD_TYPE=Release",
         ],
         ["cmake", "--build", str(build_dir), "-j", jobs],
@@ -92,21 +103,53 @@ def build_interface_package(package_dir: Path, prefix: Path, build_root: Path) -
     build_dir.mkdir(parents=True, exist_ok=True)
     with log.open("w") as out:
         for command in commands:
-            result = subprocess.run(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+            result = subprocess.run(
+                command, check=False, env=env, stdout=out, stderr=subprocess.STDOUT
+            )
             if result.returncode != 0:
                 tail = "\n".join(log.read_text().splitlines()[-30:])
-                raise SystemExit(f"building {package_dir.name} failed ({' '.join(command[:2])}):\n"
-                                 f"{tail}\nfull log: {log}")
+                raise SystemExit(
+                    f"building {package_dir.name} failed ({' '.join(command[:2])}):\n"
+                    f"{tail}\nfull log: {log}"
+                )
     stamp.write_text(digest)
     return True
 
 
+SHARED_FOLDERS = ("launch", "config", "models")
+
+
+def register_package_share(prefix: Path, package: str = "dynfusion_ros") -> None:
+    """Expose this checkout as the package's share directory in the prefix's ament index."""
+    marker = prefix / "share" / "ament_index" / "resource_index" / "packages" / package
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+    share = prefix / "share" / package
+    share.mkdir(parents=True, exist_ok=True)
+    for name in ("package.xml", *SHARED_FOLDERS):
+        link = share / name
+        target = REPO / name
+        if link.is_symlink() and link.resolve() == target.resolve():
+            continue
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(target)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--prefix", type=Path, default=Path(sys.prefix),
-                        help="ROS prefix to complete (default: this interpreter's virtualenv)")
-    parser.add_argument("--build-dir", type=Path, default=REPO / "build" / "interfaces",
-                        help="where CMake build trees are kept between runs")
+    parser.add_argument(
+        "--prefix",
+        type=Path,
+        default=Path(sys.prefix),
+        help="ROS prefix to complete (default: this interpreter's virtualenv)",
+    )
+    parser.add_argument(
+        "--build-dir",
+        type=Path,
+        default=REPO / "build" / "interfaces",
+        help="where CMake build trees are kept between runs",
+    )
     args = parser.parse_args()
     prefix = args.prefix.resolve()
 
@@ -122,6 +165,9 @@ def main() -> None:
     for name in packages:
         built = build_interface_package(INTERFACES / name, prefix, args.build_dir.resolve())
         print(f"[env] {name}: {'built and installed' if built else 'up to date'}")
+
+    register_package_share(prefix)
+    print(f"[env] dynfusion_ros: share directory {prefix / 'share' / 'dynfusion_ros'}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,58 @@
+"""geometry_msgs pieces shared by several conversions: vectors, quaternions, poses."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from geometry_msgs.msg import Point, Pose, Quaternion, Vector3
+
+from dynfusion_ros.ros.convert.errors import ConversionError
+
+
+def finite_xyz(value, field: str) -> np.ndarray:
+    """x, y, z of a Point or Vector3, rejecting NaN and infinity with the field's name."""
+    vector = np.array([value.x, value.y, value.z], dtype=np.float64)
+    if not np.isfinite(vector).all():
+        raise ConversionError(field, f"contains NaN or infinity: {vector.tolist()}")
+    return vector
+
+
+def finite_xyzw(value, field: str) -> np.ndarray:
+    quaternion = np.array([value.x, value.y, value.z, value.w], dtype=np.float64)
+    if not np.isfinite(quaternion).all():
+        raise ConversionError(field, f"contains NaN or infinity: {quaternion.tolist()}")
+    return quaternion
+
+
+def vector3_msg(values: np.ndarray) -> Vector3:
+    x, y, z = (float(v) for v in values)
+    return Vector3(x=x, y=y, z=z)
+
+
+def quaternion_msg(xyzw: np.ndarray) -> Quaternion:
+    x, y, z, w = (float(v) for v in xyzw)
+    return Quaternion(x=x, y=y, z=z, w=w)
+
+
+def pose_msg(position: np.ndarray, xyzw: np.ndarray) -> Pose:
+    x, y, z = (float(v) for v in position)
+    return Pose(position=Point(x=x, y=y, z=z), orientation=quaternion_msg(xyzw))
+
+
+def yaw_quaternion(yaw: float) -> np.ndarray:
+    """(x, y, z, w) of a rotation by ``yaw`` about +z."""
+    return np.array([0.0, 0.0, math.sin(yaw / 2.0), math.cos(yaw / 2.0)])
+
+
+def quaternion_yaw(xyzw: np.ndarray) -> float:
+    """Heading (rotation about +z) of a quaternion, in (-pi, pi]."""
+    x, y, z, w = xyzw
+    return math.atan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
+
+
+def covariance_6x6(values, field: str) -> np.ndarray:
+    matrix = np.asarray(values, dtype=np.float64).reshape(6, 6)
+    if not np.isfinite(matrix).all():
+        raise ConversionError(field, "contains NaN or infinity")
+    return matrix
