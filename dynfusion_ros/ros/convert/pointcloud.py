@@ -191,12 +191,13 @@ def array_to_pointcloud2(points: np.ndarray, stamp_ns: int, frame_id: str) -> Po
     """A PointCloud2 (height 1) from a structured array whose fields map to PointField types."""
     if points.dtype.names is None:
         raise ConversionError("points", "expected a structured array with named fields")
+    native = points.dtype.newbyteorder("=")
+    if native != points.dtype:  # e.g. a view of a big-endian cloud
+        points = points.astype(native)
     fields = []
     for name in points.dtype.names:
         field_dtype, offset = points.dtype.fields[name][:2]
         base, shape = field_dtype.base, field_dtype.shape
-        if not base.isnative:
-            raise ConversionError(f"points[{name!r}]", "must be in native byte order")
         code = _DATATYPE_OF.get(base)
         if code is None:
             raise ConversionError(f"points[{name!r}]", f"dtype {base} has no PointField type")

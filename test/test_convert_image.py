@@ -1,0 +1,121 @@
+"""Image and CameraInfo conversions: encodings, padding, byte order, bad input."""
+
+import numpy as np
+import pytest
+from rclpy.serialization import deserialize_message, serialize_message
+from sensor_msgs.msg import CameraInfo, Image
+
+from dynfusion_ros.core.types import CameraModel
+from dynfusion_ros.ros.convert import (
+    ConversionError,
+    array_to_image,
+    camera_info_to_model,
+    image_to_array,
+    image_to_camera_image,
+    model_to_camera_info,
+)
+
+RNG = np.random.default_rng(7)
+
+CASES = {
+    "rgb8": RNG.integers(0, 255, (4, 5, 3), dtype=np.uint8),
+    "bgr8": RNG.integers(0, 255, (4, 5, 3), dtype=np.uint8),
+    "rgba8": RNG.integers(0, 255, (4, 5, 4), dtype=np.uint8),
+    "mono8": RNG.integers(0, 255, (4, 5), dtype=np.uint8),
+    "mono16": RNG.integers(0, 65535, (4, 5), dtype=np.uint16),
+    "16UC1": RNG.integers(0, 65535, (4, 5), dtype=np.uint16),
+    "32FC1": RNG.normal(size=(4, 5)).astype(np.float32),
+}
+
+
+def reserialized(msg):
+    return deserialize_message(serialize_message(msg), type(msg))
+
+
+@pytest.mark.parametrize("encoding", sorted(CASES))
+def test_every_encoding_round_trips_through_rclpy(encoding):
+    pixels = CASES[encoding]
+    msg = reserialized(array_to_image(pixels, encoding, 123, "camera"))
+    assert (msg.encoding, msg.height, msg.width, msg.header.frame_id) == (encoding, 4, 5, "camera")
+    np.testing.assert_array_equal(image_to_array(msg), pixels)
+
+
+def test_padded_rows_and_big_endian_depth_are_read_without_garbage():
+    depth = np.array([[1, 2, 3], [400, 500, 600]], dtype=">u2")
+    padded = np.zeros((2, 8), dtype=np.uint8)  # 6 bytes of pixels + 2 of padding per row
+    padded[:, :6] = depth.view(np.uint8).reshape(2, 6)
+    msg = Image(height=2, width=3, encoding="16UC1", is_bigendian=True, step=8,
+                data=padded.tobytes())
+    assert image_to_array(msg).tolist() == [[1, 2, 3], [400, 500, 600]]
+
+
+def test_view_is_zero_copy():
+    msg = array_to_image(CASES["rgb8"], "rgb8", 0, "camera")
+    assert np.shares_memory(image_to_array(msg), np.frombuffer(msg.data, np.uint8))
+
+
+@pytest.mark.parametrize("encoding", ["bgr8", "rgba8", "mono8", "rgb8"])
+def test_camera_image_is_rgb(encoding):
+    pixels = CASES[encoding]
+    image = image_to_camera_image(array_to_image(pixels, encoding, 9, "camera"), None)
+    assert image.encoding == "rgb8" and image.pixels.shape == (4, 5, 3) and image.stamp_ns == 9
+    expected = {
+        "bgr8": pixels[..., ::-1],
+        "rgba8": pixels[..., :3],
+        "mono8": np.repeat(pixels[..., None], 3, axis=2),
+        "rgb8": pixels,
+    }[encoding]
+    np.testing.assert_array_equal(image.pixels, expected)
+
+
+def test_depth_image_keeps_its_encoding():
+    image = image_to_camera_image(array_to_image(CASES["32FC1"], "32FC1", 0, "depth"), None)
+    assert image.encoding == "32FC1"
+    np.testing.assert_array_equal(image.pixels, CASES["32FC1"])
+
+
+@pytest.mark.parametrize(
+    ("msg", "message"),
+    [
+        (Image(height=2, width=2, encoding="yuv422", step=4, data=bytes(8)),
+         r"encoding: unsupported 'yuv422'"),
+        (Image(height=2, width=2, encoding="rgb8", step=5, data=bytes(10)),
+         r"step: 5 does not match rgb8 at width 2"),
+        (Image(height=2, width=2, encoding="rgb8", step=6, data=bytes(11)),
+         r"data: 11 bytes, shorter than step\*height"),
+        (Image(height=2, width=2, encoding="16UC1", step=5, data=bytes(10)),
+         r"step: 5 is not a multiple of the 2-byte"),
+    ],
+    ids=["encoding", "step-mismatch", "short-data", "odd-step"],
+)
+def test_malformed_images_raise_naming_field_and_problem(msg, message):
+    with pytest.raises(ConversionError, match=message):
+        image_to_array(msg)
+
+
+def test_writer_rejects_pixels_that_do_not_fit_the_encoding():
+    with pytest.raises(ConversionError, match="does not fit rgb8"):
+        array_to_image(np.zeros((4, 5), np.uint8), "rgb8", 0, "camera")
+    with pytest.raises(ConversionError, match="does not fit 16UC1"):
+        array_to_image(np.zeros((4, 5), np.float32), "16UC1", 0, "camera")
+
+
+def test_camera_info_round_trip_and_size_check():
+    model = CameraModel(width=640, height=384, K=[[400, 0, 320], [0, 410, 192], [0, 0, 1]],
+                        D=[0.1, -0.05, 0, 0, 0], frame_id="camera_optical")
+    info = reserialized(model_to_camera_info(model, 5))
+    back = camera_info_to_model(info)
+    np.testing.assert_array_equal(back.K, model.K)
+    np.testing.assert_array_equal(back.D, model.D)
+    assert (back.width, back.height, back.frame_id) == (640, 384, "camera_optical")
+    wrong_size = array_to_image(np.zeros((10, 10, 3), np.uint8), "rgb8", 0, "camera")
+    with pytest.raises(ConversionError, match="image is 10x10 but its CameraInfo says 640x384"):
+        image_to_camera_image(wrong_size, back)
+
+
+def test_uncalibrated_camera_info_is_an_error():
+    with pytest.raises(ConversionError, match="k: focal lengths must be positive"):
+        camera_info_to_model(CameraInfo(width=640, height=384))
+    nan_info = CameraInfo(width=640, height=384, k=[float("nan")] * 9)
+    with pytest.raises(ConversionError, match="k: contains NaN"):
+        camera_info_to_model(nan_info)
