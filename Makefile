@@ -1,12 +1,19 @@
 # dynfusion_ros — the two commands are `make demo` and `make test`; both build the
 # environment first when needed. Everything the project needs is installed here.
 
+SHELL := bash
+.SHELLFLAGS := -eo pipefail -c
+
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check
 READY  := $(VENV)/.dynfusion-env-ready
 PYTEST_ARGS ?=
+
+# This machine's pip.conf names local indexes that may be absent; pip warns once per
+# package about each. Only those lines are dropped; errors still fail the build.
+PIP_NOISE := ^WARNING: Location 'file:.*' is ignored: it is neither a file nor a directory.$$
 
 INTERFACE_SOURCES := $(shell find interfaces -type f 2>/dev/null)
 
@@ -23,9 +30,11 @@ env: $(READY)
 
 # One stamp for the whole environment: it is rebuilt only when one of its inputs changes,
 # so a second `make env` (and every `make test`) does nothing.
-$(READY): requirements.txt setup.py setup.cfg package.xml tools/build_ros_env.py $(INTERFACE_SOURCES)
+$(READY): requirements.txt setup.py setup.cfg package.xml tools/build_ros_env.py $(INTERFACE_SOURCES) \
+		$(wildcard launch config models)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q -r requirements.txt
+	@echo "[env] installing pinned requirements into $(VENV) (first time: about a minute)"
+	$(PIP) install -q -r requirements.txt 2>&1 | { grep -v "$(PIP_NOISE)" || true; }
 	$(PY) tools/build_ros_env.py --prefix $(VENV)
 	$(PIP) install -q --no-deps --no-build-isolation -e .
 	@$(PY) -c "import rclpy, vision_msgs.msg, dynfusion_msgs.msg, torch, cv2, rosbags, dynfusion_ros" \

@@ -7,6 +7,7 @@ set, so the interpreter's prefix is searched too.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -28,3 +29,17 @@ def package_share(package: str) -> Path:
         f"package {package!r} is not installed in any ROS prefix (searched {searched}); "
         "run `make env`, or source the workspace that built it"
     )
+
+
+def installed_type_hash(package: str, message: str) -> str:
+    """The RIHS01 type hash rosidl generated for ``<package>/msg/<message>`` at build time.
+
+    Equal hashes mean wire-compatible types: a node built against another copy of the
+    package (e.g. upstream vision_msgs) talks to ours, and bags interoperate.
+    """
+    path = package_share(package) / "msg" / f"{message}.json"
+    wanted = f"{package}/msg/{message}"
+    for entry in json.loads(path.read_text())["type_hashes"]:
+        if entry["type_name"] == wanted:
+            return entry["hash_string"]
+    raise LookupError(f"{path} has no type hash for {wanted}")

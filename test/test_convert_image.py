@@ -44,8 +44,9 @@ def test_padded_rows_and_big_endian_depth_are_read_without_garbage():
     depth = np.array([[1, 2, 3], [400, 500, 600]], dtype=">u2")
     padded = np.zeros((2, 8), dtype=np.uint8)  # 6 bytes of pixels + 2 of padding per row
     padded[:, :6] = depth.view(np.uint8).reshape(2, 6)
-    msg = Image(height=2, width=3, encoding="16UC1", is_bigendian=True, step=8,
-                data=padded.tobytes())
+    msg = Image(
+        height=2, width=3, encoding="16UC1", is_bigendian=True, step=8, data=padded.tobytes()
+    )
     assert image_to_array(msg).tolist() == [[1, 2, 3], [400, 500, 600]]
 
 
@@ -77,14 +78,22 @@ def test_depth_image_keeps_its_encoding():
 @pytest.mark.parametrize(
     ("msg", "message"),
     [
-        (Image(height=2, width=2, encoding="yuv422", step=4, data=bytes(8)),
-         r"encoding: unsupported 'yuv422'"),
-        (Image(height=2, width=2, encoding="rgb8", step=5, data=bytes(10)),
-         r"step: 5 does not match rgb8 at width 2"),
-        (Image(height=2, width=2, encoding="rgb8", step=6, data=bytes(11)),
-         r"data: 11 bytes, shorter than step\*height"),
-        (Image(height=2, width=2, encoding="16UC1", step=5, data=bytes(10)),
-         r"step: 5 is not a multiple of the 2-byte"),
+        (
+            Image(height=2, width=2, encoding="yuv422", step=4, data=bytes(8)),
+            r"encoding: unsupported 'yuv422'",
+        ),
+        (
+            Image(height=2, width=2, encoding="rgb8", step=5, data=bytes(10)),
+            r"step: 5 does not match rgb8 at width 2",
+        ),
+        (
+            Image(height=2, width=2, encoding="rgb8", step=6, data=bytes(11)),
+            r"data: 11 bytes, shorter than step\*height",
+        ),
+        (
+            Image(height=2, width=2, encoding="16UC1", step=5, data=bytes(10)),
+            r"step: 5 is not a multiple of the 2-byte",
+        ),
     ],
     ids=["encoding", "step-mismatch", "short-data", "odd-step"],
 )
@@ -101,8 +110,13 @@ def test_writer_rejects_pixels_that_do_not_fit_the_encoding():
 
 
 def test_camera_info_round_trip_and_size_check():
-    model = CameraModel(width=640, height=384, K=[[400, 0, 320], [0, 410, 192], [0, 0, 1]],
-                        D=[0.1, -0.05, 0, 0, 0], frame_id="camera_optical")
+    model = CameraModel(
+        width=640,
+        height=384,
+        K=[[400, 0, 320], [0, 410, 192], [0, 0, 1]],
+        D=[0.1, -0.05, 0, 0, 0],
+        frame_id="camera_optical",
+    )
     info = reserialized(model_to_camera_info(model, 5))
     back = camera_info_to_model(info)
     np.testing.assert_array_equal(back.K, model.K)

@@ -41,7 +41,7 @@ def pack_cloud(layout, values, height, width, point_step, row_pad, bigendian):
     for index in range(height * width):
         row, col = divmod(index, width)
         base = row * row_step + col * point_step
-        for (name, datatype, offset), column in zip(layout, values, strict=True):
+        for (_, datatype, offset), column in zip(layout, values, strict=True):
             code = STRUCT[datatype][0]
             struct.pack_into(order + code, data, base + offset, column[index].item())
     fields = [PointField(name=n, offset=o, datatype=d, count=1) for n, d, o in layout]
@@ -86,9 +86,7 @@ def cloud_layouts(draw):
     for _, datatype, _ in layout:
         dtype = np.dtype(STRUCT[datatype][1])
         if dtype.kind == "f":
-            column = draw(
-                st.lists(st.floats(-1e3, 1e3, width=32), min_size=n, max_size=n)
-            )
+            column = draw(st.lists(st.floats(-1e3, 1e3, width=32), min_size=n, max_size=n))
         else:
             info = np.iinfo(dtype)
             column = draw(st.lists(st.integers(info.min, info.max), min_size=n, max_size=n))
@@ -172,15 +170,19 @@ def test_radar_scan_accepts_common_velocity_names(velocity_name):
 
 def test_radar_without_velocity_is_an_error_naming_the_candidates():
     msg = columns_to_pointcloud2({k: np.zeros(2, np.float32) for k in "xyz"}, 0, "radar")
-    with pytest.raises(ConversionError, match="no doppler field.*range_rate"):
+    with pytest.raises(ConversionError, match=r"no doppler field.*range_rate"):
         pointcloud2_to_radar_scan(msg)
 
 
 def test_non_finite_points_are_dropped_and_counted_whatever_is_dense_says():
     x = np.array([1.0, np.nan, 3.0, np.inf], np.float32)
     msg = columns_to_pointcloud2(
-        {"x": x, "y": np.zeros(4, np.float32), "z": np.zeros(4, np.float32),
-         "intensity": np.array([1, 2, 3, 4], np.float32)},
+        {
+            "x": x,
+            "y": np.zeros(4, np.float32),
+            "z": np.zeros(4, np.float32),
+            "intensity": np.array([1, 2, 3, 4], np.float32),
+        },
         0,
         "lidar",
     )
@@ -194,13 +196,19 @@ def test_non_finite_points_are_dropped_and_counted_whatever_is_dense_says():
 
 def test_scan_round_trip_through_pointcloud2():
     msg = columns_to_pointcloud2(
-        {"x": np.array([1.0, 2.0], np.float32), "y": np.array([3.0, 4.0], np.float32),
-         "z": np.array([5.0, 6.0], np.float32), "intensity": np.array([7.0, 8.0], np.float32)},
+        {
+            "x": np.array([1.0, 2.0], np.float32),
+            "y": np.array([3.0, 4.0], np.float32),
+            "z": np.array([5.0, 6.0], np.float32),
+            "intensity": np.array([7.0, 8.0], np.float32),
+        },
         42,
         "lidar",
     )
     scan = pointcloud2_to_lidar_scan(msg)
-    again = pointcloud2_to_lidar_scan(deserialize_message(serialize_message(scan_to_pointcloud2(scan)), PointCloud2))
+    again = pointcloud2_to_lidar_scan(
+        deserialize_message(serialize_message(scan_to_pointcloud2(scan)), PointCloud2)
+    )
     np.testing.assert_array_equal(again.xyz, scan.xyz)
     np.testing.assert_array_equal(again.fields["intensity"], scan.fields["intensity"])
     assert again.stamp_ns == 42
@@ -208,21 +216,36 @@ def test_scan_round_trip_through_pointcloud2():
 
 def test_multi_count_fields_read_as_subarrays():
     msg = PointCloud2(
-        height=1, width=2, point_step=16, row_step=32, is_bigendian=False,
-        fields=[PointField(name="x", offset=0, datatype=PointField.FLOAT32, count=1),
-                PointField(name="y", offset=4, datatype=PointField.FLOAT32, count=1),
-                PointField(name="z", offset=8, datatype=PointField.FLOAT32, count=1),
-                PointField(name="rgba", offset=12, datatype=PointField.UINT8, count=4)],
+        height=1,
+        width=2,
+        point_step=16,
+        row_step=32,
+        is_bigendian=False,
+        fields=[
+            PointField(name="x", offset=0, datatype=PointField.FLOAT32, count=1),
+            PointField(name="y", offset=4, datatype=PointField.FLOAT32, count=1),
+            PointField(name="z", offset=8, datatype=PointField.FLOAT32, count=1),
+            PointField(name="rgba", offset=12, datatype=PointField.UINT8, count=4),
+        ],
         data=np.arange(32, dtype=np.uint8).tobytes(),
     )
     assert pointcloud2_to_array(msg)["rgba"].tolist() == [[12, 13, 14, 15], [28, 29, 30, 31]]
 
 
 def xyz_cloud(**overrides):
-    fields = [PointField(name=n, offset=4 * i, datatype=PointField.FLOAT32, count=1)
-              for i, n in enumerate("xyz")]
-    values = {"height": 1, "width": 4, "fields": fields, "point_step": 12, "row_step": 48,
-              "is_bigendian": False, "data": bytes(48)}
+    fields = [
+        PointField(name=n, offset=4 * i, datatype=PointField.FLOAT32, count=1)
+        for i, n in enumerate("xyz")
+    ]
+    values = {
+        "height": 1,
+        "width": 4,
+        "fields": fields,
+        "point_step": 12,
+        "row_step": 48,
+        "is_bigendian": False,
+        "data": bytes(48),
+    }
     values.update(overrides)
     return PointCloud2(**values)
 
@@ -230,24 +253,59 @@ def xyz_cloud(**overrides):
 @pytest.mark.parametrize(
     ("overrides", "reader", "message"),
     [
-        ({"fields": [PointField(name="x", offset=0, datatype=7, count=1)]},
-         pointcloud2_to_lidar_scan, r"fields: no y/z field"),
-        ({"data": bytes(40)}, pointcloud2_to_array, r"data: 40 bytes, shorter than row_step\*height"),
-        ({"point_step": 8, "row_step": 32}, pointcloud2_to_array,
-         r"fields\['z'\]: ends at byte 12, beyond point_step 8"),
-        ({"fields": [PointField(name="x", offset=0, datatype=9, count=1)]},
-         pointcloud2_to_array, r"fields\['x'\]\.datatype: unknown datatype 9"),
+        (
+            {"fields": [PointField(name="x", offset=0, datatype=7, count=1)]},
+            pointcloud2_to_lidar_scan,
+            r"fields: no y/z field",
+        ),
+        (
+            {"data": bytes(40)},
+            pointcloud2_to_array,
+            r"data: 40 bytes, shorter than row_step\*height",
+        ),
+        (
+            {"point_step": 8, "row_step": 32},
+            pointcloud2_to_array,
+            r"fields\['z'\]: ends at byte 12, beyond point_step 8",
+        ),
+        (
+            {"fields": [PointField(name="x", offset=0, datatype=9, count=1)]},
+            pointcloud2_to_array,
+            r"fields\['x'\]\.datatype: unknown datatype 9",
+        ),
         ({"row_step": 40}, pointcloud2_to_array, r"row_step: 40 is less than width\*point_step"),
         ({"point_step": 0, "row_step": 0}, pointcloud2_to_array, r"point_step: must be positive"),
-        ({"fields": [PointField(name="x", offset=0, datatype=7, count=1),
-                     PointField(name="y", offset=2, datatype=7, count=1)]},
-         pointcloud2_to_array, r"fields\['y'\]: overlaps field 'x'"),
-        ({"fields": [PointField(name="x", offset=0, datatype=7, count=1),
-                     PointField(name="x", offset=4, datatype=7, count=1)]},
-         pointcloud2_to_array, r"fields\['x'\]: appears more than once"),
+        (
+            {
+                "fields": [
+                    PointField(name="x", offset=0, datatype=7, count=1),
+                    PointField(name="y", offset=2, datatype=7, count=1),
+                ]
+            },
+            pointcloud2_to_array,
+            r"fields\['y'\]: overlaps field 'x'",
+        ),
+        (
+            {
+                "fields": [
+                    PointField(name="x", offset=0, datatype=7, count=1),
+                    PointField(name="x", offset=4, datatype=7, count=1),
+                ]
+            },
+            pointcloud2_to_array,
+            r"fields\['x'\]: appears more than once",
+        ),
     ],
-    ids=["no-yz", "short-data", "point-step-too-small", "unknown-datatype", "row-step-too-small",
-         "zero-point-step", "overlapping-fields", "duplicate-field"],
+    ids=[
+        "no-yz",
+        "short-data",
+        "point-step-too-small",
+        "unknown-datatype",
+        "row-step-too-small",
+        "zero-point-step",
+        "overlapping-fields",
+        "duplicate-field",
+    ],
 )
 def test_malformed_clouds_raise_naming_field_and_problem(overrides, reader, message):
     with pytest.raises(ConversionError, match=message):

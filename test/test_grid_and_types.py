@@ -73,7 +73,9 @@ def test_camera_model_rejects_zero_focal_length():
 
 def test_frame_availability_and_staleness():
     scan = PointScan(stamp_ns=900_000_000, xyz=np.zeros((4, 3), np.float32))
-    imu = ImuSample(stamp_ns=950_000_000, angular_velocity=[0, 0, 0], linear_acceleration=[0, 0, 9.8])
+    imu = ImuSample(
+        stamp_ns=950_000_000, angular_velocity=[0, 0, 0], linear_acceleration=[0, 0, 9.8]
+    )
     frame = SensorFrame(
         stamp_ns=1_000_000_000,
         lidar=scan,

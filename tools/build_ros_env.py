@@ -129,11 +129,12 @@ def register_package_share(prefix: Path, package: str = "dynfusion_ros") -> None
     for name in ("package.xml", *SHARED_FOLDERS):
         link = share / name
         target = REPO / name
-        if link.is_symlink() and link.resolve() == target.resolve():
+        if link.is_symlink() and link.resolve() == target.resolve() and target.exists():
             continue
         if link.is_symlink() or link.exists():
             link.unlink()
-        link.symlink_to(target)
+        if target.exists():  # folders appear as later work adds files to them
+            link.symlink_to(target)
 
 
 def main() -> None:
