@@ -1,6 +1,8 @@
 """The environment fixer that `make env` runs, on fake prefixes (the real one is in use)."""
 
 import importlib.util
+import subprocess
+import sys
 import sysconfig
 from pathlib import Path
 
@@ -51,3 +53,14 @@ def test_package_share_is_registered_by_symlinks(tmp_path, monkeypatch):
     monkeypatch.setattr(resources.sys, "prefix", str(tmp_path / "nowhere"))
     with pytest.raises(FileNotFoundError, match=r"'not_a_package' is not installed.*make env"):
         resources.package_share("not_a_package")
+
+
+@pytest.mark.skipif(
+    Path(sys.prefix).resolve() != (REPO / ".venv").resolve(),
+    reason="only meaningful in the environment `make env` built",
+)
+def test_environment_is_up_to_date_so_a_second_make_env_does_nothing():
+    result = subprocess.run(
+        ["make", "-q", "env"], cwd=REPO, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, "make env would rebuild: an input is newer than the stamp"

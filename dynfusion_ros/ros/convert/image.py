@@ -38,7 +38,8 @@ RGB_CONVERTIBLE = frozenset({"rgb8", "bgr8", "rgba8", "bgra8", "mono8", "8UC1", 
 
 
 def image_to_array(msg) -> np.ndarray:
-    """The pixels as a read-only view: (H, W) for one channel, (H, W, C) otherwise."""
+    """The pixels as a view of ``msg.data`` (it aliases the message: copy before writing):
+    (H, W) for one channel, (H, W, C) otherwise."""
     spec = ENCODINGS.get(msg.encoding)
     if spec is None:
         raise ConversionError(
