@@ -22,7 +22,7 @@ INTERFACE_SOURCES := $(shell find interfaces -type f 2>/dev/null)
 help:
 	@echo "make test    build the environment if needed, run the test suite"
 	@echo "make env     create .venv: ROS 2 Jazzy wheels, torch (CPU), interfaces, this package"
-	@echo "make lint    ruff check"
+	@echo "make lint    ruff check and format check (make format fixes)"
 	@echo "make bench   conversion benchmarks (prints figures)"
 	@echo "make clean   remove build trees; make distclean also removes .venv"
 
