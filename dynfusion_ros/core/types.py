@@ -161,9 +161,6 @@ class PointScan:
     def __len__(self) -> int:
         return len(self.xyz)
 
-    def field_or_none(self, name: str) -> np.ndarray | None:
-        return self.fields.get(name)
-
     def in_base(self) -> np.ndarray:
         """Points transformed to base_link, (N, 3) float32."""
         rotation = self.T_base_sensor[:3, :3].astype(np.float32)
