@@ -15,8 +15,8 @@ registered in the prefix's ament index by symlinks into this checkout (as
 then finds launch/, config/ and models/.
 
 Each interface package is rebuilt only when its sources changed since the last build (a
-digest is kept in the build folder), so a second `make env` does nothing. vision_msgs is
-built only when the environment has none of its own.
+digest is kept in the build folder), so a second `make env` does nothing. vision_msgs and
+tf2_msgs (which PyPI lacks) are built only when the environment has none of its own.
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ import numpy
 
 REPO = Path(__file__).resolve().parent.parent
 INTERFACES = REPO / "interfaces"
+# Upstream interface packages that PyPI lacks; ours are built only where they are missing.
+FALLBACK_PACKAGES = ("vision_msgs", "tf2_msgs")
 
 _PYTHON_INCLUDE = re.compile(r"[^;\"]*/include/python3\.\d+")
 _NUMPY_INCLUDE = re.compile(r"[^;\"]*/site-packages/numpy/(?:_core|core)/include")
@@ -157,13 +159,14 @@ def main() -> None:
     changed = fix_exported_include_dirs(prefix)
     print(f"[env] CMake exports: fixed include paths in {changed} file(s)")
 
-    packages = ["dynfusion_msgs"]
-    own_vision_msgs = (args.build_dir / "vision_msgs" / "dynfusion-source.sha256").exists()
-    if own_vision_msgs or importlib.util.find_spec("vision_msgs") is None:
-        packages.insert(0, "vision_msgs")
-    else:
-        print("[env] vision_msgs: provided by the environment, not building ours")
-    for name in packages:
+    packages = []
+    for name in FALLBACK_PACKAGES:
+        ours = (args.build_dir / name / "dynfusion-source.sha256").exists()
+        if ours or importlib.util.find_spec(name) is None:
+            packages.append(name)
+        else:
+            print(f"[env] {name}: provided by the environment, not building ours")
+    for name in [*packages, "dynfusion_msgs"]:
         built = build_interface_package(INTERFACES / name, prefix, args.build_dir.resolve())
         print(f"[env] {name}: {'built and installed' if built else 'up to date'}")
 

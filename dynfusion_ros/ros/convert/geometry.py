@@ -45,6 +45,23 @@ def yaw_quaternion(yaw: float) -> np.ndarray:
     return np.array([0.0, 0.0, math.sin(yaw / 2.0), math.cos(yaw / 2.0)])
 
 
+def matrix_quaternion(rotation: np.ndarray) -> np.ndarray:
+    """(x, y, z, w) of a 3x3 rotation matrix (Shepperd's method: stable for any angle)."""
+    m = np.asarray(rotation, dtype=np.float64)
+    trace = np.trace(m)
+    i = int(np.argmax([trace, m[0, 0], m[1, 1], m[2, 2]]))
+    if i == 0:
+        w = math.sqrt(1.0 + trace) / 2.0
+        q = [(m[2, 1] - m[1, 2]) / (4 * w), (m[0, 2] - m[2, 0]) / (4 * w), (m[1, 0] - m[0, 1]) / (4 * w), w]
+    else:
+        a, b, c = (i - 1, i % 3, (i + 1) % 3)
+        r = math.sqrt(1.0 + m[a, a] - m[b, b] - m[c, c]) / 2.0
+        q = [0.0, 0.0, 0.0, (m[c, b] - m[b, c]) / (4 * r)]
+        q[a], q[b], q[c] = r, (m[b, a] + m[a, b]) / (4 * r), (m[c, a] + m[a, c]) / (4 * r)
+    quaternion = np.array(q)
+    return quaternion / np.linalg.norm(quaternion)
+
+
 def quaternion_yaw(xyzw: np.ndarray) -> float:
     """Heading (rotation about +z) of a quaternion, in (-pi, pi]."""
     x, y, z, w = xyzw
