@@ -52,8 +52,26 @@ def info(_: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
-    "info": (info, "show the environment: ROS middleware, libraries, interface type hashes"),
+def _simulate_arguments(parser: argparse.ArgumentParser) -> None:
+    from dynfusion_ros.sim.command import add_arguments
+
+    add_arguments(parser)
+
+
+def simulate(args: argparse.Namespace) -> int:
+    from dynfusion_ros.sim.command import run
+
+    return run(args)
+
+
+Configure = Callable[[argparse.ArgumentParser], None]
+COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, Configure | None]] = {
+    "info": (info, "show the environment: ROS middleware, libraries, interface type hashes", None),
+    "simulate": (
+        simulate,
+        "simulate a drive (camera, lidar, radar, IMU, ground truth) into a rosbag2",
+        _simulate_arguments,
+    ),
 }
 
 
@@ -63,10 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"dynfusion_ros {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (handler, help_text) in COMMANDS.items():
-        commands.add_parser(name, help=help_text, description=help_text).set_defaults(
-            handler=handler
-        )
+    for name, (handler, help_text, configure) in COMMANDS.items():
+        command = commands.add_parser(name, help=help_text, description=help_text)
+        if configure is not None:
+            configure(command)
+        command.set_defaults(handler=handler)
     return parser
 
 

@@ -14,6 +14,7 @@ import heapq
 import shutil
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -219,9 +220,15 @@ def _writable(folder: Path) -> bool:
 
 
 def write_drive(
-    sim: Simulation, out: Path, storage: str = "mcap", overwrite: bool = False, progress: bool = True
+    sim: Simulation,
+    out: Path,
+    storage: str = "mcap",
+    overwrite: bool = False,
+    progress: bool = True,
+    on_frame: Callable[[SimFrame], None] | None = None,
 ) -> BagSummary:
-    """Simulate every frame of ``sim`` into a rosbag2 folder at ``out``."""
+    """Simulate every frame of ``sim`` into a rosbag2 folder at ``out``; ``on_frame``
+    sees each frame after it is recorded (previews)."""
     if storage not in STORAGES:
         raise ValueError(f"unknown storage {storage!r}; use one of {', '.join(STORAGES)}")
     out = Path(out)
@@ -244,6 +251,8 @@ def write_drive(
         frames = tqdm(sim.frames(), total=sim.frame_count, unit="frame", desc=f"simulate {sim.scenario.name}", disable=not progress)
         for frame in frames:
             recorder.record(frame)
+            if on_frame is not None:
+                on_frame(frame)
             bag.flush(before_ns=_ns(frame.t_s + period_s))  # later frames log later
         bag.flush()
         writer.close()

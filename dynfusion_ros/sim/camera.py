@@ -29,7 +29,8 @@ FULL_WELL_E = 10000.0  # electrons at full scale, gain 1
 READ_NOISE_E = 8.0
 TARGET_LEVEL = 0.18  # auto-exposure aims the mean (linear) at mid-grey
 NEAR_PLANE_M = 0.2
-HEADLIGHT_INTENSITY = 60.0  # radiance x m^2 on the axis of a low beam
+HEADLIGHT_INTENSITY = 40.0  # radiance x m^2 on the axis of a low beam
+LAMP_RADIANCE = 6.0  # other vehicles' head and tail lamps, seen directly
 SKY_TOP, SKY_HORIZON = np.array([0.35, 0.52, 0.85]), np.array([0.70, 0.78, 0.90])
 FACES = (  # corner indices (see Boxes.corners), and the face normal in the box frame
     ((0, 3, 7, 4), (1.0, 0.0, 0.0)),
@@ -52,6 +53,13 @@ class CameraFrame:
 def sun_direction(conditions: Conditions) -> np.ndarray:
     el, az = np.radians(conditions.sun_elevation_deg), np.radians(conditions.sun_azimuth_deg)
     return np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])
+
+
+def headlight_irradiance(distance, bearing):
+    """Low beams: a cone about 50 degrees wide, aimed low (the near road gets little),
+    cut off beyond about 45 m."""
+    cone = np.exp(-((bearing / 0.45) ** 2))
+    return HEADLIGHT_INTENSITY * cone / (distance**2 + 12.0**2) / (1.0 + (distance / 45.0) ** 4)
 
 
 def _clip_near(points: np.ndarray) -> np.ndarray:
@@ -96,9 +104,7 @@ class CameraModelSim:
         ground_distance = np.hypot(ground_xy[..., 0] - 3.7, ground_xy[..., 1])
         self.headlight_ground = np.where(
             self.ground_mask & (ground_xy[..., 0] > 3.7),
-            HEADLIGHT_INTENSITY * np.exp(-((bearing / 0.45) ** 2))
-            / np.maximum(ground_distance, 3.0) ** 2
-            / (1.0 + (ground_distance / 45.0) ** 4),
+            headlight_irradiance(ground_distance, bearing),
             0.0,
         ).astype(np.float32)[..., None]
         horizon_mix = np.clip(v / self.K[1, 2], 0.0, 1.0)[..., None]
@@ -126,15 +132,19 @@ class CameraModelSim:
         ground: GroundTexture,
         context: ActiveContext,
         rng: np.random.Generator,
+        lamps: np.ndarray | None = None,
     ) -> CameraFrame:
+        """One frame at ``t``. ``lamps`` (N, 6): world position and RGB of lit lamps."""
         c = context.conditions
         position, R_wc, speed, yaw_rate, yaw = self._pose(ego, t)
         R_cw = R_wc.T
         sun = sun_direction(c)
         sun_light = c.ambient_light * max(sun[2], 0.0) ** 0.5
-        sky_light = 0.45 * c.ambient_light + 0.01
+        sky_light = 0.45 * c.ambient_light + 0.0002
         radiance, depth, owner = self._ground(position, R_cw, ground, c, sky_light, sun_light)
         self._boxes(radiance, depth, owner, boxes, position, R_cw, sun, sky_light, sun_light, c, yaw)
+        if lamps is not None and len(lamps):
+            self._lamps(radiance, depth, lamps, position, R_cw)
         self._fog(radiance, depth, c)
         self._glare(radiance, R_cw, sun, c)
         self._precipitation(radiance, c, rng)
@@ -208,9 +218,23 @@ class CameraModelSim:
         bearing = np.arctan2(rel[1], rel[0]) - ego_yaw
         bearing = (bearing + np.pi) % (2 * np.pi) - np.pi
         facing = max(-float(normal[:2] @ rel) / distance, 0.0)
-        return float(
-            HEADLIGHT_INTENSITY * np.exp(-((bearing / 0.45) ** 2)) * facing / distance**2
-        ) / (1.0 + (distance / 60.0) ** 4)
+        return float(headlight_irradiance(distance, bearing)) * facing
+
+    def _lamps(self, radiance, depth, lamps, position, R_cw) -> None:
+        """Lamps are small and bright; drawn where nothing nearer hides them."""
+        cam = (lamps[:, :3] - position) @ R_cw.T
+        h, w = depth.shape
+        for (x, y, z), rgb in zip(cam, lamps[:, 3:], strict=True):
+            if z < 1.0:
+                continue
+            u, v = self.K[0, 0] * x / z + self.K[0, 2], self.K[1, 1] * y / z + self.K[1, 2]
+            if not (0 <= u < w and 0 <= v < h):
+                continue
+            distance = float(np.sqrt(x * x + y * y + z * z))
+            if depth[int(v), int(u)] < distance - 0.3:
+                continue
+            radius = max(int(round(0.12 * self.K[0, 0] / z)), 1)
+            cv2.circle(radiance, (int(u), int(v)), radius, tuple(float(x) for x in LAMP_RADIANCE * rgb), -1)
 
     @staticmethod
     def _fog(radiance, depth, c: Conditions) -> None:

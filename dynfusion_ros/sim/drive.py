@@ -111,6 +111,26 @@ class Simulation:
         velocity[moving] = states.velocity[boxes.owner[moving]]
         return states, boxes if len(boxes) else empty_boxes(), velocity
 
+    def lamps(self, states: ObjectStates, centre: np.ndarray) -> np.ndarray:
+        """Head lamps (white) and tail lamps (red) of the cars near ``centre``: (N, 6)."""
+        cars = np.flatnonzero(
+            states.valid
+            & (states.object_class == int(ObjectClass.CAR))
+            & (np.linalg.norm(states.xy - centre, axis=1) < SCENE_RADIUS_M)
+        )
+        if len(cars) == 0:
+            return np.zeros((0, 6))
+        length, width = states.size[cars, 0], states.size[cars, 1]
+        c, s = np.cos(states.yaw[cars]), np.sin(states.yaw[cars])
+        rows = []
+        for along, colour in ((0.5, (1.0, 0.95, 0.8)), (-0.5, (0.9, 0.05, 0.02))):
+            for side in (-0.36, 0.36):
+                lx, ly = along * length + 0.02 * np.sign(along), side * width
+                x = states.xy[cars, 0] + c * lx - s * ly
+                y = states.xy[cars, 1] + s * lx + c * ly
+                rows.append(np.c_[x, y, np.full(len(cars), 0.65), np.tile(colour, (len(cars), 1))])
+        return np.concatenate(rows)
+
     def frames(self) -> Iterator[SimFrame]:
         for k in range(self.frame_count):
             yield self.frame(k)
@@ -123,7 +143,8 @@ class Simulation:
         context = self.scenario.at(t, self.duration_s)
         ego = self.ego.at(t)
         states, boxes, velocity = self.scene(t, ego.xy[0])
-        camera = self.camera.render(t, self.ego, boxes, self.ground, context, rngs["camera"])
+        lamps = self.lamps(states, ego.xy[0]) if context.conditions.headlights > 0.3 else None
+        camera = self.camera.render(t, self.ego, boxes, self.ground, context, rngs["camera"], lamps)
         lidar = self.lidar.sweep(t - 0.5 / self.rig.lidar_rate_hz, self.ego, boxes, velocity, t, self.ground, context, rngs["lidar"])
         radar = []
         for t_radar in t + np.arange(0.0, period - 1e-9, 1.0 / self.rig.radar_rate_hz):

@@ -46,7 +46,7 @@ class Conditions:
 CLEAR = Conditions()
 CONTEXTS: Mapping[str, Conditions] = {
     "clear": CLEAR,
-    "night": replace(CLEAR, ambient_light=0.02, sun_elevation_deg=-20.0, headlights=1.0),
+    "night": replace(CLEAR, ambient_light=0.003, sun_elevation_deg=-20.0, headlights=1.0),
     "fog": replace(CLEAR, ambient_light=0.7, fog_extinction_per_m=0.05, sun_elevation_deg=20.0),
     "rain": replace(CLEAR, ambient_light=0.5, rain_rate_mm_h=25.0, fog_extinction_per_m=0.004),
     "snow": replace(
