@@ -22,8 +22,16 @@ def test_installed_vision_msgs_hashes_equal_upstream(msgtype, expected):
 
 
 def test_our_messages_are_installed_with_type_descriptions():
-    for name in ("BranchSelection", "EnergyReport"):
+    for name in ("BranchSelection", "EnergyReport", "ScenarioContext"):
         assert installed_type_hash("dynfusion_msgs", name).startswith("RIHS01_")
+
+
+def test_tf_message_hash_equals_the_standard_one():
+    """Our fallback tf2_msgs (or the environment's) carries upstream's TFMessage."""
+    from rosbags.typesys import Stores, get_typestore
+
+    expected = get_typestore(Stores.ROS2_JAZZY).hash_rihs01("tf2_msgs/msg/TFMessage")
+    assert installed_type_hash("tf2_msgs", "TFMessage") == expected
 
 
 PUBLISHER = textwrap.dedent(

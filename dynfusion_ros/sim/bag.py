@@ -82,7 +82,7 @@ class _OrderedBag:
 
     def __init__(self, writer: Writer) -> None:
         self.writer = writer
-        store = bag_typestore()
+        self.store = store = bag_typestore()
         self.connections = {
             topic: writer.add_connection(
                 topic, msgtype, typestore=store, offered_qos_profiles=[_latched()] if topic == "/tf_static" else []
@@ -94,7 +94,11 @@ class _OrderedBag:
         self.counts: Counter[str] = Counter()
 
     def add(self, log_ns: int, topic: str, msg) -> None:
-        heapq.heappush(self.pending, (log_ns, self.sequence, topic, serialize_message(msg)))
+        # rclpy's serializer leaves alignment padding uninitialised; a round trip through
+        # rosbags' serializer zeroes it, so the same drive gives the same bytes
+        msgtype = TOPICS[topic]
+        data = self.store.serialize_cdr(self.store.deserialize_cdr(serialize_message(msg), msgtype), msgtype)
+        heapq.heappush(self.pending, (log_ns, self.sequence, topic, bytes(data)))
         self.sequence += 1
 
     def flush(self, before_ns: int | None = None) -> None:

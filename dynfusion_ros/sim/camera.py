@@ -29,7 +29,7 @@ FULL_WELL_E = 10000.0  # electrons at full scale, gain 1
 READ_NOISE_E = 8.0
 TARGET_LEVEL = 0.18  # auto-exposure aims the mean (linear) at mid-grey
 NEAR_PLANE_M = 0.2
-HEADLIGHT_INTENSITY = 40.0  # radiance x m^2 on the axis of a low beam
+HEADLIGHT_INTENSITY = 1.5  # radiance x m^2 on the axis of a low beam (daylight ~ 1)
 LAMP_RADIANCE = 6.0  # other vehicles' head and tail lamps, seen directly
 SKY_TOP, SKY_HORIZON = np.array([0.35, 0.52, 0.85]), np.array([0.70, 0.78, 0.90])
 FACES = (  # corner indices (see Boxes.corners), and the face normal in the box frame
@@ -295,8 +295,11 @@ class CameraModelSim:
             radiance += flakes[..., None] * (light + np.float32(0.2 * c.ambient_light))
 
     def _auto_expose(self, radiance) -> tuple[float, float]:
+        """Mean metering, aiming lower in dim scenes (as camera firmware does, to hold
+        noise down): a night frame stays darker than a day frame."""
         mean = float(np.mean(np.minimum(radiance[::4, ::4], 2.0)))
-        wanted = REFERENCE_EXPOSURE_S * TARGET_LEVEL / max(mean, 1e-4)
+        target = TARGET_LEVEL * float(np.clip((mean / 0.2) ** 0.3, 0.35, 1.0))
+        wanted = REFERENCE_EXPOSURE_S * target / max(mean, 1e-4)
         self.level *= (wanted / self.level) ** 0.6  # converges over a few frames
         exposure = float(np.clip(self.level, *EXPOSURE_LIMITS_S))
         gain = float(np.clip(self.level / exposure, 1.0, MAX_GAIN))

@@ -46,12 +46,10 @@ class Conditions:
 CLEAR = Conditions()
 CONTEXTS: Mapping[str, Conditions] = {
     "clear": CLEAR,
-    "night": replace(CLEAR, ambient_light=0.003, sun_elevation_deg=-20.0, headlights=1.0),
+    "night": replace(CLEAR, ambient_light=0.001, sun_elevation_deg=-20.0, headlights=1.0),
     "fog": replace(CLEAR, ambient_light=0.7, fog_extinction_per_m=0.05, sun_elevation_deg=20.0),
     "rain": replace(CLEAR, ambient_light=0.5, rain_rate_mm_h=25.0, fog_extinction_per_m=0.004),
-    "snow": replace(
-        CLEAR, ambient_light=0.8, snow_rate_mm_h=4.0, fog_extinction_per_m=0.012
-    ),
+    "snow": replace(CLEAR, ambient_light=0.8, snow_rate_mm_h=4.0, fog_extinction_per_m=0.03),
     "glare": replace(CLEAR, sun_elevation_deg=4.0, sun_azimuth_deg=0.0),
 }
 """Context label -> conditions. Labels are the names the gate and the evaluation use."""
@@ -165,7 +163,7 @@ PRESETS: Mapping[str, Scenario] = {
         _single("night", "night: low ambient light, headlights, camera gain and noise up"),
         _single("fog", "fog, about 60 m visibility: camera contrast and lidar range fall"),
         _single("rain", "rain, 25 mm/h: streaks and blur, lidar dropouts, slight radar clutter"),
-        _single("snow", "snow, 4 mm/h: flakes in camera and lidar, whiter ground"),
+        _single("snow", "heavy snow, 4 mm/h, 100 m visibility: flakes in camera and lidar"),
         _single("glare", "low sun ahead: veiling glare and blooming in the camera"),
         Scenario(
             "dense_fog",
