@@ -11,7 +11,10 @@ from rosbags.rosbag2 import Reader
 
 from dynfusion_ros.cli import main
 from dynfusion_ros.ros.convert.detections import detection_array_to_detections
-from dynfusion_ros.ros.convert.pointcloud import pointcloud2_to_lidar_scan, pointcloud2_to_radar_scan
+from dynfusion_ros.ros.convert.pointcloud import (
+    pointcloud2_to_lidar_scan,
+    pointcloud2_to_radar_scan,
+)
 from dynfusion_ros.sim.bag import TOPICS, write_drive
 from dynfusion_ros.sim.drive import START_NS, Simulation
 from dynfusion_ros.sim.scenario import Fault, Phase, Scenario, preset
@@ -38,7 +41,10 @@ def mixed_bag(tmp_path_factory):
         "test_mix",
         "fog then night with faults",
         (Phase(0.0, "fog"), Phase(0.5, "night")),
-        (Fault("silent", 0.2, 0.4, {"topic": "/lidar/points"}), Fault("timestamp_jitter", 0.6, 1.0, {"sigma_s": 0.02})),
+        (
+            Fault("silent", 0.2, 0.4, {"topic": "/lidar/points"}),
+            Fault("timestamp_jitter", 0.6, 1.0, {"sigma_s": 0.02}),
+        ),
     )
     path = tmp_path_factory.mktemp("bags") / "drive"
     summary = write_drive(Simulation(scenario, 2.0, 11), path, progress=False)
@@ -59,14 +65,19 @@ def test_bag_has_every_topic_and_rclpy_reads_every_message(mixed_bag):
     image = messages["/camera/image_raw"][0][1]
     assert (image.width, image.height, image.encoding) == (640, 384, "rgb8")
     (tf,) = [msg for _, msg, _ in messages["/tf_static"]]
-    assert {t.child_frame_id for t in tf.transforms} == {"camera_optical_frame", "lidar_link", "radar_link", "imu_link"}
+    assert {t.child_frame_id for t in tf.transforms} == {
+        "camera_optical_frame",
+        "lidar_link",
+        "radar_link",
+        "imu_link",
+    }
 
 
 def test_bag_contents_read_back_through_our_converters(mixed_bag):
     _, _, messages = mixed_bag
     lidar = pointcloud2_to_lidar_scan(messages["/lidar/points"][0][1])
     assert len(lidar) > 1000 and {"intensity", "ring", "time"} <= set(lidar.fields)
-    assert 0.0 <= lidar.fields["time"].min() and lidar.fields["time"].max() < 0.1
+    assert lidar.fields["time"].min() >= 0.0 and lidar.fields["time"].max() < 0.1
     radar = pointcloud2_to_radar_scan(messages["/radar/points"][0][1])
     assert {"doppler", "rcs"} <= set(radar.fields)
     truth = messages["/ground_truth/objects"][5][1]
@@ -85,7 +96,9 @@ def test_header_stamps_are_sensor_times_and_jitter_only_when_faulted(mixed_bag):
     _, _, messages = mixed_bag
 
     def offsets(topic, period):
-        stamps = np.array([m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for _, m, _ in messages[topic]])
+        stamps = np.array(
+            [m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for _, m, _ in messages[topic]]
+        )
         return (stamps - START_NS) / 1e9 - np.arange(len(stamps)) * period
 
     camera = offsets("/camera/image_raw", 0.1)
@@ -101,7 +114,9 @@ def test_same_seed_same_bag_and_sqlite3_storage(tmp_path):
     write_drive(Simulation(scenario, 0.5, 4), a, progress=False)
     write_drive(Simulation(scenario, 0.5, 4), b, storage="sqlite3", progress=False)
     write_drive(Simulation(scenario, 0.5, 5), c, progress=False)
-    bytes_a, bytes_b, bytes_c = ([raw for items in read_all(p).values() for _, _, raw in items] for p in (a, b, c))
+    bytes_a, bytes_b, bytes_c = (
+        [raw for items in read_all(p).values() for _, _, raw in items] for p in (a, b, c)
+    )
     assert bytes_a == bytes_b
     assert bytes_a != bytes_c
     assert list(b.glob("*.db3"))
@@ -109,7 +124,22 @@ def test_same_seed_same_bag_and_sqlite3_storage(tmp_path):
 
 def test_cli_writes_bag_and_previews(tmp_path, capsys):
     out, previews = tmp_path / "bag", tmp_path / "previews"
-    code = main(["simulate", "--scenario", "clear", "--duration", "0.6", "--seed", "2", "--out", str(out), "--preview", str(previews), "--quiet"])
+    code = main(
+        [
+            "simulate",
+            "--scenario",
+            "clear",
+            "--duration",
+            "0.6",
+            "--seed",
+            "2",
+            "--out",
+            str(out),
+            "--preview",
+            str(previews),
+            "--quiet",
+        ]
+    )
     assert code == 0
     text = capsys.readouterr().out
     assert "MB per minute" in text and "real time" in text
@@ -158,5 +188,7 @@ def test_failure_midway_leaves_nothing(tmp_path):
             raise RuntimeError("disk on fire")
 
     with pytest.raises(RuntimeError):
-        write_drive(Simulation(preset("clear"), 0.5, 1), tmp_path / "bag", progress=False, on_frame=explode)
+        write_drive(
+            Simulation(preset("clear"), 0.5, 1), tmp_path / "bag", progress=False, on_frame=explode
+        )
     assert list(tmp_path.iterdir()) == []

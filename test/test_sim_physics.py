@@ -27,9 +27,11 @@ def context(name, *faults):
 
 def lidar_sweep(sim, ctx, seed=0):
     ego = sim.ego.at(T_FRAME)
-    _, boxes, velocity = sim.scene(T_FRAME, ego.xy[0])
+    _, scene = sim.scene(T_FRAME, ego.xy[0])
     start = T_FRAME - 0.5 * sim.lidar.period
-    return sim.lidar.sweep(start, sim.ego, boxes, velocity, T_FRAME, sim.ground, ctx, np.random.default_rng(seed))
+    return sim.lidar.sweep(
+        start, sim.ego, scene, sim.ground, context=ctx, rng=np.random.default_rng(seed)
+    )
 
 
 def ranges(points):
@@ -61,9 +63,12 @@ def render(sim, ctx, frames=8, seed=0):
     """Render the same instant a few times so auto-exposure settles; return the last two."""
     rng = np.random.default_rng(seed)
     ego = sim.ego.at(T_FRAME)
-    _, boxes, _ = sim.scene(T_FRAME, ego.xy[0])
+    _, scene = sim.scene(T_FRAME, ego.xy[0])
     sim.camera.previous = None
-    out = [sim.camera.render(T_FRAME, sim.ego, boxes, sim.ground, ctx, rng) for _ in range(frames)]
+    out = [
+        sim.camera.render(T_FRAME, sim.ego, scene.boxes, sim.ground, context=ctx, rng=rng)
+        for _ in range(frames)
+    ]
     return out[-2], out[-1]
 
 
@@ -92,7 +97,9 @@ def test_fog_lowers_contrast_more_with_distance(sim):
         return np.percentile(grey[mask], 95) - np.percentile(grey[mask], 5)
 
     assert spread(grey_fog, far) < 0.5 * spread(grey_clear, far)
-    assert spread(grey_fog, far) / spread(grey_clear, far) < spread(grey_fog, near) / spread(grey_clear, near)
+    assert spread(grey_fog, far) / spread(grey_clear, far) < spread(grey_fog, near) / spread(
+        grey_clear, near
+    )
 
 
 def test_camera_faults(sim):
@@ -104,7 +111,9 @@ def test_camera_faults(sim):
 
 def test_lidar_faults(sim):
     assert len(lidar_sweep(sim, context("clear", Fault("lidar_dropout", 0.0, 1.0))).points) == 0
-    partial = lidar_sweep(sim, context("clear", Fault("lidar_partial", 0.0, 1.0, {"sector_deg": 90.0}))).points
+    partial = lidar_sweep(
+        sim, context("clear", Fault("lidar_partial", 0.0, 1.0, {"sector_deg": 90.0}))
+    ).points
     azimuth = np.degrees(np.arctan2(partial["y"], partial["x"]))
     assert len(partial) > 5000 and np.abs(azimuth).min() > 44.0
 
@@ -114,8 +123,8 @@ def test_radar_doppler_is_the_relative_radial_velocity(sim):
     checked = 0
     for t in np.arange(3.0, 15.0, 0.5):
         ego = sim.ego.at(t)
-        states, boxes, _ = sim.scene(t, ego.xy[0])
-        scan = sim.radar.scan(ego, states, boxes, context("clear"), rng)
+        states, scene = sim.scene(t, ego.xy[0])
+        scan = sim.radar.scan(ego, states, scene.boxes, context("clear"), rng)
         yaw = float(ego.yaw[0])
         rot = np.array([[np.cos(yaw), -np.sin(yaw)], [np.sin(yaw), np.cos(yaw)]])
         lever = rot @ sim.rig.T_base_radar[:2, 3]
@@ -137,9 +146,16 @@ def test_radar_doppler_is_the_relative_radial_velocity(sim):
 def test_radar_sees_cars_further_than_people_and_a_storm_adds_clutter(sim):
     rng = np.random.default_rng(2)
     ego = sim.ego.at(T_FRAME)
-    states, boxes, _ = sim.scene(T_FRAME, ego.xy[0])
+    states, scene = sim.scene(T_FRAME, ego.xy[0])
+    boxes = scene.boxes
     calm = sim.radar.scan(ego, states, boxes, context("clear"), rng)
-    storm = sim.radar.scan(ego, states, boxes, context("clear", Fault("radar_clutter_storm", 0, 1, {"points": 300})), rng)
+    storm = sim.radar.scan(
+        ego,
+        states,
+        boxes,
+        context("clear", Fault("radar_clutter_storm", 0, 1, {"points": 300})),
+        rng,
+    )
     assert len(storm.points) > len(calm.points) + 200
     assert {"x", "y", "z", "doppler", "rcs"} <= set(calm.points.dtype.names)
 
@@ -152,7 +168,9 @@ def integrate_imu(force, rate, dt, xy0, yaw0, velocity0):
         yaw_next = yaw + 0.5 * (rate[i, 2] + rate[i + 1, 2]) * dt
 
         def world(f, psi):
-            return np.array([np.cos(psi) * f[0] - np.sin(psi) * f[1], np.sin(psi) * f[0] + np.cos(psi) * f[1]])
+            return np.array(
+                [np.cos(psi) * f[0] - np.sin(psi) * f[1], np.sin(psi) * f[0] + np.cos(psi) * f[1]]
+            )
 
         accel = 0.5 * (world(force[i], yaw) + world(force[i + 1], yaw_next))
         xy = xy + velocity * dt + 0.5 * accel * dt**2
@@ -171,7 +189,9 @@ def test_integrating_the_imu_reproduces_the_trajectory(sim, errors, tolerance_m)
     truth = sim.ego.at(times)
     force, rate = imu.measure(truth, np.random.default_rng(6), None)
     assert np.mean(force[:, 2]) == pytest.approx(9.80665, abs=0.05)
-    track, yaw = integrate_imu(force, rate, 0.005, truth.xy[0], float(truth.yaw[0]), truth.velocity[0])
+    track, yaw = integrate_imu(
+        force, rate, 0.005, truth.xy[0], float(truth.yaw[0]), truth.velocity[0]
+    )
     error = np.linalg.norm(track - truth.xy, axis=1)
     assert np.linalg.norm(truth.xy[-1] - truth.xy[0]) > 30.0, "the ego must actually move"
     assert error.max() < tolerance_m
@@ -202,8 +222,12 @@ def test_truth_boxes_cover_the_rendered_objects(sim):
         for owner, count in zip(owners, counts, strict=True):
             if count < 30 or distance[owner] > GROUND_TRUTH_RANGE_M:
                 continue
-            assert owner in by_index, f"object {owner} is rendered ({count} px) but not in ground truth"
-            corners = box_corners(by_index[owner].box) @ T_camera_base[:3, :3].T + T_camera_base[:3, 3]
+            assert owner in by_index, (
+                f"object {owner} is rendered ({count} px) but not in ground truth"
+            )
+            corners = (
+                box_corners(by_index[owner].box) @ T_camera_base[:3, :3].T + T_camera_base[:3, 3]
+            )
             if (corners[:, 2] < 0.5).any():
                 continue
             uv = (corners[:, :2] / corners[:, 2:3]) * np.diag(K)[:2] + K[:2, 2]
@@ -222,8 +246,11 @@ def test_truth_boxes_contain_their_lidar_returns(sim):
     checked = 0
     for t in (6.0, 9.0, 12.0):
         ego = sim.ego.at(t)
-        states, boxes, velocity = sim.scene(t, ego.xy[0])
-        sweep = sim.lidar.sweep(t - 0.05, sim.ego, boxes, velocity, t, sim.ground, context("clear"), np.random.default_rng(0))
+        states, scene = sim.scene(t, ego.xy[0])
+        rng = np.random.default_rng(0)
+        sweep = sim.lidar.sweep(
+            t - 0.05, sim.ego, scene, sim.ground, context=context("clear"), rng=rng
+        )
         on_objects = sweep.hit_owner >= 0
         points = sweep.points[on_objects]
         owner = sweep.hit_owner[on_objects]

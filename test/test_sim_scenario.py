@@ -2,7 +2,15 @@
 
 import pytest
 
-from dynfusion_ros.sim.scenario import CONTEXTS, FAULT_KINDS, PRESETS, Fault, Phase, Scenario, preset
+from dynfusion_ros.sim.scenario import (
+    CONTEXTS,
+    FAULT_KINDS,
+    PRESETS,
+    Fault,
+    Phase,
+    Scenario,
+    preset,
+)
 
 
 def test_phases_switch_at_their_fraction_and_ramp_in():
@@ -16,9 +24,14 @@ def test_phases_switch_at_their_fraction_and_ramp_in():
 
 
 def test_faults_hold_only_inside_their_window():
-    scenario = Scenario("t", "", (Phase(0.0, "clear"),), (Fault("silent", 0.4, 0.6, {"topic": "/x"}),))
+    scenario = Scenario(
+        "t", "", (Phase(0.0, "clear"),), (Fault("silent", 0.4, 0.6, {"topic": "/x"}),)
+    )
     assert not scenario.at(3.9, 10.0).silent("/x")
-    assert scenario.at(4.0, 10.0).silent("/x") and scenario.at(4.0, 10.0).faults[0].label == "silent:/x"
+    assert (
+        scenario.at(4.0, 10.0).silent("/x")
+        and scenario.at(4.0, 10.0).faults[0].label == "silent:/x"
+    )
     assert not scenario.at(6.0, 10.0).silent("/x")
 
 

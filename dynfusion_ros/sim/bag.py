@@ -23,14 +23,26 @@ from dynfusion_msgs.msg import ScenarioContext
 from geometry_msgs.msg import Transform, TransformStamped
 from rclpy.serialization import serialize_message
 from rosbags.rosbag2 import StoragePlugin, Writer
-from rosbags.rosbag2.metadata import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
+from rosbags.rosbag2.metadata import (
+    Qos,
+    QosDurability,
+    QosHistory,
+    QosLiveliness,
+    QosReliability,
+    QosTime,
+)
 from tf2_msgs.msg import TFMessage
 from tqdm import tqdm
 
 from dynfusion_ros import __version__
 from dynfusion_ros.core.types import Detection, ImuSample, OdometryEstimate
 from dynfusion_ros.ros.convert.detections import detections_to_array
-from dynfusion_ros.ros.convert.geometry import matrix_quaternion, quaternion_msg, vector3_msg, yaw_quaternion
+from dynfusion_ros.ros.convert.geometry import (
+    matrix_quaternion,
+    quaternion_msg,
+    vector3_msg,
+    yaw_quaternion,
+)
 from dynfusion_ros.ros.convert.image import array_to_image, model_to_camera_info
 from dynfusion_ros.ros.convert.imu import sample_to_imu
 from dynfusion_ros.ros.convert.odometry import estimate_to_odometry
@@ -50,8 +62,12 @@ TOPICS = {
     "/ground_truth/odometry": "nav_msgs/msg/Odometry",
     "/scenario/context": "dynfusion_msgs/msg/ScenarioContext",
 }
-SENSOR_TOPICS = ("/camera/image_raw", "/camera/camera_info", "/lidar/points", "/radar/points", "/imu/data")
-LATENCY_S = {"/camera/image_raw": 0.025, "/camera/camera_info": 0.025, "/radar/points": 0.015, "/imu/data": 0.001}
+LATENCY_S = {
+    "/camera/image_raw": 0.025,
+    "/camera/camera_info": 0.025,
+    "/radar/points": 0.015,
+    "/imu/data": 0.001,
+}
 STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 
 
@@ -85,7 +101,10 @@ class _OrderedBag:
         self.store = store = bag_typestore()
         self.connections = {
             topic: writer.add_connection(
-                topic, msgtype, typestore=store, offered_qos_profiles=[_latched()] if topic == "/tf_static" else []
+                topic,
+                msgtype,
+                typestore=store,
+                offered_qos_profiles=[_latched()] if topic == "/tf_static" else [],
             )
             for topic, msgtype in TOPICS.items()
         }
@@ -97,7 +116,9 @@ class _OrderedBag:
         # rclpy's serializer leaves alignment padding uninitialised; a round trip through
         # rosbags' serializer zeroes it, so the same drive gives the same bytes
         msgtype = TOPICS[topic]
-        data = self.store.serialize_cdr(self.store.deserialize_cdr(serialize_message(msg), msgtype), msgtype)
+        data = self.store.serialize_cdr(
+            self.store.deserialize_cdr(serialize_message(msg), msgtype), msgtype
+        )
         heapq.heappush(self.pending, (log_ns, self.sequence, topic, bytes(data)))
         self.sequence += 1
 
@@ -125,7 +146,8 @@ class DriveRecorder:
                     header=header_msg(START_NS, self.frames["base"]),
                     child_frame_id=self.frames[sensor],
                     transform=Transform(
-                        translation=vector3_msg(T[:3, 3]), rotation=quaternion_msg(matrix_quaternion(T[:3, :3]))
+                        translation=vector3_msg(T[:3, 3]),
+                        rotation=quaternion_msg(matrix_quaternion(T[:3, :3])),
                     ),
                 )
             )
@@ -133,7 +155,9 @@ class DriveRecorder:
 
     def _sensor(self, frame: SimFrame, topic: str, t_s: float, log_t_s: float, build) -> None:
         """Record a sensor message unless its topic is silent; jitter its stamp if asked."""
-        if frame.context.silent(topic) or (topic == "/camera/camera_info" and frame.context.silent("/camera/image_raw")):
+        if frame.context.silent(topic) or (
+            topic == "/camera/camera_info" and frame.context.silent("/camera/image_raw")
+        ):
             return
         stamp_s = t_s
         jitter = frame.context.fault("timestamp_jitter")
@@ -144,14 +168,41 @@ class DriveRecorder:
     def record(self, frame: SimFrame) -> None:
         t = frame.t_s
         cam_latency = LATENCY_S["/camera/image_raw"]
-        self._sensor(frame, "/camera/image_raw", t, t + cam_latency, lambda ns: array_to_image(frame.camera.image, "rgb8", ns, self.frames["camera"]))
-        self._sensor(frame, "/camera/camera_info", t, t + cam_latency, lambda ns: model_to_camera_info(self.camera_model, ns))
+        self._sensor(
+            frame,
+            "/camera/image_raw",
+            t,
+            t + cam_latency,
+            lambda ns: array_to_image(frame.camera.image, "rgb8", ns, self.frames["camera"]),
+        )
+        self._sensor(
+            frame,
+            "/camera/camera_info",
+            t,
+            t + cam_latency,
+            lambda ns: model_to_camera_info(self.camera_model, ns),
+        )
         sweep = frame.lidar
-        self._sensor(frame, "/lidar/points", sweep.stamp_s, sweep.stamp_s + self.sim.lidar.period + 0.005, lambda ns: array_to_pointcloud2(sweep.points, ns, self.frames["lidar"]))
+        self._sensor(
+            frame,
+            "/lidar/points",
+            sweep.stamp_s,
+            sweep.stamp_s + self.sim.lidar.period + 0.005,
+            lambda ns: array_to_pointcloud2(sweep.points, ns, self.frames["lidar"]),
+        )
         for t_radar, scan in frame.radar:
-            self._sensor(frame, "/radar/points", t_radar, t_radar + LATENCY_S["/radar/points"], lambda ns, scan=scan: array_to_pointcloud2(scan.points, ns, self.frames["radar"]))
+            self._sensor(
+                frame,
+                "/radar/points",
+                t_radar,
+                t_radar + LATENCY_S["/radar/points"],
+                lambda ns, scan=scan: array_to_pointcloud2(scan.points, ns, self.frames["radar"]),
+            )
         sigma_a, sigma_g = self.sim.imu.accel_sigma, self.sim.imu.gyro_sigma
-        accel_cov, gyro_cov = np.eye(3) * max(sigma_a, 1e-6) ** 2, np.eye(3) * max(sigma_g, 1e-8) ** 2
+        accel_cov, gyro_cov = (
+            np.eye(3) * max(sigma_a, 1e-6) ** 2,
+            np.eye(3) * max(sigma_g, 1e-8) ** 2,
+        )
         for t_imu, force, rate in zip(frame.imu_t_s, frame.imu_force, frame.imu_rate, strict=True):
             self._sensor(
                 frame, "/imu/data", float(t_imu), float(t_imu) + LATENCY_S["/imu/data"],
@@ -165,7 +216,11 @@ class DriveRecorder:
     def _truth(self, frame: SimFrame) -> None:
         ns = _ns(frame.t_s)
         objects = frame.objects
-        array = detections_to_array([Detection(o.object_class, 1.0, o.box, o.velocity) for o in objects], ns, self.frames["base"])
+        array = detections_to_array(
+            [Detection(o.object_class, 1.0, o.box, o.velocity) for o in objects],
+            ns,
+            self.frames["base"],
+        )
         for detection, obj in zip(array.detections, objects, strict=True):
             detection.id = obj.track_id
         self.bag.add(ns, "/ground_truth/objects", array)
@@ -226,6 +281,7 @@ def _writable(folder: Path) -> bool:
 def write_drive(
     sim: Simulation,
     out: Path,
+    *,
     storage: str = "mcap",
     overwrite: bool = False,
     progress: bool = True,
@@ -252,7 +308,13 @@ def write_drive(
         bag = _OrderedBag(writer)
         recorder = DriveRecorder(sim, bag)
         recorder.static_transforms()
-        frames = tqdm(sim.frames(), total=sim.frame_count, unit="frame", desc=f"simulate {sim.scenario.name}", disable=not progress)
+        frames = tqdm(
+            sim.frames(),
+            total=sim.frame_count,
+            unit="frame",
+            desc=f"simulate {sim.scenario.name}",
+            disable=not progress,
+        )
         for frame in frames:
             recorder.record(frame)
             if on_frame is not None:
@@ -268,4 +330,6 @@ def write_drive(
         shutil.rmtree(partial, ignore_errors=True)
         raise
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    return BagSummary(out, sim.frame_count, dict(bag.counts), size, sim.duration_s, time.perf_counter() - started)
+    return BagSummary(
+        out, sim.frame_count, dict(bag.counts), size, sim.duration_s, time.perf_counter() - started
+    )

@@ -42,6 +42,27 @@ FACES = (  # corner indices (see Boxes.corners), and the face normal in the box 
 
 
 @dataclass(frozen=True)
+class _View:
+    """The camera's pose (world) and the ego's motion at the exposure."""
+
+    position: np.ndarray
+    R_cw: np.ndarray  # world -> camera optical frame
+    yaw: float
+    speed: float
+    yaw_rate: float
+
+
+@dataclass(frozen=True)
+class _Light:
+    """Irradiance (daylight = 1) from the sky dome, the sun, and our own low beams."""
+
+    sky: float
+    sun: float
+    sun_direction: np.ndarray
+    headlights: float
+
+
+@dataclass(frozen=True)
 class CameraFrame:
     image: np.ndarray  # (H, W, 3) uint8 RGB
     owner: np.ndarray  # (H, W) int32: object index per pixel, -1 structure, -2 ground/sky
@@ -109,20 +130,20 @@ class CameraModelSim:
         ).astype(np.float32)[..., None]
         horizon_mix = np.clip(v / self.K[1, 2], 0.0, 1.0)[..., None]
         self.sky = (SKY_TOP + (SKY_HORIZON - SKY_TOP) * horizon_mix).astype(np.float32)
-        self.row_weight = (np.clip((v[:, :1] - self.K[1, 2]) / (h - self.K[1, 2]), 0, 1) ** 2).astype(
-            np.float32
-        )[..., None]
+        self.row_weight = (
+            np.clip((v[:, :1] - self.K[1, 2]) / (h - self.K[1, 2]), 0, 1) ** 2
+        ).astype(np.float32)[..., None]
         self.level = REFERENCE_EXPOSURE_S  # exposure x gain, adapted frame to frame
         self.previous: np.ndarray | None = None
 
-    def _pose(self, ego: EgoDrive, t: float) -> tuple[np.ndarray, np.ndarray, float, float, float]:
+    def _view(self, ego: EgoDrive, t: float) -> _View:
         state = ego.at(t)
         yaw = float(state.yaw[0])
         c, s = np.cos(yaw), np.sin(yaw)
         R_wb = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
         position = np.r_[state.xy[0], 0.0] + R_wb @ self.mount
-        R_wc = R_wb @ self.rig.T_base_camera[:3, :3]
-        return position, R_wc, float(state.speed[0]), float(state.yaw_rate[0]), yaw
+        R_cw = (R_wb @ self.rig.T_base_camera[:3, :3]).T
+        return _View(position, R_cw, yaw, float(state.speed[0]), float(state.yaw_rate[0]))
 
     def render(
         self,
@@ -130,26 +151,30 @@ class CameraModelSim:
         ego: EgoDrive,
         boxes: Boxes,
         ground: GroundTexture,
+        *,
         context: ActiveContext,
         rng: np.random.Generator,
         lamps: np.ndarray | None = None,
     ) -> CameraFrame:
         """One frame at ``t``. ``lamps`` (N, 6): world position and RGB of lit lamps."""
         c = context.conditions
-        position, R_wc, speed, yaw_rate, yaw = self._pose(ego, t)
-        R_cw = R_wc.T
+        view = self._view(ego, t)
         sun = sun_direction(c)
-        sun_light = c.ambient_light * max(sun[2], 0.0) ** 0.5
-        sky_light = 0.45 * c.ambient_light + 0.0002
-        radiance, depth, owner = self._ground(position, R_cw, ground, c, sky_light, sun_light)
-        self._boxes(radiance, depth, owner, boxes, position, R_cw, sun, sky_light, sun_light, c, yaw)
+        light = _Light(
+            sky=0.45 * c.ambient_light + 0.0002,
+            sun=c.ambient_light * max(sun[2], 0.0) ** 0.5,
+            sun_direction=sun,
+            headlights=c.headlights,
+        )
+        radiance, depth, owner = self._ground(view, ground, light, c)
+        self._boxes((radiance, depth, owner), boxes, view, light)
         if lamps is not None and len(lamps):
-            self._lamps(radiance, depth, lamps, position, R_cw)
+            self._lamps(radiance, depth, lamps, view)
         self._fog(radiance, depth, c)
-        self._glare(radiance, R_cw, sun, c)
+        self._glare(radiance, view.R_cw, sun, c)
         self._precipitation(radiance, c, rng)
         exposure, gain = self._auto_expose(radiance)
-        self._motion_blur(radiance, speed, yaw_rate, exposure)
+        self._motion_blur(radiance, view.speed, view.yaw_rate, exposure)
         if context.fault("camera_blackout") is not None:
             radiance[:] = 0.0
         image = self._sensor(radiance, exposure * gain / REFERENCE_EXPOSURE_S, gain, rng)
@@ -158,11 +183,12 @@ class CameraModelSim:
         self.previous = image
         return CameraFrame(image, owner, depth, exposure, gain)
 
-    def _ground(self, position, R_cw, ground: GroundTexture, c: Conditions, sky_light, sun_light):
+    def _ground(self, view: _View, ground: GroundTexture, light: _Light, c: Conditions):
         w, h = self.rig.image_width, self.rig.image_height
-        look_ahead = position[:2] + 30.0 * R_cw.T[:2, 2] / max(np.linalg.norm(R_cw.T[:2, 2]), 1e-9)
-        ground.ensure(look_ahead)
-        H_img_world = self.K @ np.c_[R_cw[:, 0], R_cw[:, 1], -R_cw @ position]
+        forward = view.R_cw.T[:2, 2]
+        ground.ensure(view.position[:2] + 30.0 * forward / max(np.linalg.norm(forward), 1e-9))
+        R_cw = view.R_cw
+        H_img_world = self.K @ np.c_[R_cw[:, 0], R_cw[:, 1], -R_cw @ view.position]
         H_img_tile = H_img_world @ np.linalg.inv(ground.world_to_tile)
         border = tuple(round(255 * x) for x in GRASS[0])
         albedo = cv2.warpPerspective(
@@ -171,30 +197,36 @@ class CameraModelSim:
         snow_cover = min(c.snow_rate_mm_h / 6.0, 0.7)
         if snow_cover > 0:
             albedo = albedo * (1 - snow_cover) + 0.85 * snow_cover
-        light = np.float32(sky_light + 0.8 * sun_light) + c.headlights * self.headlight_ground
-        radiance = np.where(self.ground_mask[..., None], albedo * light, self.sky * np.float32(sky_light / 0.45))
+        irradiance = (
+            np.float32(light.sky + 0.8 * light.sun) + light.headlights * self.headlight_ground
+        )
+        radiance = np.where(
+            self.ground_mask[..., None],
+            albedo * irradiance,
+            self.sky * np.float32(light.sky / 0.45),
+        )
         depth = self.ground_depth.copy()
         owner = np.where(self.ground_mask, -2, -3).astype(np.int32)
         return radiance.astype(np.float32), depth, owner
 
-    def _boxes(self, radiance, depth, owner, boxes: Boxes, position, R_cw, sun, sky_light, sun_light, c, ego_yaw):
+    def _boxes(self, canvas, boxes: Boxes, view: _View, light: _Light) -> None:
+        """Visible faces of every box, far to near, into (radiance, depth, owner)."""
         if len(boxes) == 0:
             return
+        radiance, depth, owner = canvas
+        position = view.position
         corners = boxes.corners()  # (B, 8, 3)
-        cam = (corners - position) @ R_cw.T
+        cam = (corners - position) @ view.R_cw.T
         in_front = (cam[..., 2] > NEAR_PLANE_M).any(axis=1)
-        footprint = boxes.corners()[:, :4, :2]
-        closest = np.linalg.norm(footprint - position[:2], axis=-1).min(axis=1)
+        closest = np.linalg.norm(corners[:, :4, :2] - position[:2], axis=-1).min(axis=1)
         closest = np.minimum(closest, np.linalg.norm(boxes.centre - position[:2], axis=1))
         order = np.flatnonzero(in_front & (closest < 200.0))
         order = order[np.argsort(-closest[order])]
         cy, sy = np.cos(boxes.yaw), np.sin(boxes.yaw)
         for b in order:
-            for index, normal_local in FACES:
-                nx, ny, nz = normal_local
+            for index, (nx, ny, nz) in FACES:
                 normal = np.array([cy[b] * nx - sy[b] * ny, sy[b] * nx + cy[b] * ny, nz])
-                face = corners[b, list(index)]
-                centre = face.mean(axis=0)
+                centre = corners[b, list(index)].mean(axis=0)
                 if (centre - position) @ normal >= 0:
                     continue  # facing away
                 pts = cam[b, list(index)]
@@ -204,25 +236,28 @@ class CameraModelSim:
                         continue
                 uv = (pts[:, :2] / pts[:, 2:3]) * np.diag(self.K)[:2] + self.K[:2, 2]
                 poly = np.round(uv * 16).astype(np.int32)
-                distance = float(np.linalg.norm(centre - position))
-                lit = sky_light * (0.75 + 0.25 * nz) + sun_light * max(float(normal @ sun), 0.0)
-                lit += c.headlights * self._headlight_on(centre, normal, ego_yaw, position)
+                lit = light.sky * (0.75 + 0.25 * nz)
+                lit += light.sun * max(float(normal @ light.sun_direction), 0.0)
+                lit += light.headlights * self._headlight_on(centre, normal, view)
                 colour = tuple(float(x) for x in boxes.colour[b] * lit)
                 cv2.fillConvexPoly(radiance, poly, colour, cv2.LINE_8, 4)
-                cv2.fillConvexPoly(depth, poly, distance, cv2.LINE_8, 4)
+                cv2.fillConvexPoly(
+                    depth, poly, float(np.linalg.norm(centre - position)), cv2.LINE_8, 4
+                )
                 cv2.fillConvexPoly(owner, poly, int(boxes.owner[b]), cv2.LINE_8, 4)
 
-    def _headlight_on(self, centre, normal, ego_yaw, position) -> float:
-        rel = centre[:2] - position[:2]
+    @staticmethod
+    def _headlight_on(centre, normal, view: _View) -> float:
+        rel = centre[:2] - view.position[:2]
         distance = max(float(np.linalg.norm(rel)), 3.0)
-        bearing = np.arctan2(rel[1], rel[0]) - ego_yaw
+        bearing = np.arctan2(rel[1], rel[0]) - view.yaw
         bearing = (bearing + np.pi) % (2 * np.pi) - np.pi
         facing = max(-float(normal[:2] @ rel) / distance, 0.0)
         return float(headlight_irradiance(distance, bearing)) * facing
 
-    def _lamps(self, radiance, depth, lamps, position, R_cw) -> None:
+    def _lamps(self, radiance, depth, lamps, view: _View) -> None:
         """Lamps are small and bright; drawn where nothing nearer hides them."""
-        cam = (lamps[:, :3] - position) @ R_cw.T
+        cam = (lamps[:, :3] - view.position) @ view.R_cw.T
         h, w = depth.shape
         for (x, y, z), rgb in zip(cam, lamps[:, 3:], strict=True):
             if z < 1.0:
@@ -233,8 +268,10 @@ class CameraModelSim:
             distance = float(np.sqrt(x * x + y * y + z * z))
             if depth[int(v), int(u)] < distance - 0.3:
                 continue
-            radius = max(int(round(0.12 * self.K[0, 0] / z)), 1)
-            cv2.circle(radiance, (int(u), int(v)), radius, tuple(float(x) for x in LAMP_RADIANCE * rgb), -1)
+            radius = max(round(0.12 * self.K[0, 0] / z), 1)
+            cv2.circle(
+                radiance, (int(u), int(v)), radius, tuple(float(x) for x in LAMP_RADIANCE * rgb), -1
+            )
 
     @staticmethod
     def _fog(radiance, depth, c: Conditions) -> None:
@@ -247,7 +284,9 @@ class CameraModelSim:
 
     def _glare(self, radiance, R_cw, sun, c: Conditions) -> None:
         """A low sun ahead: veiling glare across the frame, a blooming disc, flare ghosts."""
-        strength = np.clip((15.0 - c.sun_elevation_deg) / 10.0, 0.0, 1.0) * (c.sun_elevation_deg > -1)
+        strength = np.clip((15.0 - c.sun_elevation_deg) / 10.0, 0.0, 1.0) * (
+            c.sun_elevation_deg > -1
+        )
         sun_cam = R_cw @ sun
         if strength <= 0 or sun_cam[2] <= 0.05:
             return
@@ -259,10 +298,18 @@ class CameraModelSim:
         veil = np.float32(strength) * (4.0 * np.exp(-rho / 60.0) + 0.6 * np.exp(-rho / 400.0))
         radiance += veil[..., None] * np.array([1.0, 0.95, 0.85], np.float32)
         centre = np.array([w / 2, h / 2])
-        for k, (tint, radius) in enumerate((((0.3, 0.5, 0.3), 30), ((0.5, 0.3, 0.6), 18), ((0.3, 0.4, 0.6), 45))):
+        for k, (tint, radius) in enumerate(
+            (((0.3, 0.5, 0.3), 30), ((0.5, 0.3, 0.6), 18), ((0.3, 0.4, 0.6), 45))
+        ):
             ghost = centre + (centre - np.array([u, v])) * (0.4 + 0.5 * k)
             overlay = np.zeros_like(radiance)
-            cv2.circle(overlay, tuple(int(x) for x in ghost), radius, tuple(0.4 * strength * x for x in tint), -1)
+            cv2.circle(
+                overlay,
+                tuple(int(x) for x in ghost),
+                radius,
+                tuple(0.4 * strength * x for x in tint),
+                -1,
+            )
             radiance += overlay
 
     def _precipitation(self, radiance, c: Conditions, rng: np.random.Generator) -> None:
@@ -282,14 +329,22 @@ class CameraModelSim:
             radiance[:] = cv2.GaussianBlur(radiance, (0, 0), sigma)
             drops = np.zeros((h, w), np.uint8)
             for _ in range(int(6 * rain)):
-                cv2.circle(drops, (int(rng.uniform(0, w)), int(rng.uniform(0, h))), int(rng.uniform(6, 18)), 1, -1)
+                cv2.circle(
+                    drops,
+                    (int(rng.uniform(0, w)), int(rng.uniform(0, h))),
+                    int(rng.uniform(6, 18)),
+                    1,
+                    -1,
+                )
             if drops.any():
                 blurred = cv2.GaussianBlur(radiance, (0, 0), 6.0)
                 radiance[drops > 0] = blurred[drops > 0]
         if c.snow_rate_mm_h > 0:
             n = int(250 * c.snow_rate_mm_h / 4.0)
             flakes = np.zeros((h, w), np.float32)
-            for x, y, r in zip(rng.uniform(0, w, n), rng.uniform(0, h, n), rng.exponential(1.2, n), strict=True):
+            for x, y, r in zip(
+                rng.uniform(0, w, n), rng.uniform(0, h, n), rng.exponential(1.2, n), strict=True
+            ):
                 cv2.circle(flakes, (int(x), int(y)), int(min(r, 6)), 1.0, -1)
             flakes = cv2.GaussianBlur(flakes, (3, 3), 0)
             radiance += flakes[..., None] * (light + np.float32(0.2 * c.ambient_light))
@@ -310,13 +365,13 @@ class CameraModelSim:
         fx, fy = self.K[0, 0], self.K[1, 1]
         sideways = abs(yaw_rate) * exposure * fx
         if sideways >= 1.5:
-            n = int(round(sideways))
+            n = round(sideways)
             radiance[:] = cv2.blur(radiance, (n, 1))
         h = radiance.shape[0]
         bottom = h - self.K[1, 2]
         downward = bottom**2 * speed * exposure / (fy * self.mount[2])  # ground flow, px
         if downward >= 1.5:
-            n = min(int(round(downward)), 61)
+            n = min(round(downward), 61)
             streaked = cv2.blur(radiance, (1, n))
             radiance += self.row_weight * (streaked - radiance)
 

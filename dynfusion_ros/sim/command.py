@@ -12,12 +12,37 @@ class UsageError(Exception):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--scenario", default="mixed", help="preset scenario (see --list); default: mixed")
-    parser.add_argument("--duration", type=float, default=60.0, metavar="SECONDS", help="length of the drive (default 60)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same bag (default 0)")
-    parser.add_argument("--out", type=Path, help="rosbag2 folder to write (must not exist unless --overwrite)")
-    parser.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="bag storage plugin (default mcap)")
-    parser.add_argument("--preview", type=Path, metavar="DIR", help="also write preview PNGs (camera, BEV, contact sheet) here")
+    parser.add_argument(
+        "--scenario", default="mixed", help="preset scenario (see --list); default: mixed"
+    )
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="length of the drive (default 60)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="random seed: the same seed gives the same bag (default 0)",
+    )
+    parser.add_argument(
+        "--out", type=Path, help="rosbag2 folder to write (must not exist unless --overwrite)"
+    )
+    parser.add_argument(
+        "--storage",
+        choices=("mcap", "sqlite3"),
+        default="mcap",
+        help="bag storage plugin (default mcap)",
+    )
+    parser.add_argument(
+        "--preview",
+        type=Path,
+        metavar="DIR",
+        help="also write preview PNGs (camera, BEV, contact sheet) here",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing bag at --out")
     parser.add_argument("--list", action="store_true", help="print the preset scenarios and exit")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -62,14 +87,22 @@ def run(args: argparse.Namespace) -> int:
     chosen = preview.preview_indices(sim) if args.preview else set()
     kept = []
     summary = write_drive(
-        sim, args.out, args.storage, args.overwrite, progress=not args.quiet,
+        sim,
+        args.out,
+        storage=args.storage,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
         on_frame=lambda frame: kept.append(frame) if frame.index in chosen else None,
-    )  # fmt: skip
-    minutes = summary.duration_s / 60.0
-    print(f"wrote {summary.path} ({args.storage}): {summary.frames} frames, {summary.duration_s:g} s of drive, "
-          f"{sim.ego.distance_m:.0f} m driven")  # fmt: skip
-    print(f"  size {summary.size_bytes / 1e6:.1f} MB ({summary.size_bytes / 1e6 / minutes:.0f} MB per minute of drive)")
-    print(f"  simulated in {summary.wall_s:.1f} s ({summary.duration_s / summary.wall_s:.2f}x real time)")
+    )
+    megabytes = summary.size_bytes / 1e6
+    print(
+        f"wrote {summary.path} ({args.storage}): {summary.frames} frames, "
+        f"{summary.duration_s:g} s of drive, {sim.ego.distance_m:.0f} m driven"
+    )
+    per_minute = megabytes / (summary.duration_s / 60.0)
+    print(f"  size {megabytes:.1f} MB ({per_minute:.0f} MB per minute of drive)")
+    speed = summary.duration_s / summary.wall_s
+    print(f"  simulated in {summary.wall_s:.1f} s ({speed:.2f}x real time)")
     for topic, count in sorted(summary.messages.items()):
         print(f"  {topic:<24} {count:>6} messages")
     if args.preview is not None:

@@ -20,13 +20,12 @@ from dynfusion_ros.sim.ego import CRUISE_SPEED, EgoDrive, EgoState
 from dynfusion_ros.sim.imu import ImuErrors, ImuModel
 from dynfusion_ros.sim.lidar import LidarModel, LidarSweep
 from dynfusion_ros.sim.radar import RadarModel, RadarScan
-from dynfusion_ros.sim.raycast import Boxes, first_hits
+from dynfusion_ros.sim.raycast import Boxes, Scene, first_hits
 from dynfusion_ros.sim.rig import SensorRig
 from dynfusion_ros.sim.road import GroundTexture, generate_network
 from dynfusion_ros.sim.scenario import ActiveContext, Scenario
 from dynfusion_ros.sim.world import (
     ObjectStates,
-    empty_boxes,
     generate_structure,
     generate_traffic,
     object_parts,
@@ -65,7 +64,7 @@ class SimFrame:
 
     @staticmethod
     def stamp_ns(t_s: float) -> int:
-        return START_NS + int(round(t_s * NS_PER_S))
+        return START_NS + round(t_s * NS_PER_S)
 
 
 class Simulation:
@@ -83,10 +82,21 @@ class Simulation:
             raise ValueError(f"duration must be positive, got {duration_s}")
         self.scenario, self.duration_s, self.seed = scenario, float(duration_s), seed
         self.rig = rig or SensorRig()
-        self.rngs = dict(zip(STREAMS, (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(len(STREAMS))), strict=True))
+        self.rngs = dict(
+            zip(
+                STREAMS,
+                (
+                    np.random.default_rng(s)
+                    for s in np.random.SeedSequence(seed).spawn(len(STREAMS))
+                ),
+                strict=True,
+            )
+        )
         length = CRUISE_SPEED * duration_s + 150.0
         self.network = generate_network(self.rngs["network"], length)
-        self.traffic = generate_traffic(self.rngs["traffic"], self.network, duration_s, scenario.traffic_density)
+        self.traffic = generate_traffic(
+            self.rngs["traffic"], self.network, duration_s, scenario.traffic_density
+        )
         self.structure = generate_structure(self.rngs["structure"], self.network)
         self.ego = EgoDrive(self.network, self.traffic, duration_s + 0.5, self.rngs["ego"])
         self.ground = GroundTexture(self.network)
@@ -99,17 +109,17 @@ class Simulation:
     def objects_at(self, t: float) -> ObjectStates:
         return self.traffic.states(t, self.network)
 
-    def scene(self, t: float, centre: np.ndarray) -> tuple[ObjectStates, Boxes, np.ndarray]:
-        """Objects at ``t``, the boxes within reach of ``centre``, and each box's velocity."""
+    def scene(self, t: float, centre: np.ndarray) -> tuple[ObjectStates, Scene]:
+        """Objects at ``t``, and the scene (boxes, velocities) within reach of ``centre``."""
         states = self.objects_at(t)
         near = states.valid & (np.linalg.norm(states.xy - centre, axis=1) < SCENE_RADIUS_M)
         parts = object_parts(states, self.traffic, np.flatnonzero(near))
-        structure = self.structure.subset(np.linalg.norm(self.structure.centre - centre, axis=1) < SCENE_RADIUS_M + 30)
-        boxes = Boxes.concatenate([structure, parts]) if len(parts) else structure
+        reach = np.linalg.norm(self.structure.centre - centre, axis=1) < SCENE_RADIUS_M + 30
+        boxes = Boxes.concatenate([self.structure.subset(reach), parts])
         velocity = np.zeros((len(boxes), 2))
         moving = boxes.owner >= 0
         velocity[moving] = states.velocity[boxes.owner[moving]]
-        return states, boxes if len(boxes) else empty_boxes(), velocity
+        return states, Scene(t, boxes, velocity)
 
     def lamps(self, states: ObjectStates, centre: np.ndarray) -> np.ndarray:
         """Head lamps (white) and tail lamps (red) of the cars near ``centre``: (N, 6)."""
@@ -142,21 +152,32 @@ class Simulation:
         t = k * period
         context = self.scenario.at(t, self.duration_s)
         ego = self.ego.at(t)
-        states, boxes, velocity = self.scene(t, ego.xy[0])
+        states, scene = self.scene(t, ego.xy[0])
         lamps = self.lamps(states, ego.xy[0]) if context.conditions.headlights > 0.3 else None
-        camera = self.camera.render(t, self.ego, boxes, self.ground, context, rngs["camera"], lamps)
-        lidar = self.lidar.sweep(t - 0.5 / self.rig.lidar_rate_hz, self.ego, boxes, velocity, t, self.ground, context, rngs["lidar"])
+        camera = self.camera.render(
+            t, self.ego, scene.boxes, self.ground, context=context, rng=rngs["camera"], lamps=lamps
+        )
+        sweep_start = t - 0.5 / self.rig.lidar_rate_hz
+        lidar = self.lidar.sweep(
+            sweep_start, self.ego, scene, self.ground, context=context, rng=rngs["lidar"]
+        )
         radar = []
         for t_radar in t + np.arange(0.0, period - 1e-9, 1.0 / self.rig.radar_rate_hz):
-            radar_context = self.scenario.at(t_radar, self.duration_s)
-            radar.append(
-                (t_radar, self.radar.scan(self.ego.at(t_radar), self.objects_at(t_radar), boxes, radar_context, rngs["radar"]))
+            scan = self.radar.scan(
+                self.ego.at(t_radar),
+                self.objects_at(t_radar),
+                scene.boxes,
+                self.scenario.at(t_radar, self.duration_s),
+                rngs["radar"],
             )
+            radar.append((t_radar, scan))
         imu_t = t + np.arange(0.0, period - 1e-9, 1.0 / self.rig.imu_rate_hz)
         jump = context.fault("imu_bias_jump")
-        bias_jump = (float(jump.params["accel_mps2"]), float(jump.params["gyro_radps"])) if jump else None
+        bias_jump = (
+            (float(jump.params["accel_mps2"]), float(jump.params["gyro_radps"])) if jump else None
+        )
         force, rate = self.imu.measure(self.ego.at(imu_t), rngs["imu"], bias_jump)
-        objects = self._ground_truth(states, boxes, ego)
+        objects = self._ground_truth(states, scene.boxes, ego)
         return SimFrame(k, t, context, ego, camera, lidar, radar, imu_t, force, rate, objects)
 
     def _ground_truth(self, states: ObjectStates, boxes: Boxes, ego: EgoState) -> list[TruthObject]:
@@ -164,17 +185,25 @@ class Simulation:
         yaw = float(ego.yaw[0])
         c, s = np.cos(yaw), np.sin(yaw)
         rel = states.xy - ego.xy[0]
-        candidates = np.flatnonzero(states.valid & (np.linalg.norm(rel, axis=1) < GROUND_TRUTH_RANGE_M))
+        candidates = np.flatnonzero(
+            states.valid & (np.linalg.norm(rel, axis=1) < GROUND_TRUTH_RANGE_M)
+        )
         if len(candidates) == 0:
             return []
-        eye = np.r_[ego.xy[0] + np.array([[c, -s], [s, c]]) @ self.rig.T_base_lidar[:2, 3], self.rig.T_base_lidar[2, 3]]
+        eye = np.r_[
+            ego.xy[0] + np.array([[c, -s], [s, c]]) @ self.rig.T_base_lidar[:2, 3],
+            self.rig.T_base_lidar[2, 3],
+        ]
         offsets = np.array([[0.0, 0.0], [0.35, 0.35], [0.35, -0.35], [-0.35, 0.35], [-0.35, -0.35]])
         targets = []
         for i in candidates:
             length, width, height = states.size[i]
             co, so = np.cos(states.yaw[i]), np.sin(states.yaw[i])
             local = offsets * [length, width]
-            xy = states.xy[i] + np.c_[co * local[:, 0] - so * local[:, 1], so * local[:, 0] + co * local[:, 1]]
+            xy = (
+                states.xy[i]
+                + np.c_[co * local[:, 0] - so * local[:, 1], so * local[:, 0] + co * local[:, 1]]
+            )
             targets.append(np.c_[xy, np.full(len(offsets), 0.6 * height)])
         targets = np.concatenate(targets)
         ray = targets - eye
@@ -182,7 +211,11 @@ class Simulation:
         hit_t, hit_box = first_hits(np.tile(eye, (len(ray), 1)), ray / distance[:, None], boxes)
         owner = np.repeat(candidates, len(offsets))
         hit_owner = np.where(hit_box >= 0, boxes.owner[np.maximum(hit_box, 0)], -9)
-        seen = ((hit_owner == owner) | (hit_t >= distance - 0.05)).reshape(len(candidates), -1).any(axis=1)
+        seen = (
+            ((hit_owner == owner) | (hit_t >= distance - 0.05))
+            .reshape(len(candidates), -1)
+            .any(axis=1)
+        )
         truth = []
         for i in candidates[seen]:
             bx, by = c * rel[i, 0] + s * rel[i, 1], -s * rel[i, 0] + c * rel[i, 1]
@@ -194,7 +227,15 @@ class Simulation:
                 TruthObject(
                     track_id=f"{cls.label}_{i}",
                     object_class=cls,
-                    box=Box3D(float(bx), float(by), float(height / 2), float(length), float(width), float(height), float(rel_yaw)),
+                    box=Box3D(
+                        float(bx),
+                        float(by),
+                        float(height / 2),
+                        float(length),
+                        float(width),
+                        float(height),
+                        float(rel_yaw),
+                    ),
                     velocity=(float(c * vx + s * vy), float(-s * vx + c * vy)),
                     index=int(i),
                 )

@@ -48,13 +48,18 @@ class EgoState:
 class EgoDrive:
     """Integrates the drive once; then answers ``at(times)`` exactly."""
 
-    def __init__(self, network: RoadNetwork, traffic: Traffic, duration_s: float, rng: np.random.Generator) -> None:
+    def __init__(
+        self, network: RoadNetwork, traffic: Traffic, duration_s: float, rng: np.random.Generator
+    ) -> None:
         self.network = network
         route = network.route
         self.stops = [j.s - 19.0 for j in network.junctions if rng.random() < 0.5 and j.s > 40.0]
         self.dwell_s = [rng.uniform(1.5, 4.0) for _ in self.stops]
         grid = np.arange(0.0, route.length, 1.0)
-        limit = np.minimum(CRUISE_SPEED, np.sqrt(LATERAL_LIMIT / np.maximum(np.abs(route.curvature_at(grid)), 1e-6)))
+        limit = np.minimum(
+            CRUISE_SPEED,
+            np.sqrt(LATERAL_LIMIT / np.maximum(np.abs(route.curvature_at(grid)), 1e-6)),
+        )
         for i in range(len(grid) - 2, -1, -1):  # brake in time for curves
             limit[i] = min(limit[i], np.sqrt(limit[i + 1] ** 2 + 2.0 * COMFORT_DECEL))
         self._plan_s, self._plan_v = grid, limit
@@ -107,7 +112,12 @@ class EgoDrive:
         across = np.where(on_route, d_now, across)
         half_length = 0.5 * traffic.size[:, 0]
         gap = along - half_length - FRONT_OVERHANG
-        in_lane = states.valid & (np.abs(across) < 1.2 + 0.5 * traffic.size[:, 1]) & (gap > -1.0) & (gap < 60.0)
+        in_lane = (
+            states.valid
+            & (np.abs(across) < 1.2 + 0.5 * traffic.size[:, 1])
+            & (gap > -1.0)
+            & (gap < 60.0)
+        )
         if not in_lane.any():
             return np.inf
         lead = np.argmin(np.where(in_lane, gap, np.inf))

@@ -16,6 +16,8 @@ import cv2
 import matplotlib
 
 matplotlib.use("Agg")
+import itertools
+
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.patches import Polygon
@@ -24,9 +26,30 @@ from dynfusion_ros.core.types import ObjectClass
 from dynfusion_ros.sim.drive import SimFrame, Simulation
 from dynfusion_ros.sim.scenario import CONTEXTS, Phase, Scenario
 
-CLASS_COLOURS = {ObjectClass.CAR: "tab:blue", ObjectClass.PEDESTRIAN: "tab:red", ObjectClass.CYCLIST: "tab:green"}
-CLASS_BGR = {ObjectClass.CAR: (255, 160, 40), ObjectClass.PEDESTRIAN: (60, 60, 255), ObjectClass.CYCLIST: (60, 220, 60)}
-EDGES = ((0, 1), (1, 2), (2, 3), (3, 0), (4, 5), (5, 6), (6, 7), (7, 4), (0, 4), (1, 5), (2, 6), (3, 7))
+CLASS_COLOURS = {
+    ObjectClass.CAR: "tab:blue",
+    ObjectClass.PEDESTRIAN: "tab:red",
+    ObjectClass.CYCLIST: "tab:green",
+}
+CLASS_BGR = {
+    ObjectClass.CAR: (255, 160, 40),
+    ObjectClass.PEDESTRIAN: (60, 60, 255),
+    ObjectClass.CYCLIST: (60, 220, 60),
+}
+EDGES = (
+    (0, 1),
+    (1, 2),
+    (2, 3),
+    (3, 0),
+    (4, 5),
+    (5, 6),
+    (6, 7),
+    (7, 4),
+    (0, 4),
+    (1, 5),
+    (2, 6),
+    (3, 7),
+)
 
 
 def box_corners(box) -> np.ndarray:
@@ -37,7 +60,7 @@ def box_corners(box) -> np.ndarray:
     x = box.x + c * lx - s * ly
     y = box.y + s * lx + c * ly
     bottom = np.c_[x, y, np.full(4, box.z - box.height / 2)]
-    return np.r_[bottom, bottom + [0.0, 0.0, box.height]]
+    return np.r_[bottom, bottom + np.array([0.0, 0.0, box.height])]
 
 
 def camera_with_boxes(frame: SimFrame, sim: Simulation) -> np.ndarray:
@@ -51,7 +74,14 @@ def camera_with_boxes(frame: SimFrame, sim: Simulation) -> np.ndarray:
             continue
         uv = (corners[:, :2] / corners[:, 2:3]) * np.diag(K)[:2] + K[:2, 2]
         for a, b in EDGES:
-            cv2.line(image, tuple(np.round(uv[a]).astype(int)), tuple(np.round(uv[b]).astype(int)), CLASS_BGR[obj.object_class], 1, cv2.LINE_AA)
+            cv2.line(
+                image,
+                tuple(np.round(uv[a]).astype(int)),
+                tuple(np.round(uv[b]).astype(int)),
+                CLASS_BGR[obj.object_class],
+                1,
+                cv2.LINE_AA,
+            )
     return image
 
 
@@ -59,14 +89,46 @@ def draw_bev(ax, frame: SimFrame, sim: Simulation, title: str) -> None:
     lidar = frame.lidar.points
     T = sim.rig.T_base_lidar
     xyz = np.c_[lidar["x"], lidar["y"], lidar["z"]] @ T[:3, :3].T + T[:3, 3]
-    ax.scatter(xyz[:, 0], xyz[:, 1], s=0.3, c=np.clip(lidar["intensity"], 0, 120), cmap="Greys_r", vmin=-60, vmax=120, linewidths=0)
+    ax.scatter(
+        xyz[:, 0],
+        xyz[:, 1],
+        s=0.3,
+        c=np.clip(lidar["intensity"], 0, 120),
+        cmap="Greys_r",
+        vmin=-60,
+        vmax=120,
+        linewidths=0,
+    )
     _, scan = frame.radar[0]
     R = sim.rig.T_base_radar
     radar_xy = np.c_[scan.points["x"], scan.points["y"]] + R[:2, 3]
-    sc = ax.scatter(radar_xy[:, 0], radar_xy[:, 1], s=14, c=scan.points["doppler"], cmap="coolwarm", vmin=-15, vmax=15, marker="D", edgecolors="k", linewidths=0.3)
+    sc = ax.scatter(
+        radar_xy[:, 0],
+        radar_xy[:, 1],
+        s=14,
+        c=scan.points["doppler"],
+        cmap="coolwarm",
+        vmin=-15,
+        vmax=15,
+        marker="D",
+        edgecolors="k",
+        linewidths=0.3,
+    )
     for obj in frame.objects:
-        ax.add_patch(Polygon(box_corners(obj.box)[:4, :2], closed=True, fill=False, edgecolor=CLASS_COLOURS[obj.object_class], linewidth=1.2))
-    ax.add_patch(Polygon([[-1.0, -0.95], [3.7, -0.95], [3.7, 0.95], [-1.0, 0.95]], closed=True, color="orange"))
+        ax.add_patch(
+            Polygon(
+                box_corners(obj.box)[:4, :2],
+                closed=True,
+                fill=False,
+                edgecolor=CLASS_COLOURS[obj.object_class],
+                linewidth=1.2,
+            )
+        )
+    ax.add_patch(
+        Polygon(
+            [[-1.0, -0.95], [3.7, -0.95], [3.7, 0.95], [-1.0, 0.95]], closed=True, color="orange"
+        )
+    )
     ax.set_xlim(-20, 80)
     ax.set_ylim(-40, 40)
     ax.set_aspect("equal")
@@ -82,7 +144,11 @@ def save_frame(frame: SimFrame, sim: Simulation, folder: Path) -> list[Path]:
     camera_path = folder / f"frame_{frame.index:04d}_camera.png"
     cv2.imwrite(str(camera_path), camera_with_boxes(frame, sim))
     fig, ax = plt.subplots(figsize=(7, 6))
-    sc = draw_bev(ax, frame, sim, f"t={frame.t_s:.1f}s  {frame.context.label}  lidar {len(frame.lidar.points)} pts, radar {len(frame.radar[0][1].points)} dets, {len(frame.objects)} objects")
+    title = (
+        f"t={frame.t_s:.1f}s  {frame.context.label}  lidar {len(frame.lidar.points)} pts, "
+        f"radar {len(frame.radar[0][1].points)} dets, {len(frame.objects)} objects"
+    )
+    sc = draw_bev(ax, frame, sim, title)
     fig.colorbar(sc, ax=ax, label="radar doppler (m/s)", shrink=0.8)
     bev_path = folder / f"frame_{frame.index:04d}_bev.png"
     fig.savefig(bev_path, dpi=110, bbox_inches="tight")
@@ -93,7 +159,7 @@ def save_frame(frame: SimFrame, sim: Simulation, folder: Path) -> list[Path]:
 def preview_indices(sim: Simulation, count: int = 4) -> set[int]:
     """Frames to preview: the middle of every phase, else evenly spread."""
     starts = [p.start for p in sim.scenario.phases] + [1.0]
-    fractions = [(a + b) / 2 for a, b in zip(starts[:-1], starts[1:], strict=True)]
+    fractions = [(a + b) / 2 for a, b in itertools.pairwise(starts)]
     if len(fractions) < count:
         fractions = list(np.linspace(0.1, 0.9, count))
     return {min(int(f * sim.frame_count), sim.frame_count - 1) for f in fractions}
@@ -102,20 +168,32 @@ def preview_indices(sim: Simulation, count: int = 4) -> set[int]:
 def contact_sheet(seed: int, folder: Path, at_s: float = 4.0) -> Path:
     """The same drive, place and moment under every context, camera above BEV."""
     contexts = list(CONTEXTS)
-    fig, axes = plt.subplots(2, len(contexts), figsize=(4.2 * len(contexts), 7.5), gridspec_kw={"height_ratios": [1, 1.6]})
+    fig, axes = plt.subplots(
+        2,
+        len(contexts),
+        figsize=(4.2 * len(contexts), 7.5),
+        gridspec_kw={"height_ratios": [1, 1.6]},
+    )
     for column, name in enumerate(contexts):
         sim = Simulation(Scenario(name, name, (Phase(0.0, name),)), at_s + 1.0, seed)
         index = int(at_s * sim.rig.camera_rate_hz)
         for k in range(index):  # camera only, so that auto-exposure settles
             t = k / sim.rig.camera_rate_hz
-            _, boxes, _ = sim.scene(t, sim.ego.at(t).xy[0])
+            _, scene = sim.scene(t, sim.ego.at(t).xy[0])
             context = sim.scenario.at(t, sim.duration_s)
-            sim.camera.render(t, sim.ego, boxes, sim.ground, context, sim.rngs["camera"])
+            sim.camera.render(
+                t, sim.ego, scene.boxes, sim.ground, context=context, rng=sim.rngs["camera"]
+            )
         frame = sim.frame(index)
         axes[0, column].imshow(camera_with_boxes(frame, sim)[:, :, ::-1])
         axes[0, column].set_title(name, fontsize=12)
         axes[0, column].axis("off")
-        draw_bev(axes[1, column], frame, sim, f"lidar {len(frame.lidar.points)} pts, radar {len(frame.radar[0][1].points)} dets")
+        draw_bev(
+            axes[1, column],
+            frame,
+            sim,
+            f"lidar {len(frame.lidar.points)} pts, radar {len(frame.radar[0][1].points)} dets",
+        )
     fig.tight_layout()
     path = folder / "contexts.png"
     folder.mkdir(parents=True, exist_ok=True)

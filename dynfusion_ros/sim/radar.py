@@ -23,9 +23,46 @@ from dynfusion_ros.sim.world import RCS_DBSM, ObjectStates
 SNR_AT_50M_0DBSM = 12.0  # dB
 DETECTION_THRESHOLD_DB = 10.0
 POINT_DTYPE = np.dtype(
-    [("x", np.float32), ("y", np.float32), ("z", np.float32), ("doppler", np.float32), ("rcs", np.float32)]
+    [
+        ("x", np.float32),
+        ("y", np.float32),
+        ("z", np.float32),
+        ("doppler", np.float32),
+        ("rcs", np.float32),
+    ]
 )
 STRUCTURE_RCS_DBSM = 12.0
+
+
+@dataclass(frozen=True)
+class _Pose:
+    origin: np.ndarray  # sensor position (world x, y)
+    yaw: float
+    velocity: np.ndarray  # sensor velocity over ground (world)
+
+
+@dataclass
+class _Returns:
+    """Candidate returns (world frame): where, how the reflector moves, how strong."""
+
+    xyz: np.ndarray  # (N, 3)
+    velocity: np.ndarray  # (N, 2)
+    rcs: np.ndarray  # (N,) dBsm
+    source: np.ndarray  # (N,) object index, -1 structure, -2 clutter or ghost
+
+    def subset(self, keep: np.ndarray) -> _Returns:
+        return _Returns(self.xyz[keep], self.velocity[keep], self.rcs[keep], self.source[keep])
+
+    @staticmethod
+    def concatenate(parts: list[_Returns]) -> _Returns:
+        if not parts:
+            return _Returns(np.zeros((0, 3)), np.zeros((0, 2)), np.zeros(0), np.zeros(0, int))
+        return _Returns(
+            *(
+                np.concatenate([getattr(p, f) for p in parts])
+                for f in ("xyz", "velocity", "rcs", "source")
+            )
+        )
 
 
 @dataclass(frozen=True)
@@ -49,113 +86,89 @@ class RadarModel:
         rng: np.random.Generator,
     ) -> RadarScan:
         """One scan at the instant of ``ego`` (a single state); ``boxes`` for occlusion."""
-        c = context.conditions
         yaw = float(ego.yaw[0])
-        cos_y, sin_y = np.cos(yaw), np.sin(yaw)
-        rot = np.array([[cos_y, -sin_y], [sin_y, cos_y]])
-        origin = ego.xy[0] + rot @ self.mount[:2]
-        # sensor velocity: ego velocity plus yaw rate crossed with the lever arm
+        rot = np.array([[np.cos(yaw), -np.sin(yaw)], [np.sin(yaw), np.cos(yaw)]])
         lever = rot @ self.mount[:2]
-        sensor_velocity = ego.velocity[0] + float(ego.yaw_rate[0]) * np.array([-lever[1], lever[0]])
-        targets_xyz, target_velocity, rcs, source = [], [], [], []
-        # moving and parked objects: a few scattering points on the faces towards us
-        for i in np.flatnonzero(objects.valid):
-            rel = objects.xy[i] - origin
-            r = float(np.hypot(*rel))
-            bearing = np.arctan2(rel[1], rel[0]) - yaw
-            bearing = (bearing + np.pi) % (2 * np.pi) - np.pi
-            if r > self.rig.radar_max_range_m or r < 1.0 or abs(bearing) > self.half_fov:
-                continue
+        # the sensor moves with the ego plus the yaw rate crossed with its lever arm
+        spin = float(ego.yaw_rate[0]) * np.array([-lever[1], lever[0]])
+        pose = _Pose(ego.xy[0] + lever, yaw, ego.velocity[0] + spin)
+        real = self._detect(self._scatterers(objects, boxes, pose, rng), pose, context, rng)
+        returns = _Returns.concatenate(
+            [real, self._ghosts(real, pose, rng), self._clutter(context, pose, rng)]
+        )
+        points, kept = self._measure(returns, pose, rng)
+        return RadarScan(points, returns.source[kept])
+
+    def _in_view(self, xy: np.ndarray, pose: _Pose) -> np.ndarray:
+        rel = xy - pose.origin
+        r = np.hypot(rel[:, 0], rel[:, 1])
+        bearing = (np.arctan2(rel[:, 1], rel[:, 0]) - pose.yaw + np.pi) % (2 * np.pi) - np.pi
+        return (r > 1.0) & (r < self.rig.radar_max_range_m) & (np.abs(bearing) < self.half_fov)
+
+    def _scatterers(self, objects: ObjectStates, boxes: Boxes, pose: _Pose, rng) -> _Returns:
+        """Scattering points on the faces towards the sensor: a few per car (more when
+        near), usually one per person or bike, some per pole or facade; occluded ones
+        are dropped."""
+        parts = []
+        for i in np.flatnonzero(objects.valid & self._in_view(objects.xy, pose)):
             cls = int(objects.object_class[i])
-            length, width, height = objects.size[i]
+            r = float(np.linalg.norm(objects.xy[i] - pose.origin))
             count = 1 + (rng.poisson(2.0 * min(20.0 / r, 1.0)) if cls == 0 else rng.poisson(0.2))
-            points = self._surface_points(objects.xy[i], objects.yaw[i], length, width, height, origin, count, rng)
-            targets_xyz.append(points)
             velocity = np.tile(objects.velocity[i], (count, 1))
             if cls != 0:  # limbs and wheels: micro-doppler spread
                 velocity = velocity + rng.normal(0.0, 0.5, velocity.shape)
-            target_velocity.append(velocity)
-            rcs.append(np.full(count, RCS_DBSM[cls]) - 10 * np.log10(count))
-            source.append(np.full(count, i))
-        # structure: poles and facades
+            xyz = _surface_points(
+                objects.xy[i], objects.yaw[i], objects.size[i], pose.origin, count=count, rng=rng
+            )
+            rcs = np.full(count, RCS_DBSM[cls] - 10 * np.log10(count))
+            parts.append(_Returns(xyz, velocity, rcs, np.full(count, i)))
         structure = boxes.subset(np.flatnonzero(boxes.owner == -1))
-        rel = structure.centre - origin
-        r = np.hypot(rel[:, 0], rel[:, 1])
-        bearing = (np.arctan2(rel[:, 1], rel[:, 0]) - yaw + np.pi) % (2 * np.pi) - np.pi
-        for b in np.flatnonzero((r < self.rig.radar_max_range_m) & (np.abs(bearing) < self.half_fov)):
+        for b in np.flatnonzero(self._in_view(structure.centre, pose)):
             count = 1 + rng.poisson(0.5)
-            hl, hw = structure.half_length[b], structure.half_width[b]
-            points = self._surface_points(structure.centre[b], structure.yaw[b], 2 * hl, 2 * hw, min(structure.z1[b], 3.0), origin, count, rng)
-            targets_xyz.append(points)
-            target_velocity.append(np.zeros((count, 2)))
-            rcs.append(np.full(count, STRUCTURE_RCS_DBSM))
-            source.append(np.full(count, -1))
-        if targets_xyz:
-            xyz = np.concatenate(targets_xyz)
-            velocity = np.concatenate(target_velocity)
-            rcs_db = np.concatenate(rcs)
-            src = np.concatenate(source)
-            keep = self._visible(xyz, src, boxes, origin)
-            xyz, velocity, rcs_db, src = xyz[keep], velocity[keep], rcs_db[keep], src[keep]
-        else:
-            xyz, velocity, rcs_db, src = np.zeros((0, 3)), np.zeros((0, 2)), np.zeros(0), np.zeros(0, int)
-        rel = xyz[:, :2] - origin
-        r = np.maximum(np.hypot(rel[:, 0], rel[:, 1]), 0.5)
-        rain_loss_db = 2 * 0.01 * (c.rain_rate_mm_h / 25.0) * r + 2 * 0.0005 * c.fog_extinction_per_m / 0.05 * r
+            size = (
+                2 * structure.half_length[b],
+                2 * structure.half_width[b],
+                min(structure.z1[b], 3.0),
+            )
+            xyz = _surface_points(
+                structure.centre[b], structure.yaw[b], size, pose.origin, count=count, rng=rng
+            )
+            parts.append(
+                _Returns(
+                    xyz,
+                    np.zeros((count, 2)),
+                    np.full(count, STRUCTURE_RCS_DBSM),
+                    np.full(count, -1),
+                )
+            )
+        returns = _Returns.concatenate(parts)
+        return returns.subset(_visible(returns, boxes, pose.origin))
+
+    @staticmethod
+    def _detect(returns: _Returns, pose: _Pose, context: ActiveContext, rng) -> _Returns:
+        """The radar equation with Swerling-1 fluctuation; rain (and, barely, fog) attenuate."""
+        c = context.conditions
+        r = np.maximum(np.linalg.norm(returns.xyz[:, :2] - pose.origin, axis=1), 0.5)
+        loss_db = 2 * r * (0.01 * c.rain_rate_mm_h / 25.0 + 0.0005 * c.fog_extinction_per_m / 0.05)
         fluctuation = 10 * np.log10(rng.exponential(1.0, len(r)) + 1e-9)
-        snr = SNR_AT_50M_0DBSM + rcs_db + fluctuation - 40 * np.log10(r / 50.0) - rain_loss_db
-        detected = snr > DETECTION_THRESHOLD_DB
-        xyz, velocity, rcs_db, src, r, rel = xyz[detected], velocity[detected], rcs_db[detected], src[detected], r[detected], rel[detected]
-        unit = rel / r[:, None]
-        range_rate = ((velocity - sensor_velocity) * unit).sum(axis=1)
-        # multipath ghosts: the same doppler, further away along a similar bearing
-        ghosts = rng.random(len(r)) < 0.06
-        ghost_r = r[ghosts] * rng.uniform(1.3, 2.0, ghosts.sum())
-        ghost_xy = origin + unit[ghosts] * ghost_r[:, None]
-        ghost_xyz = np.c_[ghost_xy, xyz[ghosts, 2]]
-        world = np.concatenate([xyz, ghost_xyz])
-        doppler = np.concatenate([range_rate, range_rate[ghosts]])
-        rcs_out = np.concatenate([rcs_db + fluctuation[detected], rcs_db[ghosts] - 8.0])
-        src = np.concatenate([src, np.full(ghosts.sum(), -2)])
-        clutter = self._clutter(context, origin, yaw, sensor_velocity, rng)
-        world = np.concatenate([world, clutter[0]])
-        doppler = np.concatenate([doppler, clutter[1]])
-        rcs_out = np.concatenate([rcs_out, clutter[2]])
-        src = np.concatenate([src, np.full(len(clutter[1]), -2)])
-        points, kept = self._measure(world, doppler, rcs_out, origin, yaw, rng)
-        return RadarScan(points, src[kept])
+        snr = SNR_AT_50M_0DBSM + returns.rcs + fluctuation - 40 * np.log10(r / 50.0) - loss_db
+        detected = returns.subset(snr > DETECTION_THRESHOLD_DB)
+        detected.rcs = detected.rcs + fluctuation[snr > DETECTION_THRESHOLD_DB]
+        return detected
 
     @staticmethod
-    def _surface_points(centre, yaw, length, width, height, origin, count, rng) -> np.ndarray:
-        """Points on the faces of a box that face the sensor."""
-        c, s = np.cos(yaw), np.sin(yaw)
-        to_sensor = origin - centre
-        local = np.array([c * to_sensor[0] + s * to_sensor[1], -s * to_sensor[0] + c * to_sensor[1]])
-        u = rng.uniform(-0.5, 0.5, count) * length
-        w = rng.uniform(-0.5, 0.5, count) * width
-        x_face = abs(local[0]) / length > abs(local[1]) / width
-        if x_face:
-            u = np.full(count, np.sign(local[0]) * length / 2)
-        else:
-            w = np.full(count, np.sign(local[1]) * width / 2)
-        z = rng.uniform(0.2, 0.7, count) * height
-        return np.c_[centre[0] + c * u - s * w, centre[1] + s * u + c * w, z]
+    def _ghosts(real: _Returns, pose: _Pose, rng) -> _Returns:
+        """Multipath: a weaker copy further along the same bearing, with the same doppler."""
+        ghost = real.subset(rng.random(len(real.rcs)) < 0.06)
+        stretch = rng.uniform(1.3, 2.0, len(ghost.rcs))[:, None]
+        ghost.xyz[:, :2] = pose.origin + (ghost.xyz[:, :2] - pose.origin) * stretch
+        ghost.rcs = ghost.rcs - 8.0
+        ghost.source = np.full(len(ghost.rcs), -2)
+        return ghost
 
-    @staticmethod
-    def _visible(xyz, src, boxes: Boxes, origin) -> np.ndarray:
-        """Line of sight from the sensor to each scattering point (own boxes excepted)."""
-        origins = np.tile(np.r_[origin, 0.6], (len(xyz), 1))
-        ray = xyz - origins
-        distance = np.linalg.norm(ray, axis=1)
-        direction = ray / np.maximum(distance, 1e-6)[:, None]
-        blocked = np.zeros(len(xyz), bool)
-        hit_t, hit_box = first_hits(origins, direction, boxes)
-        blocker = np.where(hit_box >= 0, boxes.owner[np.maximum(hit_box, 0)], -9)
-        same = (blocker == src) & (src >= 0)
-        blocked = (hit_t < distance - 0.3) & ~same
-        return ~blocked
-
-    def _clutter(self, context: ActiveContext, origin, yaw, sensor_velocity, rng):
+    def _clutter(self, context: ActiveContext, pose: _Pose, rng) -> _Returns:
+        """Ground clutter (static), rain and snow clutter (near, slow), and a clutter storm
+        (anywhere, any doppler) when that fault is on."""
         c = context.conditions
         n_ground = rng.poisson(6.0)
         n_rain = rng.poisson(8.0 * c.rain_rate_mm_h / 25.0 + 4.0 * c.snow_rate_mm_h / 4.0)
@@ -163,39 +176,87 @@ class RadarModel:
         n_storm = int(storm.params.get("points", 200)) if storm else 0
         n = n_ground + n_rain + n_storm
         r = np.concatenate(
-            [rng.uniform(3.0, 40.0, n_ground), rng.uniform(1.0, 25.0, n_rain), rng.uniform(1.0, self.rig.radar_max_range_m, n_storm)]
-        )
-        bearing = yaw + rng.uniform(-self.half_fov, self.half_fov, n)
-        unit = np.stack([np.cos(bearing), np.sin(bearing)], axis=-1)
-        xy = origin + unit * r[:, None]
-        z = np.concatenate([np.zeros(n_ground), rng.uniform(0.0, 3.0, n_rain), rng.uniform(-0.5, 3.0, n_storm)])
-        static_rate = -(unit @ sensor_velocity)
-        doppler = np.concatenate(
             [
-                static_rate[:n_ground] + rng.normal(0, 0.1, n_ground),
-                static_rate[n_ground : n_ground + n_rain] + rng.normal(0, 1.0, n_rain),
-                rng.uniform(-20.0, 20.0, n_storm),
+                rng.uniform(3.0, 40.0, n_ground),
+                rng.uniform(1.0, 25.0, n_rain),
+                rng.uniform(1.0, self.rig.radar_max_range_m, n_storm),
             ]
         )
-        rcs = np.concatenate([rng.uniform(-25, -12, n_ground), rng.uniform(-30, -15, n_rain), rng.uniform(-15, 10, n_storm)])
-        return np.c_[xy, z], doppler, rcs
+        bearing = pose.yaw + rng.uniform(-self.half_fov, self.half_fov, n)
+        unit = np.stack([np.cos(bearing), np.sin(bearing)], axis=-1)
+        z = np.concatenate(
+            [np.zeros(n_ground), rng.uniform(0.0, 3.0, n_rain), rng.uniform(-0.5, 3.0, n_storm)]
+        )
+        velocity = np.concatenate(
+            [
+                np.zeros((n_ground, 2)),
+                rng.normal(0.0, 1.0, (n_rain, 2)),
+                pose.velocity + unit[n - n_storm :] * rng.uniform(-20.0, 20.0, (n_storm, 1)),
+            ]
+        )
+        rcs = np.concatenate(
+            [
+                rng.uniform(-25, -12, n_ground),
+                rng.uniform(-30, -15, n_rain),
+                rng.uniform(-15, 10, n_storm),
+            ]
+        )
+        return _Returns(np.c_[pose.origin + unit * r[:, None], z], velocity, rcs, np.full(n, -2))
 
-    def _measure(self, world, doppler, rcs, origin, yaw, rng) -> tuple[np.ndarray, np.ndarray]:
-        """Into the sensor frame, with range, angle (growing with range) and doppler noise."""
-        rel = world[:, :2] - origin
-        cos_y, sin_y = np.cos(yaw), np.sin(yaw)
+    def _measure(self, returns: _Returns, pose: _Pose, rng) -> tuple[np.ndarray, np.ndarray]:
+        """Into the sensor frame with range, angle (growing with range) and doppler noise;
+        returns the points and which returns survived the field of view."""
+        rel = returns.xyz[:, :2] - pose.origin
+        distance = np.maximum(np.linalg.norm(rel, axis=1), 1e-6)
+        doppler = ((returns.velocity - pose.velocity) * rel).sum(axis=1) / distance
+        cos_y, sin_y = np.cos(pose.yaw), np.sin(pose.yaw)
         x = cos_y * rel[:, 0] + sin_y * rel[:, 1]
         y = -sin_y * rel[:, 0] + cos_y * rel[:, 1]
         r = np.hypot(x, y)
         az = np.arctan2(y, x)
-        r = r + rng.normal(0.0, 1.0, len(r)) * (0.1 + 0.002 * r)
-        az = az + rng.normal(0.0, 1.0, len(r)) * np.radians(0.3 + 1.2 * r / 100.0)
-        z = world[:, 2] - self.mount[2] + rng.normal(0.0, 1.0, len(r)) * np.maximum(r, 1.0) * np.radians(2.0)
+        n = len(r)
+        r = r + rng.normal(0.0, 1.0, n) * (0.1 + 0.002 * r)
+        az = az + rng.normal(0.0, 1.0, n) * np.radians(0.3 + 1.2 * r / 100.0)
+        z = (
+            returns.xyz[:, 2]
+            - self.mount[2]
+            + rng.normal(0.0, 1.0, n) * np.maximum(r, 1.0) * np.radians(2.0)
+        )
         keep = (r > 0.5) & (np.abs(az) <= self.half_fov) & (r <= self.rig.radar_max_range_m)
         points = np.empty(int(keep.sum()), POINT_DTYPE)
         points["x"] = (r * np.cos(az))[keep]
         points["y"] = (r * np.sin(az))[keep]
         points["z"] = z[keep]
-        points["doppler"] = (doppler + rng.normal(0.0, 0.1, len(r)))[keep]
-        points["rcs"] = rcs[keep]
+        points["doppler"] = (doppler + rng.normal(0.0, 0.1, n))[keep]
+        points["rcs"] = returns.rcs[keep]
         return points, keep
+
+
+def _surface_points(centre, yaw, size, origin, *, count, rng) -> np.ndarray:
+    """``count`` points on the faces of a box (length, width, height) facing ``origin``."""
+    length, width, height = size
+    c, s = np.cos(yaw), np.sin(yaw)
+    to_sensor = origin - centre
+    local = (c * to_sensor[0] + s * to_sensor[1], -s * to_sensor[0] + c * to_sensor[1])
+    u = rng.uniform(-0.5, 0.5, count) * length
+    w = rng.uniform(-0.5, 0.5, count) * width
+    if abs(local[0]) / length > abs(local[1]) / width:
+        u = np.full(count, np.sign(local[0]) * length / 2)
+    else:
+        w = np.full(count, np.sign(local[1]) * width / 2)
+    z = rng.uniform(0.2, 0.7, count) * height
+    return np.c_[centre[0] + c * u - s * w, centre[1] + s * u + c * w, z]
+
+
+def _visible(returns: _Returns, boxes: Boxes, origin: np.ndarray) -> np.ndarray:
+    """Line of sight from the sensor to each scattering point (its own boxes excepted)."""
+    n = len(returns.rcs)
+    if n == 0:
+        return np.zeros(0, bool)
+    origins = np.tile(np.r_[origin, 0.6], (n, 1))
+    ray = returns.xyz - origins
+    distance = np.linalg.norm(ray, axis=1)
+    hit_t, hit_box = first_hits(origins, ray / np.maximum(distance, 1e-6)[:, None], boxes)
+    blocker = np.where(hit_box >= 0, boxes.owner[np.maximum(hit_box, 0)], -9)
+    own = (blocker == returns.source) & (returns.source >= 0)
+    return ~((hit_t < distance - 0.3) & ~own)

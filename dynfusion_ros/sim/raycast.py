@@ -30,6 +30,9 @@ class Boxes:
     def __len__(self) -> int:
         return len(self.yaw)
 
+    def extent(self, index: int) -> tuple[float, float, float, float]:
+        return self.half_length[index], self.half_width[index], self.z0[index], self.z1[index]
+
     def subset(self, index: np.ndarray) -> Boxes:
         return Boxes(**{name: value[index] for name, value in vars(self).items()})
 
@@ -52,9 +55,7 @@ class Boxes:
         return np.concatenate([bottom, top], axis=1)
 
 
-def to_box_frame(
-    points: np.ndarray, centre: np.ndarray, yaw: np.ndarray
-) -> np.ndarray:
+def to_box_frame(points: np.ndarray, centre: np.ndarray, yaw: np.ndarray) -> np.ndarray:
     """World vectors/points (..., 3) into box frames (x along the box, origin at the
     footprint centre on z = 0); ``centre`` (..., 2) and ``yaw`` (...) broadcast."""
     c, s = np.cos(yaw), np.sin(yaw)
@@ -73,15 +74,12 @@ def rotate_to_box(vectors: np.ndarray, yaw: np.ndarray) -> np.ndarray:
 
 
 def slab_hit(
-    origin: np.ndarray,
-    direction: np.ndarray,
-    half_length: np.ndarray,
-    half_width: np.ndarray,
-    z0: np.ndarray,
-    z1: np.ndarray,
+    origin: np.ndarray, direction: np.ndarray, extent: tuple
 ) -> tuple[np.ndarray, np.ndarray]:
     """Entry distance along each ray into its box (inf on a miss or from inside), and
-    the axis (0 x, 1 y, 2 z) of the face it entered through. Rays in box frames."""
+    the axis (0 x, 1 y, 2 z) of the face it entered through. Rays in box frames;
+    ``extent`` is (half length, half width, bottom, top), arrays or scalars."""
+    half_length, half_width, z0, z1 = extent
     with np.errstate(divide="ignore", invalid="ignore"):
         inv = 1.0 / direction
         lo = np.stack([-half_length, -half_width, z0], axis=-1)
@@ -97,7 +95,9 @@ def slab_hit(
     return np.where(hit, t_enter, np.inf), axis
 
 
-def first_hits(origins: np.ndarray, directions: np.ndarray, boxes: Boxes) -> tuple[np.ndarray, np.ndarray]:
+def first_hits(
+    origins: np.ndarray, directions: np.ndarray, boxes: Boxes
+) -> tuple[np.ndarray, np.ndarray]:
     """Nearest box hit for each of R rays against every box: (distance, box index or -1).
 
     A dense R x B test, for modest numbers of rays (visibility checks, radar)."""
@@ -105,7 +105,17 @@ def first_hits(origins: np.ndarray, directions: np.ndarray, boxes: Boxes) -> tup
         return np.full(len(origins), np.inf), np.full(len(origins), -1)
     o = to_box_frame(origins[:, None, :], boxes.centre[None], boxes.yaw[None])
     d = rotate_to_box(directions[:, None, :], boxes.yaw[None])
-    t, _ = slab_hit(o, d, boxes.half_length, boxes.half_width, boxes.z0, boxes.z1)
+    t, _ = slab_hit(o, d, (boxes.half_length, boxes.half_width, boxes.z0, boxes.z1))
     best = np.argmin(t, axis=1)
     distance = t[np.arange(len(origins)), best]
     return distance, np.where(np.isfinite(distance), best, -1)
+
+
+@dataclass(frozen=True)
+class Scene:
+    """What sensors can hit at one instant: boxes posed at ``t_s``, each moving at
+    ``box_velocity`` (B, 2) (zero for structure)."""
+
+    t_s: float
+    boxes: Boxes
+    box_velocity: np.ndarray

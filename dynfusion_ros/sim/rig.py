@@ -40,7 +40,9 @@ class SensorRig:
     radar_fov_deg: float = 120.0
     radar_max_range_m: float = 150.0
     imu_rate_hz: float = 200.0
-    T_base_camera: np.ndarray = field(default_factory=lambda: transform(BASE_FROM_OPTICAL, (1.6, 0.0, 1.4)))
+    T_base_camera: np.ndarray = field(
+        default_factory=lambda: transform(BASE_FROM_OPTICAL, (1.6, 0.0, 1.4))
+    )
     T_base_lidar: np.ndarray = field(default_factory=lambda: transform(np.eye(3), (1.2, 0.0, 1.9)))
     T_base_radar: np.ndarray = field(default_factory=lambda: transform(np.eye(3), (3.7, 0.0, 0.5)))
     T_base_imu: np.ndarray = field(default_factory=lambda: transform(np.eye(3), (0.0, 0.0, 0.3)))

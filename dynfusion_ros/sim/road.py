@@ -49,7 +49,7 @@ class Route:
         s_parts, k_parts, psi_parts = [], [], []
         s0 = psi0 = 0.0
         for piece in pieces:
-            n = max(int(round(piece.length / SAMPLE_SPACING_M)), 1)
+            n = max(round(piece.length / SAMPLE_SPACING_M), 1)
             u = np.arange(n) * (piece.length / n)
             slope = (piece.k1 - piece.k0) / piece.length
             s_parts.append(s0 + u)
@@ -169,7 +169,9 @@ def generate_network(rng: np.random.Generator, length_m: float) -> RoadNetwork:
             if gaps.min() > 45.0:
                 break
         if kind == "turn":
-            junction_marks.append((total + 25.0 + 0.5 * sum(p.length for p in candidate[1:4]), turn))
+            junction_marks.append(
+                (total + 25.0 + 0.5 * sum(p.length for p in candidate[1:4]), turn)
+            )
         elif kind == "straight" and candidate[0].length > 60.0 and rng.random() < 0.5:
             junction_marks.append((total + 0.5 * candidate[0].length, 0))
         pieces.extend(candidate)
@@ -257,7 +259,7 @@ class GroundTexture:
 
     def _stroke(self, lines: list[np.ndarray], width_m: float, material) -> None:
         colour, reflect = material
-        thickness = max(int(round(width_m / self.METRES_PER_PX)), 1)
+        thickness = max(round(width_m / self.METRES_PER_PX), 1)
         pts = [self._px(part) for line in lines if (part := self._near(line)) is not None]
         if not pts:
             return
@@ -283,10 +285,12 @@ class GroundTexture:
         # junction boxes are plain asphalt: no lane markings run through them
         for junction in self.network.junctions:
             centre = self._px(junction.centre[None])[0]
-            radius = int(round(LANE_EDGE * 1.6 / self.METRES_PER_PX)) * 16
+            radius = round(LANE_EDGE * 1.6 / self.METRES_PER_PX) * 16
             rgb = tuple(255.0 * c for c in ASPHALT[0])
             cv2.circle(self.albedo, tuple(centre), radius, rgb, -1, cv2.LINE_AA, 4)
-            cv2.circle(self.reflectivity, tuple(centre), radius, 255.0 * ASPHALT[1], -1, cv2.LINE_AA, 4)
+            cv2.circle(
+                self.reflectivity, tuple(centre), radius, 255.0 * ASPHALT[1], -1, cv2.LINE_AA, 4
+            )
 
     def sample_reflectivity(self, xy: np.ndarray) -> np.ndarray:
         """Lidar reflectivity of the ground at world points (N, 2); grass off the tile."""

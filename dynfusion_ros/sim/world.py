@@ -203,7 +203,9 @@ def generate_traffic(
             build.add(CAR, s0=s, d0=side, facing=rng.choice([0.0, np.pi]))
     for _ in range(poisson(6.0)):
         if rng.random() < 0.7:
-            build.add(CYCLIST, s0=rng.uniform(20.0, length), vs=rng.uniform(3.5, 6.5), d0=RIGHT_BIKE)
+            build.add(
+                CYCLIST, s0=rng.uniform(20.0, length), vs=rng.uniform(3.5, 6.5), d0=RIGHT_BIKE
+            )
         else:
             s0 = rng.uniform(0.0, length + 5.0 * duration_s)
             build.add(CYCLIST, s0=s0, vs=-rng.uniform(3.5, 6.5), d0=LEFT_BIKE, facing=np.pi)
@@ -304,17 +306,41 @@ def generate_structure(rng: np.random.Generator, network: RoadNetwork) -> Boxes:
                 height = rng.uniform(5.0, 18.0)
                 grey = rng.uniform(0.35, 0.7)
                 colour = (grey, grey * rng.uniform(0.85, 1.0), grey * rng.uniform(0.75, 1.0))
-                rows.append((s + length / 2, side * (SIDEWALK_EDGE + rng.uniform(1.0, 5.0) + depth / 2), length, depth, height, colour, 0.45))
+                rows.append(
+                    (
+                        s + length / 2,
+                        side * (SIDEWALK_EDGE + rng.uniform(1.0, 5.0) + depth / 2),
+                        length,
+                        depth,
+                        height,
+                        colour,
+                        0.45,
+                    )
+                )
                 s += length + rng.uniform(3.0, 15.0)
             elif kind < 0.75:
                 length = rng.uniform(15.0, 40.0)
-                rows.append((s + length / 2, side * (SIDEWALK_EDGE + 0.6), length, 0.3, rng.uniform(1.2, 2.5), (0.55, 0.5, 0.45), 0.35))
+                rows.append(
+                    (
+                        s + length / 2,
+                        side * (SIDEWALK_EDGE + 0.6),
+                        length,
+                        0.3,
+                        rng.uniform(1.2, 2.5),
+                        (0.55, 0.5, 0.45),
+                        0.35,
+                    )
+                )
                 s += length + rng.uniform(3.0, 10.0)
             else:
                 s += rng.uniform(10.0, 30.0)
         for s_pole in np.arange(rng.uniform(0.0, 30.0), route.length, 30.0):
-            rows.append((s_pole, side * (SHOULDER_EDGE + 0.4), 0.25, 0.25, 7.0, (0.45, 0.45, 0.47), 0.6))
-    s_mid, offset, length, depth, height, colour, reflectivity = (np.array(c) for c in zip(*rows, strict=True))
+            rows.append(
+                (s_pole, side * (SHOULDER_EDGE + 0.4), 0.25, 0.25, 7.0, (0.45, 0.45, 0.47), 0.6)
+            )
+    s_mid, offset, length, depth, height, colour, reflectivity = (
+        np.array(c) for c in zip(*rows, strict=True)
+    )
     psi = route.heading_at(s_mid)
     boxes = Boxes(
         centre=route.point_at(s_mid, ROAD_CENTRE_OFFSET + offset),

@@ -52,7 +52,12 @@ def matrix_quaternion(rotation: np.ndarray) -> np.ndarray:
     i = int(np.argmax([trace, m[0, 0], m[1, 1], m[2, 2]]))
     if i == 0:
         w = math.sqrt(1.0 + trace) / 2.0
-        q = [(m[2, 1] - m[1, 2]) / (4 * w), (m[0, 2] - m[2, 0]) / (4 * w), (m[1, 0] - m[0, 1]) / (4 * w), w]
+        q = [
+            (m[2, 1] - m[1, 2]) / (4 * w),
+            (m[0, 2] - m[2, 0]) / (4 * w),
+            (m[1, 0] - m[0, 1]) / (4 * w),
+            w,
+        ]
     else:
         a, b, c = (i - 1, i % 3, (i + 1) % 3)
         r = math.sqrt(1.0 + m[a, a] - m[b, b] - m[c, c]) / 2.0
