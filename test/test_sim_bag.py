@@ -57,6 +57,8 @@ def test_bag_has_every_topic_and_rclpy_reads_every_message(mixed_bag):
     counts = {topic: len(items) for topic, items in messages.items()}
     assert counts["/camera/image_raw"] == counts["/camera/camera_info"] == 20
     assert counts["/imu/data"] == 400 and counts["/radar/points"] == 40
+    # ground truth at every sensor stamp: objects with each radar scan, the ego per IMU sample
+    assert counts["/ground_truth/objects"] == 40 and counts["/ground_truth/odometry"] == 400
     assert counts["/lidar/points"] == 16  # silent for 0.4 s of the 2 s
     assert counts == summary.messages
     log_times = [t for items in messages.values() for t, _, _ in items]
@@ -80,7 +82,7 @@ def test_bag_contents_read_back_through_our_converters(mixed_bag):
     assert lidar.fields["time"].min() >= 0.0 and lidar.fields["time"].max() < 0.1
     radar = pointcloud2_to_radar_scan(messages["/radar/points"][0][1])
     assert {"doppler", "rcs"} <= set(radar.fields)
-    truth = messages["/ground_truth/objects"][5][1]
+    truth = messages["/ground_truth/objects"][10][1]
     assert truth.header.frame_id == "base_link" and len(truth.detections) > 0
     assert all(d.id for d in truth.detections)
     detection_array_to_detections(truth)

@@ -214,32 +214,27 @@ class DriveRecorder:
         self._truth(frame)
 
     def _truth(self, frame: SimFrame) -> None:
+        for t_s, objects in frame.truth:
+            ns = _ns(t_s)
+            detections = [Detection(o.object_class, 1.0, o.box, o.velocity) for o in objects]
+            array = detections_to_array(detections, ns, self.frames["base"])
+            for detection, obj in zip(array.detections, objects, strict=True):
+                detection.id = obj.track_id
+            self.bag.add(ns, "/ground_truth/objects", array)
+        track = frame.ego_track
+        for i, t_s in enumerate(track.t):
+            ns = _ns(float(t_s))
+            estimate = OdometryEstimate(
+                stamp_ns=ns,
+                position=np.r_[track.xy[i], 0.0],
+                orientation=yaw_quaternion(float(track.yaw[i])),
+                linear_velocity=np.array([float(track.speed[i]), 0.0, 0.0]),
+                angular_velocity=np.array([0.0, 0.0, float(track.yaw_rate[i])]),
+                frame_id="odom",
+                child_frame_id=self.frames["base"],
+            )
+            self.bag.add(ns, "/ground_truth/odometry", estimate_to_odometry(estimate))
         ns = _ns(frame.t_s)
-        objects = frame.objects
-        array = detections_to_array(
-            [Detection(o.object_class, 1.0, o.box, o.velocity) for o in objects],
-            ns,
-            self.frames["base"],
-        )
-        for detection, obj in zip(array.detections, objects, strict=True):
-            detection.id = obj.track_id
-        self.bag.add(ns, "/ground_truth/objects", array)
-        ego = frame.ego
-        self.bag.add(
-            ns,
-            "/ground_truth/odometry",
-            estimate_to_odometry(
-                OdometryEstimate(
-                    stamp_ns=ns,
-                    position=np.r_[ego.xy[0], 0.0],
-                    orientation=yaw_quaternion(float(ego.yaw[0])),
-                    linear_velocity=np.array([float(ego.speed[0]), 0.0, 0.0]),
-                    angular_velocity=np.array([0.0, 0.0, float(ego.yaw_rate[0])]),
-                    frame_id="odom",
-                    child_frame_id=self.frames["base"],
-                )
-            ),
-        )
         parameters = frame.context.conditions.as_mapping()
         self.bag.add(
             ns,

@@ -2,7 +2,8 @@
 
 A frame is one camera period (100 ms at 10 Hz): the camera image at the frame time, the
 lidar sweep that faces forward at that instant, the radar scans and IMU samples that
-fall in the period, and the ground truth at the frame time. Every random stream comes
+fall in the period, ground-truth objects at every camera and radar stamp, and the ego's
+true state at every IMU stamp (every other sensor's stamp is among them). Every random stream comes
 from the seed, one stream per purpose, so the same seed gives the same drive, and a new
 sensor or a changed model does not reshuffle the others.
 """
@@ -60,7 +61,13 @@ class SimFrame:
     imu_t_s: np.ndarray
     imu_force: np.ndarray
     imu_rate: np.ndarray
-    objects: list[TruthObject] = field(default_factory=list)
+    ego_track: EgoState  # true ego state at every IMU time (which include every stamp)
+    truth: list[tuple[float, list[TruthObject]]] = field(default_factory=list)
+
+    @property
+    def objects(self) -> list[TruthObject]:
+        """Ground-truth objects at the frame time."""
+        return self.truth[0][1]
 
     @staticmethod
     def stamp_ns(t_s: float) -> int:
@@ -161,24 +168,27 @@ class Simulation:
         lidar = self.lidar.sweep(
             sweep_start, self.ego, scene, self.ground, context=context, rng=rngs["lidar"]
         )
-        radar = []
+        radar, truth = [], []
         for t_radar in t + np.arange(0.0, period - 1e-9, 1.0 / self.rig.radar_rate_hz):
+            radar_states = states if t_radar == t else self.objects_at(t_radar)
+            radar_ego = self.ego.at(t_radar)
             scan = self.radar.scan(
-                self.ego.at(t_radar),
-                self.objects_at(t_radar),
+                radar_ego,
+                radar_states,
                 scene.boxes,
                 self.scenario.at(t_radar, self.duration_s),
                 rngs["radar"],
             )
             radar.append((t_radar, scan))
+            truth.append((t_radar, self._ground_truth(radar_states, scene.boxes, radar_ego)))
         imu_t = t + np.arange(0.0, period - 1e-9, 1.0 / self.rig.imu_rate_hz)
         jump = context.fault("imu_bias_jump")
         bias_jump = (
             (float(jump.params["accel_mps2"]), float(jump.params["gyro_radps"])) if jump else None
         )
-        force, rate = self.imu.measure(self.ego.at(imu_t), rngs["imu"], bias_jump)
-        objects = self._ground_truth(states, scene.boxes, ego)
-        return SimFrame(k, t, context, ego, camera, lidar, radar, imu_t, force, rate, objects)
+        track = self.ego.at(imu_t)
+        force, rate = self.imu.measure(track, rngs["imu"], bias_jump)
+        return SimFrame(k, t, context, ego, camera, lidar, radar, imu_t, force, rate, track, truth)
 
     def _ground_truth(self, states: ObjectStates, boxes: Boxes, ego: EgoState) -> list[TruthObject]:
         """Objects within range that the rig has a line of sight to (any of 5 points)."""
