@@ -215,7 +215,6 @@ def test_truth_boxes_cover_the_rendered_objects(sim):
         while frame.index < k:
             frame = sim.frame(frame.index + 1)
         T_camera_base = np.linalg.inv(sim.rig.T_base_camera)
-        K = sim.rig.camera.K
         by_index = {o.index: o for o in frame.objects}
         owners, counts = np.unique(frame.camera.owner[frame.camera.owner >= 0], return_counts=True)
         distance = np.linalg.norm(sim.objects_at(frame.t_s).xy - frame.ego.xy[0], axis=1)
@@ -230,7 +229,7 @@ def test_truth_boxes_cover_the_rendered_objects(sim):
             )
             if (corners[:, 2] < 0.5).any():
                 continue
-            uv = (corners[:, :2] / corners[:, 2:3]) * np.diag(K)[:2] + K[:2, 2]
+            uv, _ = sim.rig.camera.project(corners)
             rows, cols = np.nonzero(frame.camera.owner == owner)
             inside = (
                 (cols >= uv[:, 0].min() - 2) & (cols <= uv[:, 0].max() + 2)

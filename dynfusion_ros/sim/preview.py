@@ -23,6 +23,7 @@ import numpy as np
 from matplotlib.patches import Polygon
 
 from dynfusion_ros.core.types import ObjectClass
+from dynfusion_ros.sim import raycast
 from dynfusion_ros.sim.drive import SimFrame, Simulation
 from dynfusion_ros.sim.scenario import CONTEXTS, Phase, Scenario
 
@@ -54,25 +55,24 @@ EDGES = (
 
 def box_corners(box) -> np.ndarray:
     """(8, 3) corners of a base_link Box3D: bottom four, then top four."""
-    c, s = np.cos(box.yaw), np.sin(box.yaw)
-    signs = np.array([[1, 1], [-1, 1], [-1, -1], [1, -1]], dtype=np.float64)
-    lx, ly = signs[:, 0] * box.length / 2, signs[:, 1] * box.width / 2
-    x = box.x + c * lx - s * ly
-    y = box.y + s * lx + c * ly
-    bottom = np.c_[x, y, np.full(4, box.z - box.height / 2)]
-    return np.r_[bottom, bottom + np.array([0.0, 0.0, box.height])]
+    bottom, top = np.array([box.z - box.height / 2]), np.array([box.z + box.height / 2])
+    half_length, half_width = np.array([box.length / 2]), np.array([box.width / 2])
+    centre = np.array([[box.x, box.y]])
+    return raycast.box_corners(centre, np.array([box.yaw]), half_length, half_width, (bottom, top))[
+        0
+    ]
 
 
 def camera_with_boxes(frame: SimFrame, sim: Simulation) -> np.ndarray:
     """BGR image with each ground-truth box projected as a wireframe."""
     image = np.ascontiguousarray(frame.camera.image[:, :, ::-1])
     T_camera_base = np.linalg.inv(sim.rig.T_base_camera)
-    K = sim.rig.camera.K
+    camera = sim.rig.camera
     for obj in frame.objects:
         corners = box_corners(obj.box) @ T_camera_base[:3, :3].T + T_camera_base[:3, 3]
         if (corners[:, 2] < 0.5).any():
             continue
-        uv = (corners[:, :2] / corners[:, 2:3]) * np.diag(K)[:2] + K[:2, 2]
+        uv, _ = camera.project(corners)
         for a, b in EDGES:
             cv2.line(
                 image,

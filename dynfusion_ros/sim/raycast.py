@@ -44,15 +44,22 @@ class Boxes:
 
     def corners(self) -> np.ndarray:
         """(B, 8, 3) corners: bottom four counter-clockwise, then the top four."""
-        c, s = np.cos(self.yaw), np.sin(self.yaw)
-        signs = np.array([[1, 1], [-1, 1], [-1, -1], [1, -1]], dtype=np.float64)
-        local_x = signs[None, :, 0] * self.half_length[:, None]
-        local_y = signs[None, :, 1] * self.half_width[:, None]
-        x = self.centre[:, 0:1] + c[:, None] * local_x - s[:, None] * local_y
-        y = self.centre[:, 1:2] + s[:, None] * local_x + c[:, None] * local_y
-        bottom = np.stack([x, y, np.broadcast_to(self.z0[:, None], x.shape)], axis=-1)
-        top = np.stack([x, y, np.broadcast_to(self.z1[:, None], x.shape)], axis=-1)
-        return np.concatenate([bottom, top], axis=1)
+        return box_corners(
+            self.centre, self.yaw, self.half_length, self.half_width, (self.z0, self.z1)
+        )
+
+
+def box_corners(centre, yaw, half_length, half_width, z_range) -> np.ndarray:
+    """(B, 8, 3) corners of yaw-only boxes (footprint centre (B, 2), bottom and top
+    heights in ``z_range``): bottom four counter-clockwise, then the top four."""
+    c, s = np.cos(yaw)[:, None], np.sin(yaw)[:, None]
+    signs = np.array([[1, 1], [-1, 1], [-1, -1], [1, -1]], dtype=np.float64)
+    local_x = signs[None, :, 0] * half_length[:, None]
+    local_y = signs[None, :, 1] * half_width[:, None]
+    x = centre[:, 0:1] + c * local_x - s * local_y
+    y = centre[:, 1:2] + s * local_x + c * local_y
+    bottom, top = (np.stack([x, y, np.broadcast_to(z[:, None], x.shape)], -1) for z in z_range)
+    return np.concatenate([bottom, top], axis=1)
 
 
 def to_box_frame(points: np.ndarray, centre: np.ndarray, yaw: np.ndarray) -> np.ndarray:
