@@ -108,7 +108,11 @@ def test_detections_and_selection_cross_processes_over_dds():
         assert selection.chosen_branches == ("lidar", "radar")
         assert selection.stamp_ns == 1_700_000_000_250_000_000
 
+        # the endpoint can be discovered before the graph learns its node's name
         (endpoint,) = node.get_publishers_info_by_topic("/dynfusion/detections")
+        while endpoint.node_name == "_NODE_NAME_UNKNOWN_" and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.1)
+            (endpoint,) = node.get_publishers_info_by_topic("/dynfusion/detections")
         assert endpoint.node_name == "interface_test_publisher"
         wire_hash = (
             f"RIHS0{endpoint.topic_type_hash.version}_{endpoint.topic_type_hash.value.hex()}"
