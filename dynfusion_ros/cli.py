@@ -64,6 +64,30 @@ def simulate(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _train_arguments(parser: argparse.ArgumentParser) -> None:
+    from dynfusion_ros.train.command import add_arguments
+
+    add_arguments(parser)
+
+
+def train(args: argparse.Namespace) -> int:
+    from dynfusion_ros.train.command import run
+
+    return run(args)
+
+
+def _score_arguments(parser: argparse.ArgumentParser) -> None:
+    from dynfusion_ros.eval.command import add_arguments
+
+    add_arguments(parser)
+
+
+def score_branches(args: argparse.Namespace) -> int:
+    from dynfusion_ros.eval.command import run
+
+    return run(args)
+
+
 Configure = Callable[[argparse.ArgumentParser], None]
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, Configure | None]] = {
     "info": (info, "show the environment: ROS middleware, libraries, interface type hashes", None),
@@ -71,6 +95,12 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, Configure | 
         simulate,
         "simulate a drive (camera, lidar, radar, IMU, ground truth) into a rosbag2",
         _simulate_arguments,
+    ),
+    "train": (train, "train the branch network on labelled bags", _train_arguments),
+    "score-branches": (
+        score_branches,
+        "score every branch per context on labelled bags (BEV mAP)",
+        _score_arguments,
     ),
 }
 

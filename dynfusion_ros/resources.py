@@ -43,3 +43,15 @@ def installed_type_hash(package: str, message: str) -> str:
         if entry["type_name"] == wanted:
             return entry["hash_string"]
     raise LookupError(f"{path} has no type hash for {wanted}")
+
+
+def default_model_path(name: str) -> Path:
+    """A shipped model file: from the source checkout's ``models/`` when running from one
+    (so freshly trained weights are used at once), else from the installed share folder."""
+    checkout = Path(__file__).resolve().parents[1] / "models" / name
+    if checkout.exists():
+        return checkout
+    try:
+        return package_share("dynfusion_ros") / "models" / name
+    except FileNotFoundError:
+        return checkout  # the loader reports it missing, with this path

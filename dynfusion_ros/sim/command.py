@@ -44,6 +44,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also write preview PNGs (camera, BEV, contact sheet) here",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing bag at --out")
+    parser.add_argument(
+        "--suite",
+        metavar="NAME",
+        help="write every drive of a named suite (train, heldout, tiny) as <out>/<drive>; "
+        "drives already there are kept, so an interrupted suite resumes",
+    )
     parser.add_argument("--list", action="store_true", help="print the preset scenarios and exit")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -54,6 +60,13 @@ def _validate(args: argparse.Namespace):
 
     if args.out is None:
         raise UsageError("--out is required (the bag folder to write)")
+    if args.suite is not None:
+        from dynfusion_ros.sim.suites import suite
+
+        try:
+            return suite(args.suite)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
     if not args.duration > 0 or args.duration > 3600:
         raise UsageError(f"--duration must be in (0, 3600] seconds, got {args.duration:g}")
     try:
@@ -79,16 +92,37 @@ def run(args: argparse.Namespace) -> int:
     except UsageError as error:
         print(f"dynfusion simulate: error: {error}", file=sys.stderr)
         return 2
-    from dynfusion_ros.sim import preview
-    from dynfusion_ros.sim.bag import write_drive
+    if args.suite is not None:
+        return _write_suite(args, scenario)
     from dynfusion_ros.sim.drive import Simulation
 
-    sim = Simulation(scenario, args.duration, args.seed)
+    return _write_one(args, Simulation(scenario, args.duration, args.seed), args.out)
+
+
+def _write_suite(args: argparse.Namespace, drives) -> int:
+    from dynfusion_ros.sim.drive import Simulation
+    from dynfusion_ros.sim.scenario import preset
+
+    for number, drive in enumerate(drives, start=1):
+        out = args.out / drive.name
+        if (out / "metadata.yaml").exists():
+            print(f"[{number}/{len(drives)}] {out} exists, kept")
+            continue
+        print(f"[{number}/{len(drives)}] {drive.preset}, seed {drive.seed}, {drive.duration_s:g} s")
+        sim = Simulation(preset(drive.preset), drive.duration_s, drive.seed)
+        _write_one(args, sim, out)
+    return 0
+
+
+def _write_one(args: argparse.Namespace, sim, out: Path) -> int:
+    from dynfusion_ros.sim import preview
+    from dynfusion_ros.sim.bag import write_drive
+
     chosen = preview.preview_indices(sim) if args.preview else set()
     kept = []
     summary = write_drive(
         sim,
-        args.out,
+        out,
         storage=args.storage,
         overwrite=args.overwrite,
         progress=not args.quiet,
@@ -107,6 +141,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {topic:<24} {count:>6} messages")
     if args.preview is not None:
         paths = [p for frame in kept for p in preview.save_frame(frame, sim, args.preview)]
-        paths.append(preview.contact_sheet(args.seed, args.preview))
+        paths.append(preview.contact_sheet(sim.seed, args.preview))
         print(f"previews: {len(paths)} PNGs in {args.preview}")
     return 0

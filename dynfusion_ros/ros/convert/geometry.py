@@ -67,6 +67,29 @@ def matrix_quaternion(rotation: np.ndarray) -> np.ndarray:
     return quaternion / np.linalg.norm(quaternion)
 
 
+def quaternion_matrix(xyzw: np.ndarray) -> np.ndarray:
+    """3x3 rotation of a (x, y, z, w) quaternion, normalised first."""
+    x, y, z, w = np.asarray(xyzw, dtype=np.float64) / np.linalg.norm(xyzw)
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
+
+
+def transform_to_matrix(msg) -> np.ndarray:
+    """4x4 parent-from-child matrix of a geometry_msgs/TransformStamped."""
+    rotation = finite_xyzw(msg.transform.rotation, "transform.rotation")
+    if not np.linalg.norm(rotation) > 1e-9:
+        raise ConversionError("transform.rotation", "is a zero quaternion")
+    matrix = np.eye(4)
+    matrix[:3, :3] = quaternion_matrix(rotation)
+    matrix[:3, 3] = finite_xyz(msg.transform.translation, "transform.translation")
+    return matrix
+
+
 def quaternion_yaw(xyzw: np.ndarray) -> float:
     """Heading (rotation about +z) of a quaternion, in (-pi, pi]."""
     x, y, z, w = xyzw

@@ -1,0 +1,84 @@
+"""Inference: run a chosen set of branches on one frame, each needed stem once, and say
+how long every stem and head took (the energy meters and the benchmark read these)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from dynfusion_ros.core.branches.boxes import decode
+from dynfusion_ros.core.branches.inputs import LiftCache, stem_input
+from dynfusion_ros.core.branches.network import BranchNetwork
+from dynfusion_ros.core.branches.registry import branch, stems_for
+from dynfusion_ros.core.branches.weights import load_network
+from dynfusion_ros.core.types import Detection, SensorFrame
+
+
+@dataclass
+class BranchOutputs:
+    """Per branch that ran, its detections; per branch that could not, the reason.
+    Times in milliseconds: a stem's includes rasterising its input."""
+
+    detections: dict[str, list[Detection]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    stem_ms: dict[str, float] = field(default_factory=dict)
+    head_ms: dict[str, float] = field(default_factory=dict)
+
+
+class BranchRunner:
+    def __init__(self, network: BranchNetwork, *, score_threshold: float = 0.05) -> None:
+        if not 0.0 <= score_threshold < 1.0:
+            raise ValueError(f"score_threshold must be in [0, 1), got {score_threshold}")
+        self.network = network.eval()
+        self.config = network.config
+        self.score_threshold = score_threshold
+        self.device = next(network.parameters()).device
+        self.lifts = LiftCache(self.config)
+
+    @classmethod
+    def load(cls, config_path: Path, *, device: str = "cpu", score_threshold: float = 0.05):
+        return cls(load_network(config_path, device), score_threshold=score_threshold)
+
+    @property
+    def branch_names(self) -> tuple[str, ...]:
+        return tuple(self.network.specs)
+
+    @torch.inference_mode()
+    def run(self, frame: SensorFrame, branches: Iterable[str]) -> BranchOutputs:
+        names = [branch(name).name for name in branches]
+        outputs = BranchOutputs()
+        features: dict[str, torch.Tensor] = {}
+        missing: dict[str, str] = {}
+        for stem in stems_for(names):
+            start = time.perf_counter()
+            prepared = stem_input(frame, stem, self.config, self.lifts)
+            if prepared.unavailable:
+                missing.update(prepared.unavailable)
+                continue
+            tensors = {
+                key: torch.from_numpy(value)[None].to(self.device)
+                for key, value in prepared.arrays.items()
+            }
+            features[stem.value] = self.network.stem(stem.value, tensors)
+            self._sync()
+            outputs.stem_ms[stem.value] = (time.perf_counter() - start) * 1e3
+        for name in names:
+            lacking = [stem for stem in branch(name).stem_names if stem not in features]
+            if lacking:
+                outputs.skipped[name] = "; ".join(missing[stem] for stem in lacking)
+                continue
+            start = time.perf_counter()
+            heatmap, boxes = self.network.head(name, features)
+            outputs.detections[name] = decode(
+                heatmap[0].cpu(), boxes[0].cpu(), self.config, self.score_threshold
+            )
+            outputs.head_ms[name] = (time.perf_counter() - start) * 1e3
+        return outputs
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)

@@ -1,0 +1,102 @@
+"""Every branch on every frame of labelled bags, scored per context: the model card's
+table, and the check that each branch has a context where it is the best single sensor.
+
+Runs through ``BranchRunner`` (the inference API the pipeline uses), so the numbers are
+those of the shipped code path, not of the training loop.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from dynfusion_ros.core.branches import BranchRunner
+from dynfusion_ros.core.fusion import fuse
+from dynfusion_ros.eval.detection_metrics import DetectionMetrics, ScoredFrame, evaluate_per_context
+from dynfusion_ros.ros.bag_frames import bag_duration_frames, read_frames
+
+ALL_FUSED = "all (wbf)"
+SINGLE = ("camera", "lidar", "radar")
+
+
+@dataclass
+class BranchReport:
+    metrics: dict[str, dict[str, DetectionMetrics]]  # branch -> context -> metrics
+    frames: dict[str, int]  # context -> frames
+    stem_ms: dict[str, float]  # median per stem
+    head_ms: dict[str, float]  # median per head
+
+    @property
+    def contexts(self) -> list[str]:
+        return [c for c in self.frames if c != "all"] + ["all"]
+
+    def best_single(self) -> dict[str, str]:
+        """Per context, the single-sensor branch with the highest mAP."""
+        best = {}
+        for context in self.contexts:
+            scores = {b: self.metrics[b][context].map for b in SINGLE if context in self.metrics[b]}
+            scores = {b: v for b, v in scores.items() if np.isfinite(v)}
+            if scores:
+                best[context] = max(scores, key=scores.get)
+        return best
+
+    def markdown(self) -> str:
+        contexts = self.contexts
+        lines = [
+            "| branch | " + " | ".join(contexts) + " |",
+            "|---|" + "---:|" * len(contexts),
+        ]
+        for name, by_context in self.metrics.items():
+            cells = []
+            for context in contexts:
+                value = by_context[context].map if context in by_context else float("nan")
+                cells.append("—" if not np.isfinite(value) else f"{100 * value:.1f}")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("| *frames* | " + " | ".join(str(self.frames[c]) for c in contexts) + " |")
+        return "\n".join(lines)
+
+
+def score_branches(
+    runner: BranchRunner, bags: Sequence[Path], *, every: int = 1, progress: bool = True
+) -> BranchReport:
+    names = list(runner.branch_names)
+    scored: dict[str, list[ScoredFrame]] = defaultdict(list)
+    stem_ms, head_ms = defaultdict(list), defaultdict(list)
+    frames: dict[str, int] = defaultdict(int)
+    for bag in bags:
+        bar = tqdm(
+            read_frames(Path(bag)),
+            total=bag_duration_frames(Path(bag)),
+            desc=Path(bag).name,
+            unit="frame",
+            disable=not progress,
+            leave=False,
+        )
+        for number, labelled in enumerate(bar):
+            if number % every:
+                continue
+            frames[labelled.context] += 1
+            frames["all"] += 1
+            outputs = runner.run(labelled.frame, names)
+            for name in names:
+                # a branch that cannot run on a frame detects nothing there: its misses count
+                found = outputs.detections.get(name, [])
+                scored[name].append(ScoredFrame(found, labelled.truth, labelled.context))
+            fused = fuse(outputs.detections)
+            scored[ALL_FUSED].append(ScoredFrame(fused, labelled.truth, labelled.context))
+            for key, value in outputs.stem_ms.items():
+                stem_ms[key].append(value)
+            for key, value in outputs.head_ms.items():
+                head_ms[key].append(value)
+    grid = runner.config.grid
+    return BranchReport(
+        {name: evaluate_per_context(frames_, grid) for name, frames_ in scored.items()},
+        dict(frames),
+        {k: float(np.median(v)) for k, v in stem_ms.items()},
+        {k: float(np.median(v)) for k, v in head_ms.items()},
+    )

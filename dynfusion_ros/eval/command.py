@@ -1,0 +1,60 @@
+"""`dynfusion score-branches`: every branch's mAP per context on labelled bags."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from dynfusion_ros.resources import default_model_path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data",
+        type=Path,
+        nargs="+",
+        required=True,
+        metavar="BAG",
+        help="labelled bags, or folders of them (e.g. data/sim/heldout)",
+    )
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="branch weights JSON (default: the shipped models/branches.json)",
+    )
+    parser.add_argument("--every", type=int, default=1, metavar="N", help="score one frame in N")
+    parser.add_argument("--markdown", type=Path, help="also write the table here")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from dynfusion_ros.core.branches import BranchRunner, WeightsError
+    from dynfusion_ros.eval.branch_report import score_branches
+    from dynfusion_ros.train.command import UsageError, bag_paths
+
+    try:
+        if args.every < 1:
+            raise UsageError(f"--every must be at least 1, got {args.every}")
+        bags = bag_paths(args.data)
+        runner = BranchRunner.load(args.model or default_model_path("branches.json"))
+    except (UsageError, WeightsError) as error:
+        print(f"dynfusion score-branches: error: {error}", file=sys.stderr)
+        return 2
+    report = score_branches(runner, bags, every=args.every, progress=not args.quiet)
+    table = report.markdown()
+    print("BEV mAP (%) per branch and context, centre distance 0.5/1/2/4 m:\n")
+    print(table)
+    best = report.best_single()
+    print("\nbest single-sensor branch per context: "
+          + ", ".join(f"{c}: {b}" for c, b in best.items()))  # fmt: skip
+    timing = ", ".join(
+        [f"stem {k} {v:.1f}" for k, v in report.stem_ms.items()]
+        + [f"head {k} {v:.1f}" for k, v in report.head_ms.items()]
+    )
+    print(f"median ms per stem and head: {timing}")
+    if args.markdown is not None:
+        args.markdown.write_text(table + "\n")
+        print(f"wrote {args.markdown}")
+    return 0

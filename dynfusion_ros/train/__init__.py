@@ -1,0 +1,1 @@
+"""Training from bags: datasets, the branch network, and (later) the gate."""

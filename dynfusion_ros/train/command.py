@@ -1,0 +1,151 @@
+"""`dynfusion train branches`: arguments, validation and the run, for the CLI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+class UsageError(Exception):
+    """A bad argument: reported on one line, exit code 2."""
+
+
+def bag_paths(paths: list[Path]) -> list[Path]:
+    """Bags named directly, or every bag inside a folder of bags (a simulated suite)."""
+    found = []
+    for path in paths:
+        if (path / "metadata.yaml").is_file():
+            found.append(path)
+        elif path.is_dir() and any(path.glob("*/metadata.yaml")):
+            found += sorted(p.parent for p in path.glob("*/metadata.yaml"))
+        else:
+            raise UsageError(
+                f"{path}: not a rosbag2 folder (no metadata.yaml) nor a folder of them"
+            )
+    return found
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    targets = parser.add_subparsers(dest="target", metavar="WHAT", required=True)
+    branches = targets.add_parser(
+        "branches",
+        help="train every stem and branch head on labelled bags",
+        description="Train the stems and branch heads on labelled (simulated) bags and write "
+        "<out>/branches.json + branches.safetensors, a training log and a loss plot.",
+    )
+    branches.add_argument(
+        "--data",
+        type=Path,
+        nargs="+",
+        required=True,
+        metavar="BAG",
+        help="training bags, or folders of bags (e.g. data/sim/train)",
+    )
+    branches.add_argument(
+        "--val",
+        type=Path,
+        nargs="*",
+        default=[],
+        metavar="BAG",
+        help="validation bags (default: one block of 20 frames in every 200 training frames)",
+    )
+    branches.add_argument("--out", type=Path, default=Path("models"), help="output folder")
+    branches.add_argument("--epochs", type=int, default=8)
+    branches.add_argument("--batch-size", type=int, default=16)
+    branches.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
+    branches.add_argument(
+        "--every",
+        type=int,
+        default=2,
+        metavar="N",
+        help="use every N-th frame (10 Hz frames are near-copies); default 2",
+    )
+    branches.add_argument("--seed", type=int, default=0)
+    branches.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
+    branches.add_argument("--max-steps", type=int, help="stop after this many steps (smoke runs)")
+    branches.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _validate(args: argparse.Namespace) -> tuple[list[Path], list[Path]]:
+    for name in ("epochs", "batch_size", "every"):
+        if getattr(args, name) < 1:
+            raise UsageError(
+                f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}"
+            )
+    if not args.lr > 0:
+        raise UsageError(f"--lr must be positive, got {args.lr}")
+    if args.out.exists() and not args.out.is_dir():
+        raise UsageError(f"--out {args.out} exists and is not a folder")
+    return bag_paths(args.data), bag_paths(args.val)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        train_bags, val_bags = _validate(args)
+    except UsageError as error:
+        print(f"dynfusion train: error: {error}", file=sys.stderr)
+        return 2
+    import numpy as np
+    import torch
+
+    from dynfusion_ros.core.branches import DetectorConfig, save_weights
+    from dynfusion_ros.core.branches.network import BranchNetwork
+    from dynfusion_ros.train.branches import TrainSettings, train
+    from dynfusion_ros.train.dataset import load_dataset
+    from dynfusion_ros.train.report import plot_training
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = DetectorConfig()
+    progress = not args.quiet
+    print(f"reading {len(train_bags)} training bags (one frame in {args.every})")
+    data = load_dataset(train_bags, config, every=args.every, progress=progress)
+    if val_bags:
+        validation = load_dataset(val_bags, config, every=args.every, progress=progress)
+    else:
+        data, validation = _split_tail(data)
+    print(f"{len(data)} training frames, {len(validation)} validation frames")
+    settings = TrainSettings(
+        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+        seed=args.seed, max_steps=args.max_steps,
+    )  # fmt: skip
+    network = BranchNetwork(config)
+
+    def report(epoch: int, scores: dict[str, float]) -> None:
+        shown = "  ".join(f"{name} {value:.3f}" for name, value in scores.items())
+        print(f"epoch {epoch + 1}: validation mAP  {shown}", flush=True)
+
+    log = train(network, data, settings, validation=validation, progress=progress, on_epoch=report)
+    metadata = {
+        "train_bags": [str(p) for p in train_bags],
+        "val_bags": [str(p) for p in val_bags],
+        "train_frames": len(data),
+        "settings": vars(settings),
+        "seconds": round(log.seconds, 1),
+        "torch": torch.__version__,
+        "final_validation_map": log.validation[-1] if log.validation else {},
+    }
+    path = save_weights(network, args.out / "branches.json", metadata)
+    (args.out / "branches_training.json").write_text(
+        json.dumps({"losses": log.losses, "validation": log.validation}, indent=1) + "\n"
+    )
+    plot = plot_training(log, args.out / "branches_training.png")
+    print(f"trained in {log.seconds / 60:.1f} min; mean loss of the last 50 steps "
+          f"{np.mean(log.losses[-50:]):.3f}")  # fmt: skip
+    print(f"wrote {path}, {path.with_suffix('.safetensors')} and {plot}")
+    return 0
+
+
+def _split_tail(data, block: int = 20, every: int = 10):
+    """Hold out one block of ``block`` consecutive frames in every ``every`` blocks: spread
+    over every bag and context, and less correlated with the training frames than a
+    random pick of single frames would be."""
+    import numpy as np
+
+    position = np.arange(len(data)) // block
+    held = position % every == every - 1
+    if not held.any():  # fewer than every * block frames: hold out the last block
+        held[-block:] = True
+    return data.subset(np.flatnonzero(~held)), data.subset(np.flatnonzero(held))

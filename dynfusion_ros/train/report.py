@@ -1,0 +1,35 @@
+"""Plots of a training run: the loss per step and each branch's validation mAP per epoch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from dynfusion_ros.train.branches import TrainLog
+
+
+def plot_training(log: TrainLog, out: Path) -> Path:
+    figure, (loss_axis, map_axis) = plt.subplots(1, 2, figsize=(11, 4))
+    losses = np.asarray(log.losses)
+    loss_axis.plot(losses, color="0.75", linewidth=0.6, label="per step")
+    window = min(50, len(losses))
+    if window > 1:
+        smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
+        loss_axis.plot(np.arange(window - 1, len(losses)), smooth, label=f"mean of {window}")
+    loss_axis.set(xlabel="step", ylabel="loss (all heads)", title="training loss", yscale="log")
+    loss_axis.legend()
+    for name in log.validation[0] if log.validation else ():
+        values = [epoch[name] for epoch in log.validation]
+        map_axis.plot(np.arange(1, len(values) + 1), values, marker="o", label=name)
+    map_axis.set(xlabel="epoch", ylabel="BEV mAP", title="validation mAP per branch", ylim=(0, 1))
+    if log.validation:
+        map_axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(out, dpi=110)
+    plt.close(figure)
+    return Path(out)

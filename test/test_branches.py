@@ -1,0 +1,216 @@
+"""Stems, branches, weights and the inference API, on a short simulated drive."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from dynfusion_ros.core.branches import (
+    BRANCHES,
+    BranchRunner,
+    DetectorConfig,
+    WeightsError,
+    branch,
+    load_network,
+    save_weights,
+    stems_for,
+)
+from dynfusion_ros.core.branches.boxes import decode, encode
+from dynfusion_ros.core.branches.network import BranchNetwork
+from dynfusion_ros.core.branches.rasters import OUTSIDE, camera_lift, lidar_raster
+from dynfusion_ros.core.types import Box3D, Detection, Modality, ObjectClass, PointScan
+from dynfusion_ros.eval.detection_metrics import ScoredFrame, evaluate_detections
+from dynfusion_ros.resources import default_model_path
+from dynfusion_ros.ros.bag_frames import read_frames
+from dynfusion_ros.sim.bag import write_drive
+from dynfusion_ros.sim.drive import Simulation
+from dynfusion_ros.sim.scenario import preset
+from dynfusion_ros.train.branches import TrainSettings, train
+from dynfusion_ros.train.dataset import load_dataset
+
+CONFIG = DetectorConfig()
+
+
+def simulate(tmp_path_factory, name: str, duration: float, seed: int):
+    out = tmp_path_factory.mktemp(name) / "bag"
+    write_drive(Simulation(preset(name), duration, seed), out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def clear_bag(tmp_path_factory):
+    return simulate(tmp_path_factory, "clear", 1.5, 11)
+
+
+@pytest.fixture(scope="module")
+def clear_frames(clear_bag):
+    return list(read_frames(clear_bag))
+
+
+def test_frames_carry_every_sensor_truth_and_context(clear_frames):
+    assert len(clear_frames) == 15
+    for labelled in clear_frames[1:]:
+        frame = labelled.frame
+        assert all(frame.available(m) for m in Modality)
+        assert frame.sensor_stamps_ns[Modality.CAMERA] == frame.stamp_ns
+        assert 0 < frame.staleness_s(Modality.LIDAR) <= 0.1
+        assert len(frame.imu) == 20
+        assert labelled.truth and labelled.context == "clear"
+        assert frame.lidar.T_base_sensor[2, 3] == pytest.approx(1.9)
+
+
+def test_silent_sensor_leaves_frames_without_it(tmp_path_factory):
+    bag = simulate(tmp_path_factory, "silent_lidar", 2.0, 3)
+    frames = list(read_frames(bag))
+    has_lidar = [f.frame.available(Modality.LIDAR) for f in frames]
+    assert len(frames) == 20
+    assert 2 <= has_lidar.count(False) <= 5
+    assert all(f.frame.available(Modality.CAMERA) for f in frames)
+
+
+def test_bag_without_ground_truth_is_refused(clear_bag, tmp_path):
+    from rosbags.rosbag2 import Reader, Writer
+
+    from dynfusion_ros.ros.typestore import bag_typestore
+
+    out = tmp_path / "unlabelled"
+    with Reader(clear_bag) as reader, Writer(out, version=8) as writer:
+        kept = [c for c in reader.connections if c.topic == "/radar/points"]
+        mapping = {
+            c.id: writer.add_connection(c.topic, c.msgtype, typestore=bag_typestore()) for c in kept
+        }
+        for connection, stamp, raw in reader.messages(connections=kept):
+            writer.write(mapping[connection.id], stamp, raw)
+    with pytest.raises(ValueError, match="/ground_truth/objects"):
+        list(read_frames(out))
+
+
+def test_registry_names_stems_once():
+    assert set(BRANCHES) >= {
+        "camera",
+        "lidar",
+        "radar",
+        "camera_lidar",
+        "camera_radar",
+        "lidar_radar",
+    }
+    assert stems_for(["lidar_radar", "lidar", "camera_lidar"]) == (
+        Modality.CAMERA,
+        Modality.LIDAR,
+        Modality.RADAR,
+    )
+    with pytest.raises(ValueError, match="unknown branch 'sonar'"):
+        branch("sonar")
+
+
+def test_box_encoding_round_trips():
+    truth = [
+        Detection(ObjectClass.CAR, 1.0, Box3D(12.3, -4.1, 0.8, 4.5, 1.9, 1.6, 0.4)),
+        Detection(ObjectClass.PEDESTRIAN, 1.0, Box3D(30.05, 7.7, 0.9, 0.6, 0.6, 1.8, -2.0)),
+        Detection(ObjectClass.CAR, 1.0, Box3D(70.0, 0.0, 0.8, 4.5, 1.9, 1.6, 0.0)),  # off grid
+    ]
+    targets = encode(truth, CONFIG)
+    assert targets.mask.sum() == 2
+    logits = torch.where(torch.from_numpy(targets.heatmap) >= 1.0, 10.0, -10.0)
+    boxes = torch.zeros(8, *CONFIG.head_grid_shape).flatten(1)
+    for slot in np.flatnonzero(targets.mask):
+        boxes[:, targets.index[slot]] = torch.from_numpy(targets.regression[slot])
+    found = decode(logits, boxes.reshape(8, *CONFIG.head_grid_shape), CONFIG)
+    found.sort(key=lambda d: d.box.x)
+    assert [d.object_class for d in found] == [ObjectClass.CAR, ObjectClass.PEDESTRIAN]
+    for got, want in zip(found, truth, strict=False):
+        np.testing.assert_allclose(got.box.as_array(), want.box.as_array(), atol=1e-5)
+
+
+def test_lidar_raster_counts_heights_and_intensity():
+    xyz = np.array([[10.1, 0.1, 0.1], [10.2, 0.2, 0.5], [10.3, 0.3, 1.5], [90.0, 0, 0]], np.float32)
+    scan = PointScan(0, xyz, {"intensity": np.full(4, 255.0, np.float32)})
+    raster = lidar_raster(scan, CONFIG)
+    row, col = int(10.1 / 0.4), int((0.1 + 25.6) / 0.4)
+    np.testing.assert_allclose(raster[:4, row, col], np.log1p([1, 1, 1, 0]), rtol=1e-6)
+    assert raster[4, row, col] == pytest.approx(1.5 / 4)
+    assert raster[5, row, col] == pytest.approx(1.0)
+    assert np.count_nonzero(raster[0]) == 1  # the point 90 m ahead is off the grid
+
+
+def test_camera_lift_is_the_pinhole_projection(clear_frames):
+    image = clear_frames[3].frame.camera
+    model, T = image.model, image.T_base_sensor
+    lift = camera_lift(model, T, CONFIG)
+    cell = CONFIG.head_cell_m
+    row, col, level = 25, 36, 2  # x = 20.4 m, y = 3.6 m, z = 1.25 m
+    x, y, z = (row + 0.5) * cell, -25.6 + (col + 0.5) * cell, CONFIG.lift_heights_m[level]
+    camera_x, camera_z = T[0, 3], T[2, 3]
+    u = model.fx * -y / (x - camera_x) + model.cx
+    v = model.fy * -(z - camera_z) / (x - camera_x) + model.cy
+    expected = [2 * (u + 0.5) / model.width - 1, 2 * (v + 0.5) / model.height - 1]
+    np.testing.assert_allclose(lift[level, row, col], expected, atol=1e-4)
+    assert (lift[:, 0, 0] == OUTSIDE).all()  # 0.4 m ahead, 25 m to the right: not in view
+
+
+def test_runner_skips_branches_whose_sensor_is_missing(clear_frames):
+    runner = BranchRunner(BranchNetwork(CONFIG))
+    frame = clear_frames[5].frame
+    frame.lidar = None
+    outputs = runner.run(frame, list(BRANCHES))
+    assert set(outputs.skipped) == {"lidar", "camera_lidar", "lidar_radar"}
+    assert "no lidar data" in outputs.skipped["lidar"]
+    assert set(outputs.detections) == {"camera", "radar", "camera_radar"}
+    assert set(outputs.stem_ms) == {"camera", "radar"}  # each stem once
+    assert set(outputs.head_ms) == set(outputs.detections)
+
+
+def test_weights_round_trip_and_clear_errors(clear_frames, tmp_path):
+    network = BranchNetwork(CONFIG)
+    path = save_weights(network, tmp_path / "m" / "branches.json", {"note": "test"})
+    loaded = load_network(path)
+    frame = clear_frames[4].frame
+    a = BranchRunner(network).run(frame, ["radar", "lidar"]).detections
+    b = BranchRunner(loaded).run(frame, ["radar", "lidar"]).detections
+    assert a == b
+
+    with pytest.raises(WeightsError, match="no such file"):
+        load_network(tmp_path / "none.json")
+    truncated = tmp_path / "t"
+    shutil.copytree(path.parent, truncated)
+    weights = truncated / "branches.safetensors"
+    weights.write_bytes(weights.read_bytes()[:5000])
+    with pytest.raises(WeightsError, match=r"branches.safetensors.*truncated"):
+        load_network(truncated / "branches.json")
+    document = json.loads(path.read_text())
+    document["branches"]["radar"]["head_width"] = 8
+    (tmp_path / "m" / "edited.json").write_text(json.dumps(document))
+    with pytest.raises(WeightsError, match=r"edited.json.*branches.radar.head_width"):
+        load_network(tmp_path / "m" / "edited.json")
+    document = json.loads(path.read_text())
+    document["config"]["stem_channels"]["radar"] = 8
+    (tmp_path / "m" / "narrow.json").write_text(json.dumps(document))
+    with pytest.raises(WeightsError, match=r"shape .* in file"):
+        load_network(tmp_path / "m" / "narrow.json")
+
+
+def test_tiny_training_lowers_the_loss(clear_bag):
+    torch.manual_seed(0)
+    data = load_dataset([clear_bag], CONFIG, progress=False)
+    assert data.available.all()
+    log = train(
+        BranchNetwork(CONFIG),
+        data,
+        TrainSettings(epochs=20, batch_size=4, learning_rate=3e-3, max_steps=24),
+        progress=False,
+    )
+    assert len(log.losses) == 24
+    assert np.mean(log.losses[-4:]) < 0.8 * np.mean(log.losses[:4])
+
+
+def test_shipped_weights_find_the_cars(clear_frames):
+    runner = BranchRunner.load(default_model_path("branches.json"))
+    scored = []
+    for labelled in clear_frames:
+        found = runner.run(labelled.frame, ["lidar"]).detections["lidar"]
+        scored.append(ScoredFrame(found, labelled.truth))
+    assert evaluate_detections(scored).ap_per_class["car"] > 0.5
