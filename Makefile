@@ -23,7 +23,7 @@ help:
 	@echo "make test    build the environment if needed, run the test suite"
 	@echo "make env     create .venv: ROS 2 Jazzy wheels, torch (CPU), interfaces, this package"
 	@echo "make lint    ruff check and format check (make format fixes)"
-	@echo "make bench   conversion and simulation benchmarks (prints figures)"
+	@echo "make bench   conversion, simulation and branch benchmarks (prints figures)"
 	@echo "make clean   remove build trees; make distclean also removes .venv"
 
 env: $(READY)
@@ -55,6 +55,7 @@ format: $(READY)
 bench: $(READY)
 	$(PY) bench/bench_convert.py
 	$(PY) bench/bench_simulate.py
+	$(PY) bench/bench_branches.py
 
 clean:
 	rm -rf build install log .pytest_cache .ruff_cache

@@ -214,3 +214,37 @@ def test_shipped_weights_find_the_cars(clear_frames):
         found = runner.run(labelled.frame, ["lidar"]).detections["lidar"]
         scored.append(ScoredFrame(found, labelled.truth))
     assert evaluate_detections(scored).ap_per_class["car"] > 0.5
+
+
+def test_train_and_score_commands_end_to_end(clear_bag, tmp_path, capsys):
+    from dynfusion_ros.cli import main
+
+    out = tmp_path / "models"
+    args = ["train", "branches", "--data", str(clear_bag), "--out", str(out), "--epochs", "1"]
+    assert main([*args, "--max-steps", "2", "--batch-size", "4", "--quiet"]) == 0
+    for name in ("branches.json", "branches.safetensors", "branches_training.png"):
+        assert (out / name).stat().st_size > 0
+    printed = capsys.readouterr().out
+    assert "validation mAP" in printed and "wrote" in printed
+    score = ["score-branches", "--data", str(clear_bag), "--model", str(out / "branches.json")]
+    assert main([*score, "--quiet", "--markdown", str(tmp_path / "table.md")]) == 0
+    printed = capsys.readouterr().out
+    assert "| lidar_radar |" in printed and "| *frames* | 15 | 15 |" in printed
+    assert "best single-sensor branch per context" in printed
+
+
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        (["train", "branches", "--data", "/nonexistent"], "not a rosbag2 folder"),
+        (["train", "branches", "--data", ".", "--epochs", "0"], "--epochs must be at least 1"),
+        (["score-branches", "--data", ".", "--model", "/no/such.json"], "/no/such.json"),
+    ],
+)
+def test_commands_reject_bad_arguments_in_one_line(command, message, capsys, clear_bag):
+    from dynfusion_ros.cli import main
+
+    command = [str(clear_bag) if part == "." else part for part in command]
+    assert main(command) == 2
+    error = capsys.readouterr().err
+    assert message in error and error.count("\n") == 1

@@ -194,3 +194,25 @@ def test_failure_midway_leaves_nothing(tmp_path):
             Simulation(preset("clear"), 0.5, 1), tmp_path / "bag", progress=False, on_frame=explode
         )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_writes_a_suite_and_resumes_it(tmp_path, capsys):
+    from dynfusion_ros.sim.suites import SUITES
+
+    out = tmp_path / "suite"
+    assert main(["simulate", "--suite", "tiny", "--out", str(out), "--quiet"]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(drive.name for drive in SUITES["tiny"])
+    capsys.readouterr()
+    assert main(["simulate", "--suite", "tiny", "--out", str(out), "--quiet"]) == 0
+    assert capsys.readouterr().out.count("exists, kept") == len(names)
+    assert main(["simulate", "--suite", "nope", "--out", str(out)]) == 2
+
+
+def test_training_and_held_out_suites_share_no_seed():
+    from dynfusion_ros.sim.suites import HELD_OUT_SEED_MIN, SUITES
+
+    assert all(d.seed >= HELD_OUT_SEED_MIN for d in SUITES["heldout"])
+    assert all(d.seed < HELD_OUT_SEED_MIN for d in SUITES["train"])
+    trained = {d.preset for d in SUITES["train"]}
+    assert {d.preset for d in SUITES["heldout"]} <= trained

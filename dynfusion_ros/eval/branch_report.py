@@ -18,7 +18,7 @@ from tqdm import tqdm
 from dynfusion_ros.core.branches import BranchRunner
 from dynfusion_ros.core.fusion import fuse
 from dynfusion_ros.eval.detection_metrics import DetectionMetrics, ScoredFrame, evaluate_per_context
-from dynfusion_ros.ros.bag_frames import bag_duration_frames, read_frames
+from dynfusion_ros.ros.bag_frames import LabelledFrame, bag_duration_frames, read_frames
 
 ALL_FUSED = "all (wbf)"
 SINGLE = ("camera", "lidar", "radar")
@@ -61,6 +61,12 @@ class BranchReport:
         return "\n".join(lines)
 
 
+def situation(labelled: LabelledFrame) -> str:
+    """The column a frame is scored under: its sensor fault when one is active (a blind
+    sensor matters more than the weather), else its context."""
+    return labelled.faults[0] if labelled.faults else labelled.context
+
+
 def score_branches(
     runner: BranchRunner, bags: Sequence[Path], *, every: int = 1, progress: bool = True
 ) -> BranchReport:
@@ -80,15 +86,16 @@ def score_branches(
         for number, labelled in enumerate(bar):
             if number % every:
                 continue
-            frames[labelled.context] += 1
+            column = situation(labelled)
+            frames[column] += 1
             frames["all"] += 1
             outputs = runner.run(labelled.frame, names)
             for name in names:
                 # a branch that cannot run on a frame detects nothing there: its misses count
                 found = outputs.detections.get(name, [])
-                scored[name].append(ScoredFrame(found, labelled.truth, labelled.context))
+                scored[name].append(ScoredFrame(found, labelled.truth, column))
             fused = fuse(outputs.detections)
-            scored[ALL_FUSED].append(ScoredFrame(fused, labelled.truth, labelled.context))
+            scored[ALL_FUSED].append(ScoredFrame(fused, labelled.truth, column))
             for key, value in outputs.stem_ms.items():
                 stem_ms[key].append(value)
             for key, value in outputs.head_ms.items():

@@ -47,8 +47,10 @@ def run(args: argparse.Namespace) -> int:
     print("BEV mAP (%) per branch and context, centre distance 0.5/1/2/4 m:\n")
     print(table)
     best = report.best_single()
-    print("\nbest single-sensor branch per context: "
-          + ", ".join(f"{c}: {b}" for c, b in best.items()))  # fmt: skip
+    print(
+        "\nbest single-sensor branch per context: "
+        + ", ".join(f"{c}: {b}" for c, b in best.items())
+    )
     timing = ", ".join(
         [f"stem {k} {v:.1f}" for k, v in report.stem_ms.items()]
         + [f"head {k} {v:.1f}" for k, v in report.head_ms.items()]

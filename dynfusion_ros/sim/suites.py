@@ -54,7 +54,9 @@ def _train() -> tuple[SuiteDrive, ...]:
 
 def _held_out() -> tuple[SuiteDrive, ...]:
     drives = [SuiteDrive(context, 1001, 40.0) for context in _SINGLE_CONTEXTS]
-    return (*drives, SuiteDrive("mixed", 1002, 60.0))
+    drives.append(SuiteDrive("mixed", 1002, 60.0))
+    faults = ("camera_blackout", "lidar_dropout", "lidar_partial", "radar_clutter")
+    return (*drives, *(SuiteDrive(fault, 1003, 20.0) for fault in faults))
 
 
 SUITES: Mapping[str, tuple[SuiteDrive, ...]] = {
@@ -63,7 +65,8 @@ SUITES: Mapping[str, tuple[SuiteDrive, ...]] = {
     "tiny": (SuiteDrive("clear", 7, 2.0), SuiteDrive("fog", 8, 2.0)),
 }
 """``train``: every context (three seeds each) and every fault; ``heldout``: every
-context from unseen seeds plus a 60 s mixed drive; ``tiny``: two 2 s drives for tests."""
+context from unseen seeds, a 60 s mixed drive and the faults that blind one sensor;
+``tiny``: two 2 s drives for tests."""
 
 
 def suite(name: str) -> tuple[SuiteDrive, ...]:

@@ -143,8 +143,12 @@ def train(
     for epoch in range(settings.epochs):
         network.train()
         order = rng.permutation(len(data))
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{settings.epochs}",
-                   unit="batch", disable=not progress)  # fmt: skip
+        bar = tqdm(
+            range(steps_per_epoch),
+            desc=f"epoch {epoch + 1}/{settings.epochs}",
+            unit="batch",
+            disable=not progress,
+        )
         for batch in bar:
             if step >= total_steps:
                 break

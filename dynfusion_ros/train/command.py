@@ -105,12 +105,19 @@ def run(args: argparse.Namespace) -> int:
     if val_bags:
         validation = load_dataset(val_bags, config, every=args.every, progress=progress)
     else:
-        data, validation = _split_tail(data)
+        try:
+            data, validation = _split_tail(data)
+        except UsageError as error:
+            print(f"dynfusion train: error: {error}", file=sys.stderr)
+            return 2
     print(f"{len(data)} training frames, {len(validation)} validation frames")
     settings = TrainSettings(
-        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
-        seed=args.seed, max_steps=args.max_steps,
-    )  # fmt: skip
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        seed=args.seed,
+        max_steps=args.max_steps,
+    )
     network = BranchNetwork(config)
 
     def report(epoch: int, scores: dict[str, float]) -> None:
@@ -132,8 +139,10 @@ def run(args: argparse.Namespace) -> int:
         json.dumps({"losses": log.losses, "validation": log.validation}, indent=1) + "\n"
     )
     plot = plot_training(log, args.out / "branches_training.png")
-    print(f"trained in {log.seconds / 60:.1f} min; mean loss of the last 50 steps "
-          f"{np.mean(log.losses[-50:]):.3f}")  # fmt: skip
+    print(
+        f"trained in {log.seconds / 60:.1f} min; mean loss of the last 50 steps "
+        f"{np.mean(log.losses[-50:]):.3f}"
+    )
     print(f"wrote {path}, {path.with_suffix('.safetensors')} and {plot}")
     return 0
 
@@ -146,6 +155,8 @@ def _split_tail(data, block: int = 20, every: int = 10):
 
     position = np.arange(len(data)) // block
     held = position % every == every - 1
-    if not held.any():  # fewer than every * block frames: hold out the last block
-        held[-block:] = True
+    if not held.any():  # a short run: hold out its last tenth
+        held[-max(1, len(data) // 10) :] = True
+    if held.all():
+        raise UsageError(f"only {len(data)} frame(s): too few to train and validate")
     return data.subset(np.flatnonzero(~held)), data.subset(np.flatnonzero(held))

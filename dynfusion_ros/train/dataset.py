@@ -65,10 +65,18 @@ class _Builder:
         self.rows: dict[str, list] = {
             name: []
             for name in (
-                "camera", "lift_index", "lidar", "radar", "available",
-                "heatmap", "index", "mask", "regression", "scored",
+                "camera",
+                "lift_index",
+                "lidar",
+                "radar",
+                "available",
+                "heatmap",
+                "index",
+                "mask",
+                "regression",
+                "scored",
             )
-        }  # fmt: skip
+        }
 
     def add(self, labelled: LabelledFrame) -> None:
         config, rows = self.config, self.rows
@@ -128,8 +136,14 @@ def load_dataset(
     for bag in bags:
         total = bag_duration_frames(Path(bag))
         frames = read_frames(Path(bag))
-        bar = tqdm(frames, total=total, desc=Path(bag).name, unit="frame", disable=not progress,
-                   leave=False)  # fmt: skip
+        bar = tqdm(
+            frames,
+            total=total,
+            desc=Path(bag).name,
+            unit="frame",
+            disable=not progress,
+            leave=False,
+        )
         for number, labelled in enumerate(bar):
             if number % every == 0:
                 builder.add(labelled)
