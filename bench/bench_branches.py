@@ -29,6 +29,16 @@ from dynfusion_ros.resources import default_model_path
 from dynfusion_ros.ros.bag_frames import read_frames
 
 
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
@@ -85,7 +95,7 @@ def main() -> None:
         for key, value in outputs.head_ms.items():
             head_ms.setdefault(key, []).append(value)
     print(
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"machine: {cpu_name()}, {os.cpu_count()} cores, "
         f"torch {torch.__version__} with {torch.get_num_threads()} threads, batch 1, "
         f"{len(total_ms)} frames ({args.scenario})"
     )

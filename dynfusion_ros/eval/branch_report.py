@@ -60,6 +60,23 @@ class BranchReport:
         lines.append("| *frames* | " + " | ".join(str(self.frames[c]) for c in contexts) + " |")
         return "\n".join(lines)
 
+    def class_markdown(self) -> str:
+        """AP per class (mean over thresholds) and per threshold (mean over classes), all
+        frames."""
+        first = next(iter(self.metrics.values()))["all"]
+        classes = list(first.ap)
+        thresholds = list(next(iter(first.ap.values())))
+        header = [*classes, *(f"@{t:g} m" for t in thresholds)]
+        lines = ["| branch | " + " | ".join(header) + " |", "|---|" + "---:|" * len(header)]
+        for name, by_context in self.metrics.items():
+            metrics = by_context["all"]
+            values = [metrics.ap_per_class[c] for c in classes]
+            values += [float(np.nanmean([metrics.ap[c][t] for c in classes])) for t in thresholds]
+            lines.append(f"| {name} | " + " | ".join(f"{100 * v:.1f}" for v in values) + " |")
+        counts = ", ".join(f"{c} {n}" for c, n in first.truth_count.items())
+        lines.append(f"\nGround-truth boxes on the grid: {counts}.")
+        return "\n".join(lines)
+
 
 def situation(labelled: LabelledFrame) -> str:
     """The column a frame is scored under: its sensor fault when one is active (a blind

@@ -46,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
     table = report.markdown()
     print("BEV mAP (%) per branch and context, centre distance 0.5/1/2/4 m:\n")
     print(table)
+    print("\nAP (%) per class and per centre-distance threshold, all frames:\n")
+    print(report.class_markdown())
     best = report.best_single()
     print(
         "\nbest single-sensor branch per context: "
@@ -57,6 +59,6 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"median ms per stem and head: {timing}")
     if args.markdown is not None:
-        args.markdown.write_text(table + "\n")
+        args.markdown.write_text(table + "\n\n" + report.class_markdown() + "\n")
         print(f"wrote {args.markdown}")
     return 0

@@ -53,7 +53,7 @@ def _train() -> tuple[SuiteDrive, ...]:
 
 
 def _held_out() -> tuple[SuiteDrive, ...]:
-    drives = [SuiteDrive(context, 1001, 40.0) for context in _SINGLE_CONTEXTS]
+    drives = [SuiteDrive(context, 1001, 40.0) for context in (*_SINGLE_CONTEXTS, "dense_fog")]
     drives.append(SuiteDrive("mixed", 1002, 60.0))
     faults = ("camera_blackout", "lidar_dropout", "lidar_partial", "radar_clutter")
     return (*drives, *(SuiteDrive(fault, 1003, 20.0) for fault in faults))
