@@ -58,23 +58,31 @@ class RadarEncoder(nn.Module):
 
 
 class CameraEncoder(nn.Module):
-    """Image -> image features (stride 4) -> BEV by sampling them where each head-grid cell
-    projects at each lift height, then mixing the heights and the visibility mask."""
+    """Image -> image features -> BEV by sampling them where each head-grid cell projects
+    at each lift height, then mixing the heights, the visibility mask and the range.
+
+    Features stay at half the input resolution: depth comes from where an object's foot
+    meets the ground in the image, and at 20 m one metre of depth is under one pixel of
+    a 320-pixel-wide image, so every halving of the feature map costs localisation.
+    """
 
     def __init__(self, channels: int, config: DetectorConfig) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(config.image_mean).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(config.image_std).view(1, 3, 1, 1))
+        rows, _ = config.head_grid_shape
+        ahead = config.grid.x_min + (torch.arange(rows) + 0.5) * config.head_cell_m
+        self.register_buffer("range", (ahead / config.grid.x_max).view(1, 1, rows, 1))
         self.image = nn.Sequential(
             _conv(3, 16, stride=2),
-            _conv(16, 32, stride=2),
-            _conv(32, 48),
-            _conv(48, 48, dilation=2),
-            nn.Conv2d(48, channels, 1),
+            _conv(16, 24),
+            _conv(24, 32, dilation=2),
+            _conv(32, 32, dilation=4),
+            nn.Conv2d(32, channels, 1),
         )
         heights = len(config.lift_heights_m)
         self.bev = nn.Sequential(
-            nn.Conv2d(channels * heights + 1, channels, 1),
+            nn.Conv2d(channels * heights + 2, channels, 1),
             nn.ReLU(inplace=True),
             _conv(channels, channels),
         )
@@ -89,7 +97,8 @@ class CameraEncoder(nn.Module):
         )
         sampled = sampled.reshape(batch, -1, heights, rows, cols).flatten(1, 2)
         visible = (lift[..., 0] > -1.5).float().mean(dim=1, keepdim=True)
-        return self.bev(torch.cat([sampled, visible], dim=1))
+        ahead = self.range.expand(batch, 1, rows, cols)
+        return self.bev(torch.cat([sampled, visible, ahead], dim=1))
 
 
 class CenterHead(nn.Module):
