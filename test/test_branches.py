@@ -28,7 +28,7 @@ from dynfusion_ros.eval.detection_metrics import ScoredFrame, evaluate_detection
 from dynfusion_ros.resources import default_model_path
 from dynfusion_ros.ros.bag_frames import read_frames
 from dynfusion_ros.sim.bag import write_drive
-from dynfusion_ros.sim.drive import Simulation
+from dynfusion_ros.sim.drive import START_NS, Simulation
 from dynfusion_ros.sim.scenario import preset
 from dynfusion_ros.train.branches import TrainSettings, train
 from dynfusion_ros.train.dataset import load_dataset
@@ -73,12 +73,14 @@ def test_silent_sensor_leaves_frames_without_it(tmp_path_factory):
     assert all(f.frame.available(Modality.CAMERA) for f in frames)
 
 
-def test_bag_without_ground_truth_is_refused(clear_bag, tmp_path):
+@pytest.fixture(scope="module")
+def unlabelled_bag(clear_bag, tmp_path_factory):
+    """The radar topic of the clear drive alone: a valid bag without ground truth."""
     from rosbags.rosbag2 import Reader, Writer
 
     from dynfusion_ros.ros.typestore import bag_typestore
 
-    out = tmp_path / "unlabelled"
+    out = tmp_path_factory.mktemp("unlabelled") / "bag"
     with Reader(clear_bag) as reader, Writer(out, version=8) as writer:
         kept = [c for c in reader.connections if c.topic == "/radar/points"]
         mapping = {
@@ -86,8 +88,17 @@ def test_bag_without_ground_truth_is_refused(clear_bag, tmp_path):
         }
         for connection, stamp, raw in reader.messages(connections=kept):
             writer.write(mapping[connection.id], stamp, raw)
+    return out
+
+
+def test_bag_without_ground_truth_or_unreadable_is_refused(unlabelled_bag, clear_bag, tmp_path):
     with pytest.raises(ValueError, match="/ground_truth/objects"):
-        list(read_frames(out))
+        list(read_frames(unlabelled_bag))
+    hollow = tmp_path / "hollow"
+    hollow.mkdir()
+    (hollow / "metadata.yaml").write_text((clear_bag / "metadata.yaml").read_text())
+    with pytest.raises(ValueError, match=r"hollow: cannot read the bag"):
+        list(read_frames(hollow))
 
 
 def test_registry_names_stems_once():
@@ -239,12 +250,44 @@ def test_train_and_score_commands_end_to_end(clear_bag, tmp_path, capsys):
         (["train", "branches", "--data", "/nonexistent"], "not a rosbag2 folder"),
         (["train", "branches", "--data", ".", "--epochs", "0"], "--epochs must be at least 1"),
         (["score-branches", "--data", ".", "--model", "/no/such.json"], "/no/such.json"),
+        (["train", "branches", "--data", "UNLABELLED"], "not a labelled bag"),
+        (["score-branches", "--data", "UNLABELLED"], "not a labelled bag"),
     ],
 )
-def test_commands_reject_bad_arguments_in_one_line(command, message, capsys, clear_bag):
+def test_commands_reject_bad_arguments_in_one_line(
+    command, message, capsys, clear_bag, unlabelled_bag
+):
     from dynfusion_ros.cli import main
 
-    command = [str(clear_bag) if part == "." else part for part in command]
+    substitutes = {".": str(clear_bag), "UNLABELLED": str(unlabelled_bag)}
+    command = [substitutes.get(part, part) for part in command]
     assert main(command) == 2
     error = capsys.readouterr().err
     assert message in error and error.count("\n") == 1
+
+
+def test_malformed_message_is_reported_and_its_frame_goes_on_without_it(clear_bag, tmp_path):
+    from rosbags.rosbag2 import Reader, Writer
+
+    from dynfusion_ros.ros.typestore import bag_typestore
+
+    out = tmp_path / "damaged"
+    broken_stamp = None
+    with Reader(clear_bag) as reader, Writer(out, version=8) as writer:
+        mapping = {
+            c.id: writer.add_connection(c.topic, c.msgtype, typestore=bag_typestore())
+            for c in reader.connections
+        }
+        for connection, stamp, raw in reader.messages():
+            data = raw
+            lidar = connection.topic == "/lidar/points"
+            if lidar and broken_stamp is None and stamp > START_NS + 500_000_000:
+                data, broken_stamp = raw[:40], stamp  # a truncated CDR message
+            writer.write(mapping[connection.id], stamp, data)
+    problems = []
+    frames = list(read_frames(out, on_problem=problems.append))
+    assert len(frames) == 15
+    assert len(problems) == 1 and "/lidar/points: cannot deserialize" in problems[0]
+    assert str(out) in problems[0]
+    without = [f for f in frames if not f.frame.available(Modality.LIDAR)]
+    assert len(without) == 1 and without[0].frame.available(Modality.CAMERA)

@@ -42,7 +42,11 @@ def run(args: argparse.Namespace) -> int:
     except (UsageError, WeightsError) as error:
         print(f"dynfusion score-branches: error: {error}", file=sys.stderr)
         return 2
-    report = score_branches(runner, bags, every=args.every, progress=not args.quiet)
+    try:
+        report = score_branches(runner, bags, every=args.every, progress=not args.quiet)
+    except ValueError as error:  # e.g. a bag without ground truth
+        print(f"dynfusion score-branches: error: {error}", file=sys.stderr)
+        return 2
     table = report.markdown()
     print("BEV mAP (%) per branch and context, centre distance 0.5/1/2/4 m:\n")
     print(table)

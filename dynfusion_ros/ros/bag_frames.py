@@ -15,13 +15,15 @@ frame goes on without the message.
 from __future__ import annotations
 
 import sys
-from collections import defaultdict, deque
+from collections import deque
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from rosbags.rosbag2 import Reader
+from rosbags.rosbag2 import Reader, ReaderError
+from rosbags.serde import SerdeError
 
 from dynfusion_ros.core.types import (
     NS_PER_S,
@@ -88,11 +90,9 @@ class _Reporter:
     def __init__(self, bag: Path, on_problem: Callable[[str], None]) -> None:
         self.bag, self.on_problem = bag, on_problem
         self.seen: set[tuple[str, str]] = set()
-        self.counts: dict[tuple[str, str], int] = defaultdict(int)
 
     def __call__(self, topic: str, reason: str) -> None:
         key = (topic, reason)
-        self.counts[key] += 1
         if key not in self.seen:
             self.seen.add(key)
             self.on_problem(f"{self.bag}: {topic}: {reason} (message dropped)")
@@ -212,7 +212,7 @@ def read_frames(
     lag_ns = round(timing.lag_s * NS_PER_S)
     pending: deque[tuple[int, list[Detection]]] = deque()
     last_truth: int | None = None
-    with Reader(bag) as reader:
+    with _open(bag) as reader:
         connections = [c for c in reader.connections if c.topic in _wanted(topics)]
         if topics.truth not in {c.topic for c in connections}:
             raise ValueError(f"{bag}: no {topics.truth} topic: not a labelled bag")
@@ -221,7 +221,7 @@ def read_frames(
                 yield assembler.assemble(*pending.popleft())
             try:
                 msg = store.deserialize_cdr(raw, connection.msgtype)
-            except (ValueError, KeyError, IndexError, AssertionError) as error:
+            except (SerdeError, ValueError, KeyError, IndexError, AssertionError) as error:
                 assembler.report(connection.topic, f"cannot deserialize: {error}")
                 continue
             if connection.topic != topics.truth:
@@ -239,6 +239,20 @@ def read_frames(
             yield assembler.assemble(*pending.popleft())
 
 
+@contextmanager
+def _open(bag: Path) -> Iterator[Reader]:
+    """An open bag reader; an unreadable bag is a ValueError naming it."""
+    try:
+        reader = Reader(bag)
+        reader.open()
+    except ReaderError as error:
+        raise ValueError(f"{bag}: cannot read the bag: {error}") from None
+    try:
+        yield reader
+    finally:
+        reader.close()
+
+
 def _wanted(topics: BagTopics) -> set[str]:
     return set(vars(topics).values())
 
@@ -246,7 +260,7 @@ def _wanted(topics: BagTopics) -> set[str]:
 def bag_duration_frames(bag: Path, timing: FrameTiming | None = None) -> int:
     """How many frames ``read_frames`` will yield, from the bag's metadata (for progress)."""
     timing = timing or FrameTiming()
-    with Reader(bag) as reader:
+    with _open(bag) as reader:
         truth = [c for c in reader.connections if c.topic == BagTopics().truth]
         if not truth:
             return 0

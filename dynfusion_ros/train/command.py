@@ -101,15 +101,15 @@ def run(args: argparse.Namespace) -> int:
     config = DetectorConfig()
     progress = not args.quiet
     print(f"reading {len(train_bags)} training bags (one frame in {args.every})")
-    data = load_dataset(train_bags, config, every=args.every, progress=progress)
-    if val_bags:
-        validation = load_dataset(val_bags, config, every=args.every, progress=progress)
-    else:
-        try:
+    try:
+        data = load_dataset(train_bags, config, every=args.every, progress=progress)
+        if val_bags:
+            validation = load_dataset(val_bags, config, every=args.every, progress=progress)
+        else:
             data, validation = _split_tail(data)
-        except UsageError as error:
-            print(f"dynfusion train: error: {error}", file=sys.stderr)
-            return 2
+    except (UsageError, ValueError) as error:  # e.g. a bag without ground truth
+        print(f"dynfusion train: error: {error}", file=sys.stderr)
+        return 2
     print(f"{len(data)} training frames, {len(validation)} validation frames")
     settings = TrainSettings(
         epochs=args.epochs,

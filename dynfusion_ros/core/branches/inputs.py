@@ -3,7 +3,6 @@ exactly the same arrays."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -68,14 +67,3 @@ def stem_input(
         result.arrays.clear()
         result.unavailable[stem.value] = str(error)
     return result
-
-
-def stem_inputs(
-    frame: SensorFrame, stems: Iterable[Modality], config: DetectorConfig, lifts: LiftCache
-) -> StemInputs:
-    combined = StemInputs()
-    for stem in stems:
-        one = stem_input(frame, stem, config, lifts)
-        combined.arrays.update(one.arrays)
-        combined.unavailable.update(one.unavailable)
-    return combined
