@@ -28,7 +28,7 @@ STEM_COLUMN = {stem.value: column for column, stem in enumerate(STEMS)}
 
 @dataclass(frozen=True)
 class TrainSettings:
-    epochs: int = 8
+    epochs: int = 14
     batch_size: int = 16
     learning_rate: float = 2e-3
     weight_decay: float = 1e-4

@@ -52,7 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="validation bags (default: one block of 20 frames in every 200 training frames)",
     )
     branches.add_argument("--out", type=Path, default=Path("models"), help="output folder")
-    branches.add_argument("--epochs", type=int, default=8)
+    branches.add_argument(
+        "--epochs", type=int, default=14, help="passes over the data (default 14, as shipped)"
+    )
     branches.add_argument("--batch-size", type=int, default=16)
     branches.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
     branches.add_argument(
