@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from dynfusion_ros.command_args import UsageError, bag_paths
 from dynfusion_ros.resources import default_model_path
 
 
@@ -32,7 +33,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from dynfusion_ros.core.branches import BranchRunner, WeightsError
     from dynfusion_ros.eval.branch_report import score_branches
-    from dynfusion_ros.train.command import UsageError, bag_paths
 
     try:
         if args.every < 1:

@@ -6,9 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-
-class UsageError(Exception):
-    """A bad argument: reported on one line, exit code 2, nothing written."""
+from dynfusion_ros.command_args import UsageError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
