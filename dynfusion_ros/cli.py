@@ -15,6 +15,8 @@ from importlib import metadata
 from dynfusion_ros import __version__
 from dynfusion_ros.resources import installed_type_hash
 
+Configure = Callable[[argparse.ArgumentParser], None]
+
 INTERFACE_TYPES = (
     ("vision_msgs", "Detection3DArray"),
     ("vision_msgs", "LabelInfo"),
@@ -52,55 +54,41 @@ def info(_: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _simulate_arguments(parser: argparse.ArgumentParser) -> None:
-    from dynfusion_ros.sim.command import add_arguments
+def _delegate(module: str) -> tuple[Callable[[argparse.Namespace], int], Configure]:
+    """A subcommand whose arguments and run live in ``module`` (imported when used, so
+    `dynfusion --help` stays fast)."""
 
-    add_arguments(parser)
+    def configure(parser: argparse.ArgumentParser) -> None:
+        importlib.import_module(module).add_arguments(parser)
 
+    def handler(args: argparse.Namespace) -> int:
+        return importlib.import_module(module).run(args)
 
-def simulate(args: argparse.Namespace) -> int:
-    from dynfusion_ros.sim.command import run
-
-    return run(args)
-
-
-def _train_arguments(parser: argparse.ArgumentParser) -> None:
-    from dynfusion_ros.train.command import add_arguments
-
-    add_arguments(parser)
+    return handler, configure
 
 
-def train(args: argparse.Namespace) -> int:
-    from dynfusion_ros.train.command import run
-
-    return run(args)
-
-
-def _score_arguments(parser: argparse.ArgumentParser) -> None:
-    from dynfusion_ros.eval.command import add_arguments
-
-    add_arguments(parser)
-
-
-def score_branches(args: argparse.Namespace) -> int:
-    from dynfusion_ros.eval.command import run
-
-    return run(args)
-
-
-Configure = Callable[[argparse.ArgumentParser], None]
-COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, Configure | None]] = {
-    "info": (info, "show the environment: ROS middleware, libraries, interface type hashes", None),
+COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Configure | None, str]] = {
+    "info": (info, None, "show the environment: ROS middleware, libraries, interface type hashes"),
     "simulate": (
-        simulate,
+        *_delegate("dynfusion_ros.sim.command"),
         "simulate a drive (camera, lidar, radar, IMU, ground truth) into a rosbag2",
-        _simulate_arguments,
     ),
-    "train": (train, "train the branch network on labelled bags", _train_arguments),
+    "train": (*_delegate("dynfusion_ros.train.command"), "train the branch network or the gate"),
     "score-branches": (
-        score_branches,
+        *_delegate("dynfusion_ros.eval.command"),
         "score every branch per context on labelled bags (BEV mAP)",
-        _score_arguments,
+    ),
+    "profile": (
+        *_delegate("dynfusion_ros.eval.profiling"),
+        "measure the energy of every stem, head and overhead; write the energy profile",
+    ),
+    "evaluate": (
+        *_delegate("dynfusion_ros.eval.evaluate_command"),
+        "replay labelled bags through the pipeline: mAP, energy, latency, branch usage",
+    ),
+    "benchmark": (
+        *_delegate("dynfusion_ros.eval.benchmark"),
+        "every policy and a sweep of budgets on a suite: table and accuracy-energy plot",
     ),
 }
 
@@ -111,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"dynfusion_ros {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (handler, help_text, configure) in COMMANDS.items():
+    for name, (handler, configure, help_text) in COMMANDS.items():
         command = commands.add_parser(name, help=help_text, description=help_text)
         if configure is not None:
             configure(command)

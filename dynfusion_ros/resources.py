@@ -45,13 +45,19 @@ def installed_type_hash(package: str, message: str) -> str:
     raise LookupError(f"{path} has no type hash for {wanted}")
 
 
-def default_model_path(name: str) -> Path:
-    """A shipped model file: from the source checkout's ``models/`` when running from one
-    (so freshly trained weights are used at once), else from the installed share folder."""
-    checkout = Path(__file__).resolve().parents[1] / "models" / name
+def package_file(relative: str | Path) -> Path:
+    """A shipped file (``models/...``, ``config/...``): from the source checkout when running
+    from one (so freshly trained or profiled files are used at once), else from the
+    installed share folder."""
+    checkout = Path(__file__).resolve().parents[1] / relative
     if checkout.exists():
         return checkout
     try:
-        return package_share("dynfusion_ros") / "models" / name
+        return package_share("dynfusion_ros") / relative
     except FileNotFoundError:
         return checkout  # the loader reports it missing, with this path
+
+
+def default_model_path(name: str) -> Path:
+    """A shipped model file, by name."""
+    return package_file(Path("models") / name)

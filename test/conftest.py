@@ -9,6 +9,36 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 os.environ["ROS_DOMAIN_ID"] = str(10 + os.getpid() % 90)
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.pop("ROS_LOCALHOST_ONLY", None)
+
+
+@pytest.fixture(scope="session")
+def simulate_bag(tmp_path_factory):
+    """Simulate a short drive of a preset into a fresh folder; returns the bag path."""
+    from dynfusion_ros.sim.bag import write_drive
+    from dynfusion_ros.sim.drive import Simulation
+    from dynfusion_ros.sim.scenario import preset
+
+    def simulate(name: str, duration_s: float, seed: int):
+        out = tmp_path_factory.mktemp(name) / "bag"
+        write_drive(Simulation(preset(name), duration_s, seed), out, progress=False)
+        return out
+
+    return simulate
+
+
+@pytest.fixture(scope="session")
+def clear_bag(simulate_bag):
+    """1.5 s of a clear drive: 15 labelled frames with every sensor."""
+    return simulate_bag("clear", 1.5, 11)
+
+
+@pytest.fixture(scope="session")
+def clear_frames(clear_bag):
+    from dynfusion_ros.ros.bag_frames import read_frames
+
+    return list(read_frames(clear_bag))

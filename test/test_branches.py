@@ -27,29 +27,11 @@ from dynfusion_ros.core.types import Box3D, Detection, Modality, ObjectClass, Po
 from dynfusion_ros.eval.detection_metrics import ScoredFrame, evaluate_detections
 from dynfusion_ros.resources import default_model_path
 from dynfusion_ros.ros.bag_frames import read_frames
-from dynfusion_ros.sim.bag import write_drive
-from dynfusion_ros.sim.drive import START_NS, Simulation
-from dynfusion_ros.sim.scenario import preset
+from dynfusion_ros.sim.drive import START_NS
 from dynfusion_ros.train.branches import TrainSettings, train
 from dynfusion_ros.train.dataset import load_dataset
 
 CONFIG = DetectorConfig()
-
-
-def simulate(tmp_path_factory, name: str, duration: float, seed: int):
-    out = tmp_path_factory.mktemp(name) / "bag"
-    write_drive(Simulation(preset(name), duration, seed), out, progress=False)
-    return out
-
-
-@pytest.fixture(scope="module")
-def clear_bag(tmp_path_factory):
-    return simulate(tmp_path_factory, "clear", 1.5, 11)
-
-
-@pytest.fixture(scope="module")
-def clear_frames(clear_bag):
-    return list(read_frames(clear_bag))
 
 
 def test_frames_carry_every_sensor_truth_and_context(clear_frames):
@@ -64,8 +46,8 @@ def test_frames_carry_every_sensor_truth_and_context(clear_frames):
         assert frame.lidar.T_base_sensor[2, 3] == pytest.approx(1.9)
 
 
-def test_silent_sensor_leaves_frames_without_it(tmp_path_factory):
-    bag = simulate(tmp_path_factory, "silent_lidar", 2.0, 3)
+def test_silent_sensor_leaves_frames_without_it(simulate_bag):
+    bag = simulate_bag("silent_lidar", 2.0, 3)
     frames = list(read_frames(bag))
     has_lidar = [f.frame.available(Modality.LIDAR) for f in frames]
     assert len(frames) == 20

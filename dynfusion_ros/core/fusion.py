@@ -25,16 +25,6 @@ MATCH_DISTANCE_M: Mapping[ObjectClass, float] = {
 METHODS = ("wbf", "nms")
 
 
-def _pooled(per_branch: Mapping[str, list[Detection]], weights: Mapping[str, float]):
-    pooled = [
-        (detection, name, weights.get(name, 1.0))
-        for name, detections in per_branch.items()
-        for detection in detections
-    ]
-    pooled.sort(key=lambda item: -item[0].score * item[2])
-    return pooled
-
-
 def _check_weights(per_branch: Mapping[str, list[Detection]], weights: Mapping[str, float]) -> None:
     for name in per_branch:
         weight = weights.get(name, 1.0)
@@ -42,22 +32,45 @@ def _check_weights(per_branch: Mapping[str, list[Detection]], weights: Mapping[s
             raise ValueError(f"branch weight for {name!r} must be a positive number, got {weight}")
 
 
-def _near(a: Detection, b: Detection) -> bool:
-    distance = np.hypot(a.box.x - b.box.x, a.box.y - b.box.y)
-    return a.object_class == b.object_class and distance < MATCH_DISTANCE_M[a.object_class]
+class _Pool:
+    """Every branch's detections in one list, strongest (score x branch weight) first,
+    grouped greedily: each joins the first stronger leader of its class near enough,
+    or leads a new cluster. Distances are computed once, as a matrix, because this
+    runs for every candidate selection of every frame when the gate is trained."""
+
+    def __init__(self, per_branch: Mapping[str, list[Detection]], weights: Mapping[str, float]):
+        _check_weights(per_branch, weights)
+        pooled = [
+            (detection, name, weights.get(name, 1.0))
+            for name, detections in per_branch.items()
+            for detection in detections
+        ]
+        pooled.sort(key=lambda item: -item[0].score * item[2])
+        self.items = pooled
+        self.clusters: list[list[int]] = []
+        if not pooled:
+            return
+        xy = np.array([[d.box.x, d.box.y] for d, _, _ in pooled])
+        classes = np.array([int(d.object_class) for d, _, _ in pooled])
+        limit = np.array([MATCH_DISTANCE_M[ObjectClass(c)] for c in classes])
+        distance = np.hypot(xy[:, None, 0] - xy[None, :, 0], xy[:, None, 1] - xy[None, :, 1])
+        near = (classes[:, None] == classes[None, :]) & (distance < limit[:, None])
+        leaders: list[int] = []
+        for index in range(len(pooled)):
+            hits = np.flatnonzero(near[index, leaders]) if leaders else ()
+            if len(hits):
+                self.clusters[hits[0]].append(index)
+            else:
+                leaders.append(index)
+                self.clusters.append([index])
 
 
 def non_maximum_suppression(
     per_branch: Mapping[str, list[Detection]], weights: Mapping[str, float] | None = None
 ) -> list[Detection]:
     """The highest-scoring box of every cluster, unchanged."""
-    weights = weights or {}
-    _check_weights(per_branch, weights)
-    kept: list[Detection] = []
-    for detection, _, _ in _pooled(per_branch, weights):
-        if not any(_near(detection, other) for other in kept):
-            kept.append(detection)
-    return kept
+    pool = _Pool(per_branch, weights or {})
+    return [pool.items[cluster[0]][0] for cluster in pool.clusters]
 
 
 def weighted_box_fusion(
@@ -65,20 +78,16 @@ def weighted_box_fusion(
 ) -> list[Detection]:
     """One averaged box per cluster; see the module docstring for the score."""
     weights = weights or {}
-    _check_weights(per_branch, weights)
+    pool = _Pool(per_branch, weights)
     total_weight = sum(weights.get(name, 1.0) for name in per_branch) or 1.0
-    clusters: list[list[tuple[Detection, str, float]]] = []
-    for item in _pooled(per_branch, weights):
-        home = next((c for c in clusters if _near(item[0], c[0][0])), None)
-        if home is None:
-            clusters.append([item])
-        else:
-            home.append(item)
-    return [_merge(cluster, total_weight) for cluster in clusters]
+    return [_merge([pool.items[i] for i in cluster], total_weight) for cluster in pool.clusters]
 
 
 def _merge(cluster: list[tuple[Detection, str, float]], total_weight: float) -> Detection:
     leader = cluster[0][0]
+    if len(cluster) == 1:
+        score = min(1.0, leader.score * cluster[0][2] / total_weight)
+        return Detection(leader.object_class, score, leader.box, leader.velocity)
     mass = np.array([d.score * w for d, _, w in cluster])
     boxes = np.array([d.box.as_array() for d, _, _ in cluster])
     mean = (boxes[:, :6] * mass[:, None]).sum(axis=0) / mass.sum()

@@ -343,13 +343,16 @@ class Selection:
 
 @dataclass(frozen=True)
 class EnergyRecord:
-    """Energy spent on one frame (J), per component and per branch, and the meter used."""
+    """Energy of one frame (J). Per component and per branch as the energy profile prices
+    what ran (what the budget is held to); ``measured_energy_j`` is what ``meter`` saw
+    for the whole frame (NaN when nothing measured it)."""
 
     stamp_ns: int
     component_energy_j: Mapping[str, float]
     branch_energy_j: Mapping[str, float]
     budget_j: float
     meter: str
+    measured_energy_j: float = float("nan")
 
     @property
     def total_energy_j(self) -> float:

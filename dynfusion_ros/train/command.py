@@ -1,4 +1,4 @@
-"""`dynfusion train branches`: arguments, validation and the run, for the CLI."""
+"""`dynfusion train branches` and `dynfusion train gate`: arguments, validation, runs."""
 
 from __future__ import annotations
 
@@ -51,6 +51,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     branches.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     branches.add_argument("--max-steps", type=int, help="stop after this many steps (smoke runs)")
     branches.add_argument("--quiet", action="store_true", help="no progress bars")
+    _gate_arguments(targets)
+
+
+def _gate_arguments(targets) -> None:
+    gate = targets.add_parser(
+        "gate",
+        help="train the gate's quality predictor on labelled bags",
+        description="Run every branch on labelled bags, score every selection per frame, and "
+        "fit the gate (writes <out>/gate.json + gate.safetensors and gate_training.json).",
+    )
+    gate.add_argument(
+        "--data",
+        type=Path,
+        nargs="+",
+        required=True,
+        metavar="BAG",
+        help="training bags, or folders of bags (e.g. data/sim/train)",
+    )
+    gate.add_argument("--out", type=Path, default=Path("models"), help="output folder")
+    gate.add_argument(
+        "--every", type=int, default=2, metavar="N", help="one frame in N (default 2)"
+    )
+    gate.add_argument(
+        "--record",
+        type=Path,
+        default=Path("data/records/gate_train.npz"),
+        help="cache of the branch outputs (reused when it covers the same bags)",
+    )
+    gate.add_argument("--model", type=Path, help="branch weights JSON (default: shipped)")
+    gate.add_argument("--profile", type=Path, help="energy profile (default: shipped)")
+    gate.add_argument("--steps", type=int, default=3000, help="optimiser steps (default 3000)")
+    gate.add_argument("--seed", type=int, default=0)
+    gate.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _validate(args: argparse.Namespace) -> tuple[list[Path], list[Path]]:
@@ -67,6 +100,10 @@ def _validate(args: argparse.Namespace) -> tuple[list[Path], list[Path]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.target == "gate":
+        from dynfusion_ros.train.gate_command import run_gate
+
+        return run_gate(args)
     try:
         train_bags, val_bags = _validate(args)
     except UsageError as error:

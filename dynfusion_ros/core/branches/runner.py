@@ -15,7 +15,7 @@ from dynfusion_ros.core.branches.inputs import LiftCache, stem_input
 from dynfusion_ros.core.branches.network import BranchNetwork
 from dynfusion_ros.core.branches.registry import branch, stems_for
 from dynfusion_ros.core.branches.weights import load_network
-from dynfusion_ros.core.types import Detection, SensorFrame
+from dynfusion_ros.core.types import Detection, Modality, SensorFrame
 
 
 @dataclass
@@ -48,6 +48,25 @@ class BranchRunner:
         return tuple(self.network.specs)
 
     @torch.inference_mode()
+    def stem_features(self, frame: SensorFrame, stem: Modality) -> torch.Tensor | str:
+        """One stem's BEV features for this frame, or why it cannot run."""
+        prepared = stem_input(frame, stem, self.config, self.lifts)
+        if prepared.unavailable:
+            return "; ".join(prepared.unavailable.values())
+        tensors = {
+            key: torch.from_numpy(value)[None].to(self.device)
+            for key, value in prepared.arrays.items()
+        }
+        features = self.network.stem(stem.value, tensors)
+        self._sync()
+        return features
+
+    @torch.inference_mode()
+    def head_detections(self, name: str, features: dict[str, torch.Tensor]) -> list[Detection]:
+        """One branch head over the features of its stems, decoded."""
+        heatmap, boxes = self.network.head(name, features)
+        return decode(heatmap[0].cpu(), boxes[0].cpu(), self.config, self.score_threshold)
+
     def run(self, frame: SensorFrame, branches: Iterable[str]) -> BranchOutputs:
         names = [branch(name).name for name in branches]
         outputs = BranchOutputs()
@@ -55,16 +74,11 @@ class BranchRunner:
         missing: dict[str, str] = {}
         for stem in stems_for(names):
             start = time.perf_counter()
-            prepared = stem_input(frame, stem, self.config, self.lifts)
-            if prepared.unavailable:
-                missing.update(prepared.unavailable)
+            result = self.stem_features(frame, stem)
+            if isinstance(result, str):
+                missing[stem.value] = result
                 continue
-            tensors = {
-                key: torch.from_numpy(value)[None].to(self.device)
-                for key, value in prepared.arrays.items()
-            }
-            features[stem.value] = self.network.stem(stem.value, tensors)
-            self._sync()
+            features[stem.value] = result
             outputs.stem_ms[stem.value] = (time.perf_counter() - start) * 1e3
         for name in names:
             lacking = [stem for stem in branch(name).stem_names if stem not in features]
@@ -72,10 +86,7 @@ class BranchRunner:
                 outputs.skipped[name] = "; ".join(missing[stem] for stem in lacking)
                 continue
             start = time.perf_counter()
-            heatmap, boxes = self.network.head(name, features)
-            outputs.detections[name] = decode(
-                heatmap[0].cpu(), boxes[0].cpu(), self.config, self.score_threshold
-            )
+            outputs.detections[name] = self.head_detections(name, features)
             outputs.head_ms[name] = (time.perf_counter() - start) * 1e3
         return outputs
 

@@ -1,0 +1,195 @@
+"""``DynamicFusionPipeline``: the per-frame flow that the nodes and the evaluator share.
+
+frame -> context features -> selection under the budget -> chosen branches -> late
+fusion -> detections, with the selection and the frame's energy record. Nothing else in
+the package re-implements a step, so what ``dynfusion evaluate`` prints is what the
+nodes publish.
+
+The collaborators are injected (the branch runner, the context estimator), so a
+benchmark can replay recorded branch outputs through this very object instead of
+running the network again for every policy and budget.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from dynfusion_ros.core.branches.registry import stems_for
+from dynfusion_ros.core.branches.runner import BranchOutputs, BranchRunner
+from dynfusion_ros.core.context import ContextEstimator, ContextFeatures
+from dynfusion_ros.core.energy import EnergyMeter, EnergyProfile
+from dynfusion_ros.core.fusion import METHODS, fuse
+from dynfusion_ros.core.gate import SENSORS, Decision, Gate, GateModel, Policy
+from dynfusion_ros.core.quality import selection_qualities
+from dynfusion_ros.core.types import Detection, EnergyRecord, Modality, Selection, SensorFrame
+
+
+class Runner(Protocol):
+    def run(self, frame: SensorFrame, branches: Sequence[str]) -> BranchOutputs: ...
+
+
+SelectionScorer = Callable[
+    [SensorFrame, Mapping[str, list[Detection]], list[Detection]], np.ndarray
+]
+
+
+@dataclass
+class FrameResult:
+    """Everything one frame produced."""
+
+    detections: list[Detection]
+    selection: Selection
+    energy: EnergyRecord
+    features: ContextFeatures
+    decision: Decision
+    branch_detections: dict[str, list[Detection]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)  # branch -> why it could not run
+    latency_ms: float = float("nan")
+
+
+def check_budget(budget_j: float | None) -> float | None:
+    """A budget is a positive number of joules per frame, or None for no budget."""
+    if budget_j is None:
+        return None
+    if isinstance(budget_j, bool) or not isinstance(budget_j, int | float):
+        raise ValueError(f"energy budget must be a number of joules, got {budget_j!r}")
+    if not (math.isfinite(budget_j) and budget_j > 0):
+        raise ValueError(f"energy budget must be a positive number of joules, got {budget_j}")
+    return float(budget_j)
+
+
+class DynamicFusionPipeline:
+    def __init__(
+        self,
+        runner: Runner,
+        gate: Gate,
+        *,
+        policy: Policy | str = "dynamic",
+        budget_j: float | None = None,
+        fusion_method: str = "wbf",
+        meter: EnergyMeter | None = None,
+        context: Callable[[SensorFrame], ContextFeatures] | None = None,
+        selection_scorer: SelectionScorer | None = None,
+    ) -> None:
+        if fusion_method not in METHODS:
+            raise ValueError(f"unknown fusion method {fusion_method!r}; choose from {METHODS}")
+        self.runner, self.gate, self.meter = runner, gate, meter
+        self.fusion_method = fusion_method
+        self.context = context or ContextEstimator()
+        self.selection_scorer = selection_scorer or self.score_selections
+        self.policy = policy
+        self.budget_j = budget_j
+
+    @classmethod
+    def from_files(
+        cls,
+        branches: Path,
+        profile: Path,
+        gate: Path | None,
+        *,
+        device: str = "cpu",
+        hysteresis_frames: int = 2,
+        **options,
+    ) -> DynamicFusionPipeline:
+        """Load the branch network, the energy profile and (when given) the gate model;
+        every missing or corrupt file is an error naming it."""
+        energy = EnergyProfile.load(profile)
+        model = GateModel.load(gate) if gate is not None else None
+        runner = BranchRunner.load(branches, device=device)
+        gate_ = Gate(
+            energy, model, branch_names=runner.branch_names, hysteresis_frames=hysteresis_frames
+        )
+        return cls(runner, gate_, **options)
+
+    @property
+    def policy(self) -> Policy:
+        return self._policy
+
+    @policy.setter
+    def policy(self, policy: Policy | str) -> None:
+        self._policy = Policy.parse(policy) if isinstance(policy, str) else policy
+        self.gate.reset()
+
+    @property
+    def budget_j(self) -> float | None:
+        return self._budget_j
+
+    @budget_j.setter
+    def budget_j(self, budget_j: float | None) -> None:
+        self._budget_j = check_budget(budget_j)
+
+    def reset(self) -> None:
+        """Forget the stream (a new bag, a backwards time jump)."""
+        self.gate.reset()
+        if isinstance(self.context, ContextEstimator):
+            self.context.reset()
+
+    def score_selections(
+        self, _: SensorFrame, per_branch: Mapping[str, list[Detection]], truth: list[Detection]
+    ) -> np.ndarray:
+        """True per-frame quality of every candidate selection (for the oracle)."""
+        return selection_qualities(per_branch, truth, self.gate.selections, self.fusion_method)
+
+    def process(self, frame: SensorFrame, truth: list[Detection] | None = None) -> FrameResult:
+        """One frame through the whole flow. ``truth`` is needed by the oracle only."""
+        start = time.perf_counter()
+        sample = self.meter.sample() if self.meter else None
+        features = self.context(frame)
+        true_quality, outputs = None, None
+        if self.policy.kind == "oracle":
+            if truth is None:
+                raise ValueError("the oracle policy needs ground truth (offline evaluation only)")
+            outputs = self.runner.run(frame, self.gate.branch_names)
+            true_quality = self.selection_scorer(frame, outputs.detections, truth)
+        decision = self.gate.decide(features, self.policy, self.budget_j, true_quality)
+        if outputs is None:
+            outputs = self.runner.run(frame, decision.chosen)
+        ran = {n: outputs.detections[n] for n in decision.chosen if n in outputs.detections}
+        detections = fuse(ran, self.fusion_method)
+        measured = self.meter.joules_since(sample) if self.meter else float("nan")
+        profile = self.gate.profile
+        stems = [stem.value for stem in stems_for(ran)]
+        energy = EnergyRecord(
+            frame.stamp_ns,
+            profile.components_j(stems, ran),
+            profile.branch_energy_j(ran),
+            self.budget_j or 0.0,
+            self.meter.name if self.meter else "profile",
+            measured,
+        )
+        return FrameResult(
+            detections,
+            self._selection(frame, features, decision),
+            energy,
+            features,
+            decision,
+            ran,
+            {n: outputs.skipped[n] for n in decision.chosen if n in outputs.skipped},
+            (time.perf_counter() - start) * 1e3,
+        )
+
+    def _selection(
+        self, frame: SensorFrame, features: ContextFeatures, decision: Decision
+    ) -> Selection:
+        names = self.gate.branch_names
+        return Selection(
+            stamp_ns=frame.stamp_ns,
+            policy=self.policy.text,
+            branch_names=names,
+            chosen=tuple(n in decision.chosen for n in names),
+            predicted_utility=tuple(decision.branch_utility.get(n, float("nan")) for n in names),
+            selection_utility=decision.utility,
+            predicted_energy_j=decision.energy_j,
+            budget_j=self.budget_j or 0.0,
+            context_label=decision.context_label,
+            context_scores=dict(decision.context_scores),
+            sensor_available={m: features.available(m) for m in (*SENSORS, Modality.IMU)},
+            sensor_age_s={m: frame.staleness_s(m) for m in SENSORS},
+        )

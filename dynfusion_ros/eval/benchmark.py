@@ -1,0 +1,222 @@
+"""`dynfusion benchmark`: every policy over a sweep of budgets on a simulated suite, as a
+markdown table and an accuracy-energy plot.
+
+Every branch runs once per frame (the record, cached in the output folder); each policy
+and budget is then a replay of that record through ``DynamicFusionPipeline``, so the
+sweep costs fusion and scoring only, and all policies see identical detections.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from dynfusion_ros.command_args import UsageError
+
+BUDGET_SHARES = (0.15, 0.25, 0.35, 0.5, 0.65, 0.8, 1.0)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from dynfusion_ros.eval.evaluate_command import add_pipeline_arguments
+
+    parser.add_argument("--suite", default="heldout", help="simulated suite (default heldout)")
+    parser.add_argument("--out", type=Path, required=True, help="folder for table, plot, JSON")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=Path("data/sim"),
+        help="where suites live (<data>/<suite>); missing drives are simulated there",
+    )
+    parser.add_argument(
+        "--shares",
+        type=float,
+        nargs="+",
+        default=list(BUDGET_SHARES),
+        help="budgets as shares of the every-branch energy (default 0.15 ... 1.0)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_pipeline_arguments(parser)
+
+
+@dataclass
+class Row:
+    label: str  # e.g. "dynamic @ 50%"
+    family: str  # dynamic, oracle, all, topk, static
+    share: float | None
+    evaluation: object  # Evaluation
+
+
+def _suite_bags(args: argparse.Namespace) -> list[Path]:
+    from dynfusion_ros.sim.command import add_arguments as sim_arguments
+    from dynfusion_ros.sim.command import run as simulate
+    from dynfusion_ros.sim.suites import SUITES
+
+    if args.suite not in SUITES:
+        raise UsageError(f"unknown suite {args.suite!r}; known: {', '.join(SUITES)}")
+    folder = args.data / args.suite
+    if any(not (folder / d.name / "metadata.yaml").exists() for d in SUITES[args.suite]):
+        print(f"simulating the missing drives of suite {args.suite} into {folder}")
+        parser = argparse.ArgumentParser()
+        sim_arguments(parser)
+        quiet = ["--quiet"] if args.quiet else []
+        if simulate(parser.parse_args(["--suite", args.suite, "--out", str(folder), *quiet])):
+            raise UsageError(f"could not simulate suite {args.suite}")
+    return [folder / d.name for d in SUITES[args.suite]]
+
+
+def _record(args: argparse.Namespace, bags: list[Path], branches: Path):
+    from dynfusion_ros.core.branches import BranchRunner
+    from dynfusion_ros.eval.records import BranchRecord, record_branches
+
+    path = args.out / "record.npz"
+    if path.exists():
+        record = BranchRecord.load(path)
+        if set(record.bags.tolist()) == {b.name for b in bags}:
+            print(f"using the recorded branch outputs in {path} ({len(record)} frames)")
+            return record
+    print(f"running every branch on every frame of {len(bags)} drives (recorded once)")
+    record = record_branches(BranchRunner.load(branches), bags, progress=not args.quiet)
+    record.save(path)
+    return record
+
+
+def sweep(record, gate, shares, progress: bool = True) -> list[Row]:
+    """Replay the record under every policy and budget."""
+    from tqdm import tqdm
+
+    from dynfusion_ros.core.gate import Policy
+    from dynfusion_ros.eval.evaluation import recorded_pipeline, replay_record
+
+    everything = gate.all_energy_j()
+    plan: list[tuple[str, str, float | None, Policy]] = [("all", "all", None, Policy("all"))]
+    plan += [(f"topk:{k}", "topk", None, Policy("topk", k=k)) for k in (1, 2, 3)]
+    for share in shares:
+        plan.append((f"dynamic @ {share:.0%}", "dynamic", share, Policy("dynamic")))
+        plan.append((f"oracle @ {share:.0%}", "oracle", share, Policy("oracle")))
+    plan += [
+        ("static:" + "+".join(s), "static", None, Policy("static", s)) for s in gate.selections
+    ]
+    rows = []
+    for label, family, share, policy in tqdm(plan, desc="policies", disable=not progress):
+        gate.reset()
+        budget = share * everything if share is not None else None
+        pipeline = recorded_pipeline(record, gate, policy=policy, budget_j=budget)
+        rows.append(Row(label, family, share, replay_record(pipeline, record)))
+    return rows
+
+
+def markdown(rows: list[Row], everything: float) -> str:
+    contexts = list(rows[0].evaluation.map_per_context)
+    head = ["policy", "budget", "mAP", "J/frame", "p95 J", "viol.", *contexts, "branches run"]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 2) + "---|"]
+    for row in rows:
+        e = row.evaluation
+        budget = (
+            "—"
+            if e.budget_j is None
+            else f"{e.budget_j * 1e3:.1f} mJ ({e.budget_j / everything:.0%})"
+        )
+        usage = ", ".join(f"{b} {u:.0%}" for b, u in e.branch_usage.items() if u > 0)
+        cells = [
+            row.label,
+            budget,
+            f"{100 * e.map:.1f}",
+            f"{1e3 * e.energy_j_per_frame:.1f} mJ",
+            f"{1e3 * e.energy_j_per_frame_p95:.1f}",
+            str(e.budget_violations),
+            *(
+                f"{100 * e.map_per_context[c]:.1f}" if not math.isnan(e.map_per_context[c]) else "—"
+                for c in contexts
+            ),
+            usage,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(rows: list[Row], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(9, 6))
+    statics = [r for r in rows if r.family == "static"]
+    axes.scatter(
+        [1e3 * r.evaluation.energy_j_per_frame for r in statics],
+        [100 * r.evaluation.map for r in statics],
+        s=14,
+        color="0.6",
+        label="static selections",
+        zorder=2,
+    )
+    for r in statics:
+        if "+" not in r.label:
+            axes.annotate(
+                r.label[7:],
+                (1e3 * r.evaluation.energy_j_per_frame, 100 * r.evaluation.map),
+                fontsize=7,
+                color="0.35",
+            )
+    styles = {
+        "dynamic": ("tab:blue", "o-"),
+        "oracle": ("tab:green", "s--"),
+        "topk": ("tab:orange", "^-"),
+        "all": ("tab:red", "*"),
+    }
+    for family, (colour, style) in styles.items():
+        chosen = [r for r in rows if r.family == family]
+        axes.plot(
+            [1e3 * r.evaluation.energy_j_per_frame for r in chosen],
+            [100 * r.evaluation.map for r in chosen],
+            style,
+            color=colour,
+            markersize=12 if family == "all" else 6,
+            label=family,
+            zorder=3,
+        )
+    axes.set_xlabel("energy per frame, mean (mJ, energy profile)")
+    axes.set_ylabel("BEV mAP (%)")
+    axes.set_title("Accuracy against energy, held-out suite")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def run(args: argparse.Namespace) -> int:
+    from dynfusion_ros.core.branches import WeightsError
+    from dynfusion_ros.core.energy import EnergyProfile
+    from dynfusion_ros.core.gate import Gate, GateModel, GateModelError
+    from dynfusion_ros.eval.evaluate_command import pipeline_files
+
+    try:
+        if any(not s > 0 for s in args.shares):
+            raise UsageError("--shares must all be positive")
+        args.out.mkdir(parents=True, exist_ok=True)
+        bags = _suite_bags(args)
+        branches, profile_path, gate_path = pipeline_files(args)
+        profile = EnergyProfile.load(profile_path)
+        gate = Gate(profile, GateModel.load(gate_path) if gate_path else None)
+        record = _record(args, bags, branches)
+    except (UsageError, ValueError, WeightsError, GateModelError) as error:
+        print(f"dynfusion benchmark: error: {error}", file=sys.stderr)
+        return 2
+    rows = sweep(record, gate, args.shares, progress=not args.quiet)
+    everything = gate.all_energy_j()
+    table = markdown(rows, everything)
+    (args.out / "benchmark.md").write_text(
+        f"Every branch: {1e3 * everything:.1f} mJ per frame ({profile.source}).\n\n" + table + "\n"
+    )
+    (args.out / "benchmark.json").write_text(
+        "[\n" + ",\n".join(r.evaluation.to_json().strip() for r in rows) + "\n]\n"
+    )
+    figure = plot(rows, args.out / "accuracy_energy.png")
+    print(table)
+    print(f"wrote {args.out / 'benchmark.md'}, {args.out / 'benchmark.json'} and {figure}")
+    return 0

@@ -1,0 +1,125 @@
+"""`dynfusion evaluate`: a labelled bag through the pipeline under a policy and budget."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from dynfusion_ros.command_args import UsageError, bag_paths
+from dynfusion_ros.resources import default_model_path
+
+SENSOR_TOPICS = ("/camera/image_raw", "/lidar/points", "/radar/points")
+DEFAULT_PROFILE = "config/energy_profile.yaml"
+
+
+def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
+    """Model and profile files, shared by evaluate and benchmark."""
+    parser.add_argument("--model", type=Path, help="branch weights JSON (default: shipped)")
+    parser.add_argument(
+        "--gate", type=Path, help="gate model JSON (default: shipped models/gate.json)"
+    )
+    parser.add_argument(
+        "--profile", type=Path, help=f"energy profile YAML (default: shipped {DEFAULT_PROFILE})"
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bag", type=Path, nargs="+", required=True, help="labelled bag(s)")
+    parser.add_argument(
+        "--policy",
+        default="dynamic",
+        help="dynamic, all, static:<b>+<b>..., topk:<k> or oracle (default dynamic)",
+    )
+    parser.add_argument(
+        "--budget", type=float, help="energy budget, joules per frame (default: none)"
+    )
+    parser.add_argument(
+        "--budget-share",
+        type=float,
+        help="budget as a share of the energy of running every branch, e.g. 0.5",
+    )
+    parser.add_argument(
+        "--meter", default="model", help="meter beside the profile: model, rapl, nvml, jetson"
+    )
+    parser.add_argument("--json", type=Path, help="write the figures here as JSON")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_pipeline_arguments(parser)
+
+
+def pipeline_files(args: argparse.Namespace) -> tuple[Path, Path, Path | None]:
+    from dynfusion_ros.resources import package_file
+
+    gate = args.gate or default_model_path("gate.json")
+    if args.gate is None and not gate.exists():
+        print(f"warning: no gate model at {gate}: the gate uses its prior", file=sys.stderr)
+        gate = None
+    profile = args.profile or package_file(DEFAULT_PROFILE)
+    return args.model or default_model_path("branches.json"), profile, gate
+
+
+def check_budget_arguments(args: argparse.Namespace) -> None:
+    if args.budget is not None and args.budget_share is not None:
+        raise UsageError("give --budget or --budget-share, not both")
+    if args.budget_share is not None and not args.budget_share > 0:
+        raise UsageError(f"--budget-share must be positive, got {args.budget_share}")
+    if args.budget is not None and not args.budget > 0:
+        raise UsageError(f"--budget must be a positive number of joules, got {args.budget}")
+
+
+def resolve_budget(args: argparse.Namespace, all_energy_j: float) -> float | None:
+    if args.budget_share is not None:
+        return args.budget_share * all_energy_j
+    return args.budget
+
+
+def check_topics(bag: Path) -> None:
+    """The bag must carry at least one sensor topic and ground truth."""
+    from rosbags.rosbag2 import Reader
+
+    with Reader(bag) as reader:
+        topics = {c.topic for c in reader.connections}
+    if not topics & set(SENSOR_TOPICS):
+        raise UsageError(f"{bag}: none of the sensor topics {', '.join(SENSOR_TOPICS)}")
+    if "/ground_truth/objects" not in topics:
+        raise UsageError(f"{bag}: no /ground_truth/objects topic: cannot score detections")
+
+
+def run(args: argparse.Namespace) -> int:
+    from dynfusion_ros.core.branches import WeightsError
+    from dynfusion_ros.core.energy import make_meter
+    from dynfusion_ros.core.gate import GateModelError, Policy
+    from dynfusion_ros.core.pipeline import DynamicFusionPipeline
+    from dynfusion_ros.eval.evaluation import evaluate_bags
+
+    try:
+        policy = Policy.parse(args.policy)
+        check_budget_arguments(args)
+        bags = bag_paths(args.bag)
+        for bag in bags:
+            check_topics(bag)
+        branches, profile, gate = pipeline_files(args)
+        pipeline = DynamicFusionPipeline.from_files(
+            branches, profile, gate, policy=policy, meter=make_meter(args.meter)
+        )
+        pipeline.budget_j = resolve_budget(args, pipeline.gate.all_energy_j())
+    except (UsageError, ValueError, WeightsError, GateModelError, FileNotFoundError) as error:
+        print(f"dynfusion evaluate: error: {error}", file=sys.stderr)
+        return 2
+    if pipeline.budget_j is not None and pipeline.budget_j < pipeline.gate.cheapest_energy_j:
+        print(
+            f"warning: budget {pipeline.budget_j:.4g} J is below the cheapest selection "
+            f"({pipeline.gate.cheapest_energy_j:.4g} J): it runs, and every frame is a violation",
+            file=sys.stderr,
+        )
+    try:
+        evaluation = evaluate_bags(pipeline, bags, progress=not args.quiet)
+    except ValueError as error:
+        print(f"dynfusion evaluate: error: {error}", file=sys.stderr)
+        return 2
+    print(evaluation.table())
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(evaluation.to_json())
+        print(f"wrote {args.json}")
+    return 0

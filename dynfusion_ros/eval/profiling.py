@@ -1,0 +1,155 @@
+"""`dynfusion profile`: measure the energy of every stem, head and per-frame overhead on
+this machine, with a meter, and write the energy profile the gate plans with.
+
+Each component runs on the same frames many times between two meter readings, so that
+whole-package meters (RAPL, rails) see enough energy to be meaningful.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from dynfusion_ros.command_args import UsageError, bag_paths
+from dynfusion_ros.resources import default_model_path
+
+DEFAULT_PROFILE = Path("config/energy_profile.yaml")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--bag", type=Path, required=True, help="a labelled bag to take frames from"
+    )
+    parser.add_argument("--frames", type=int, default=50, help="frames to measure on (default 50)")
+    parser.add_argument("--repeat", type=int, default=3, help="passes over the frames (default 3)")
+    parser.add_argument(
+        "--meter", default="auto", help="auto, model, rapl, nvml or jetson (default auto)"
+    )
+    parser.add_argument(
+        "--watts",
+        type=float,
+        default=10.0,
+        help="model meter: power of one fully busy CPU core (W), default 10",
+    )
+    parser.add_argument("--device", default="cpu", help="torch device for the branches")
+    parser.add_argument("--model", type=Path, help="branch weights JSON (default: shipped)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_PROFILE, help="profile to write")
+
+
+def _machine() -> str:
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
+
+
+def _joules(meter, action: Callable[[], object], count: int) -> float:
+    sample = meter.sample()
+    action()
+    return meter.joules_since(sample) / count
+
+
+def measure(args: argparse.Namespace):
+    import numpy as np
+    import torch
+
+    from dynfusion_ros.core.branches import BranchRunner
+    from dynfusion_ros.core.branches.registry import BRANCHES, STEMS
+    from dynfusion_ros.core.context import ContextEstimator
+    from dynfusion_ros.core.energy import EnergyProfile, make_meter
+    from dynfusion_ros.core.fusion import fuse
+    from dynfusion_ros.core.gate import Gate, GateModel, Policy
+    from dynfusion_ros.ros.bag_frames import read_frames
+
+    meter = make_meter(args.meter, watts=args.watts)
+    runner = BranchRunner.load(
+        args.model or default_model_path("branches.json"), device=args.device
+    )
+    frames = []
+    for labelled in read_frames(bag_paths([args.bag])[0]):
+        if all(labelled.frame.available(stem) for stem in STEMS):
+            frames.append(labelled.frame)
+        if len(frames) == args.frames:
+            break
+    if not frames:
+        raise UsageError(f"{args.bag}: no frame has camera, lidar and radar data to measure on")
+    passes = [frames] * args.repeat
+    count = len(frames) * args.repeat
+    runner.run(frames[0], BRANCHES)  # warm-up: allocations, lift grid
+    stems_j, heads_j, features = {}, {}, {}
+    for stem in STEMS:
+        stems_j[stem.value] = _joules(
+            meter, lambda s=stem: [runner.stem_features(f, s) for p in passes for f in p], count
+        )
+        features[stem.value] = runner.stem_features(frames[0], stem)
+    for name in BRANCHES:
+        heads_j[name] = _joules(
+            meter, lambda n=name: [runner.head_detections(n, features) for _ in range(count)], count
+        )
+    estimator = ContextEstimator()
+    context_j = _joules(meter, lambda: [estimator(f) for p in passes for f in p], count)
+    provisional = EnergyProfile(stems_j, heads_j)
+    model_path = default_model_path("gate.json")
+    gate = Gate(provisional, GateModel.load(model_path) if model_path.exists() else None)
+    observed = [estimator(f) for f in frames]
+    gate_j = _joules(
+        meter,
+        lambda: [
+            gate.decide(x, Policy("dynamic"), None) for _ in range(args.repeat) for x in observed
+        ],
+        count,
+    )
+    outputs = runner.run(frames[0], BRANCHES).detections
+    fusion_j = _joules(meter, lambda: [fuse(outputs) for _ in range(count)], count)
+    measured = {
+        "machine": _machine(),
+        "meter": meter.name,
+        "model_watts_per_core": args.watts if meter.name == "model" else None,
+        "device": args.device,
+        "torch_threads": torch.get_num_threads(),
+        "frames": count,
+        "bag": str(args.bag),
+        "date": datetime.date.today().isoformat(),
+    }
+    overhead = {"context": context_j, "gate": gate_j, "fusion": fusion_j}
+    rounded = {k: float(np.round(v, 6)) for k, v in overhead.items()}
+    return EnergyProfile(
+        {k: float(np.round(v, 6)) for k, v in stems_j.items()},
+        {k: float(np.round(v, 6)) for k, v in heads_j.items()},
+        rounded,
+        measured=measured,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        if args.frames < 1 or args.repeat < 1:
+            raise UsageError("--frames and --repeat must be at least 1")
+        if not args.watts > 0:
+            raise UsageError(f"--watts must be positive, got {args.watts}")
+        profile = measure(args)
+    except (UsageError, ValueError, RuntimeError) as error:
+        print(f"dynfusion profile: error: {error}", file=sys.stderr)
+        return 2
+    profile.save(args.out)
+    everything = profile.selection_energy_j(profile.heads_j)
+    print(f"meter {profile.measured['meter']} on {profile.measured['machine']}")
+    for table in ("stems_j", "heads_j", "overhead_j"):
+        values = getattr(profile, table)
+        print(f"{table[:-2]:<9}" + "  ".join(f"{k} {1e3 * v:.2f} mJ" for k, v in values.items()))
+    print(
+        f"all branches: {1e3 * everything:.2f} mJ per frame, overhead "
+        f"{100 * profile.overhead_total_j / everything:.1f}% of it"
+    )
+    print(f"wrote {args.out}")
+    return 0

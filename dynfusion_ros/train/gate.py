@@ -1,0 +1,153 @@
+"""Fitting the gate's quality predictor on a branch record (``eval/records.py``).
+
+Targets are the true per-frame quality of every candidate selection; the network learns
+them from context features alone (cross-entropy against the soft targets, so outputs
+stay in 0..1), and the context label beside them. What matters downstream is not the
+loss but the *regret*: how much true quality the choice made from predictions loses
+against the best choice, at a given budget. Both are reported on held-out frames.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from dynfusion_ros.core.branches.registry import branch
+from dynfusion_ros.core.context import FEATURE_NAMES
+from dynfusion_ros.core.gate import SENSORS, GateModel
+from dynfusion_ros.eval.records import BranchRecord
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    hidden: int = 64
+    steps: int = 3000
+    learning_rate: float = 3e-3
+    weight_decay: float = 1e-4
+    context_weight: float = 0.3  # share of the context-label loss
+    seed: int = 0
+
+
+@dataclass
+class GateReport:
+    train_frames: int
+    val_frames: int
+    seconds: float
+    val_mae: float  # mean absolute error of predicted quality, every selection
+    regret: dict[str, float] = field(default_factory=dict)  # budget share -> mean regret
+    context_accuracy: float = float("nan")
+
+
+def _sensor_sets(features: np.ndarray) -> frozenset[str]:
+    columns = [FEATURE_NAMES.index(f"{s.value}_available") for s in SENSORS]
+    sets = set()
+    for row in features[:, columns] > 0.5:
+        sets.add("+".join(s.value for s, on in zip(SENSORS, row, strict=True) if on) or "none")
+    return frozenset(sets)
+
+
+def _usable(record: BranchRecord, frames: np.ndarray) -> np.ndarray:
+    """(frames, selections) mask: the selection needs only sensors the frame had."""
+    needs = np.array(
+        [[any(m in branch(n).stems for n in s) for m in SENSORS] for s in record.selections]
+    )
+    columns = [FEATURE_NAMES.index(f"{m.value}_available") for m in SENSORS]
+    available = record.features[frames][:, columns] > 0.5
+    return ~(needs[None, :, :] & ~available[:, None, :]).any(axis=2)
+
+
+def regret(
+    record: BranchRecord,
+    frames: np.ndarray,
+    predicted: np.ndarray,
+    energy: np.ndarray,
+    budget_j: float,
+) -> float:
+    """Mean true quality lost by choosing on predictions rather than on the truth."""
+    allowed = _usable(record, frames) & (energy <= budget_j)[None, :]
+    truth = np.where(allowed, record.quality[frames], -np.inf)
+    guess = np.where(allowed, predicted, -np.inf)
+    has = allowed.any(axis=1)
+    chosen = truth[np.arange(len(frames)), guess.argmax(axis=1)]
+    return float(np.mean((truth.max(axis=1) - chosen)[has])) if has.any() else float("nan")
+
+
+def fit_gate(
+    record: BranchRecord,
+    energy_j: np.ndarray,
+    settings: GateSettings | None = None,
+    *,
+    val_bags: set[str] | None = None,
+) -> tuple[GateModel, GateReport]:
+    """Train on the record's frames outside ``val_bags`` (default: every fifth bag)."""
+    settings = settings or GateSettings()
+    torch.manual_seed(settings.seed)
+    start = time.perf_counter()
+    bags = sorted(set(record.bags.tolist()))
+    val_bags = val_bags if val_bags is not None else set(bags[4::5])
+    held = np.isin(record.bags, list(val_bags))
+    if held.all() or len(bags) < 2:
+        held = np.arange(len(record)) % 10 == 9
+    train, val = np.flatnonzero(~held), np.flatnonzero(held)
+    contexts = tuple(sorted(set(record.situations.tolist())))
+    features = record.features
+    mean = np.nanmean(features[train], axis=0)
+    scale = np.nanstd(features[train], axis=0)
+    mean, scale = np.nan_to_num(mean), np.where(np.nan_to_num(scale) > 1e-6, scale, 1.0)
+    inputs = torch.tensor(np.nan_to_num((features - mean) / scale), dtype=torch.float32)
+    quality = torch.tensor(record.quality, dtype=torch.float32)
+    labels = torch.tensor([contexts.index(s) for s in record.situations])
+    selections = len(record.selections)
+    network = nn.Sequential(
+        nn.Linear(features.shape[1], settings.hidden),
+        nn.ReLU(),
+        nn.Linear(settings.hidden, settings.hidden),
+        nn.ReLU(),
+        nn.Linear(settings.hidden, selections + len(contexts)),
+    )
+    optimiser = torch.optim.AdamW(
+        network.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
+    )
+    train_index = torch.as_tensor(train)
+    for step in range(settings.steps):
+        batch = train_index[torch.randint(len(train_index), (256,))]
+        out = network(inputs[batch])
+        loss = nn.functional.binary_cross_entropy_with_logits(
+            out[:, :selections], quality[batch]
+        ) + settings.context_weight * nn.functional.cross_entropy(
+            out[:, selections:], labels[batch]
+        )
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        for group in optimiser.param_groups:  # cosine decay to a tenth
+            group["lr"] = settings.learning_rate * (
+                0.55 + 0.45 * np.cos(np.pi * (step + 1) / settings.steps)
+            )
+    layers = [
+        (m.weight.detach().double().numpy(), m.bias.detach().double().numpy())
+        for m in network
+        if isinstance(m, nn.Linear)
+    ]
+    model = GateModel(
+        record.selections, contexts, mean, scale, layers, _sensor_sets(features[train])
+    )
+    predicted = np.array([model.predict(row)[0] for row in features[val]])
+    odds = np.array([model.predict(row)[1] for row in features[val]])
+    all_energy = float(energy_j.max())
+    report = GateReport(
+        len(train),
+        len(val),
+        time.perf_counter() - start,
+        float(np.abs(predicted - record.quality[val]).mean()),
+        {
+            f"{share:.0%}": regret(record, val, predicted, energy_j, share * all_energy)
+            for share in (0.3, 0.5, 0.75, 1.0)
+        },
+        float(np.mean(odds.argmax(axis=1) == labels[val].numpy())),
+    )
+    return model, report

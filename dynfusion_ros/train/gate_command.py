@@ -1,0 +1,67 @@
+"""`dynfusion train gate`: record branch outputs on labelled bags, fit, write the gate."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from dynfusion_ros.command_args import UsageError, bag_paths
+from dynfusion_ros.resources import default_model_path, package_file
+
+
+def _record(args: argparse.Namespace, bags: list[Path]):
+    from dynfusion_ros.core.branches import BranchRunner
+    from dynfusion_ros.eval.records import BranchRecord, record_branches
+
+    if args.record.exists():
+        record = BranchRecord.load(args.record)
+        if set(record.bags.tolist()) == {b.name for b in bags}:
+            print(f"using the recorded branch outputs in {args.record} ({len(record)} frames)")
+            return record
+    runner = BranchRunner.load(args.model or default_model_path("branches.json"))
+    print(f"running every branch on one frame in {args.every} of {len(bags)} bags")
+    record = record_branches(runner, bags, every=args.every, progress=not args.quiet)
+    record.save(args.record)
+    return record
+
+
+def run_gate(args: argparse.Namespace) -> int:
+    from dynfusion_ros.core.branches import WeightsError
+    from dynfusion_ros.core.energy import EnergyProfile
+    from dynfusion_ros.core.gate import Gate
+    from dynfusion_ros.train.gate import GateSettings, fit_gate
+
+    try:
+        if args.every < 1 or args.steps < 1:
+            raise UsageError("--every and --steps must be at least 1")
+        bags = bag_paths(args.data)
+        profile = EnergyProfile.load(args.profile or package_file("config/energy_profile.yaml"))
+        record = _record(args, bags)
+    except (UsageError, ValueError, WeightsError) as error:
+        print(f"dynfusion train: error: {error}", file=sys.stderr)
+        return 2
+    energy = Gate(profile, branch_names=record.branch_names).energy_j
+    settings = GateSettings(steps=args.steps, seed=args.seed)
+    model, report = fit_gate(record, energy, settings)
+    model.metadata = {
+        "train_bags": [str(b) for b in bags],
+        "every": args.every,
+        "settings": vars(settings),
+        "report": vars(report),
+        "energy_profile": profile.source,
+    }
+    path = model.save(args.out / "gate.json")
+    (args.out / "gate_training.json").write_text(json.dumps(vars(report), indent=2) + "\n")
+    print(
+        f"{report.train_frames} training / {report.val_frames} validation frames, "
+        f"{report.seconds:.0f} s; validation: quality MAE {report.val_mae:.3f}, "
+        f"context accuracy {report.context_accuracy:.1%}"
+    )
+    print(
+        "regret (true quality lost by choosing on predictions) at budget shares: "
+        + ", ".join(f"{k} {v:.3f}" for k, v in report.regret.items())
+    )
+    print(f"wrote {path} and {path.with_suffix('.safetensors')}")
+    return 0

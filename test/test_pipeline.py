@@ -1,0 +1,172 @@
+"""DynamicFusionPipeline end to end on a short simulated drive with the shipped branch
+weights; the recorded replay the benchmark uses; `dynfusion evaluate` and its errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from test_energy import profile
+
+from dynfusion_ros.cli import main
+from dynfusion_ros.core.branches import BranchRunner
+from dynfusion_ros.core.gate import Gate
+from dynfusion_ros.core.pipeline import DynamicFusionPipeline
+from dynfusion_ros.eval.evaluation import evaluate_bags, recorded_pipeline, replay_record
+from dynfusion_ros.eval.records import BranchRecord, record_branches
+from dynfusion_ros.resources import default_model_path
+
+PROFILE = profile()
+
+
+@pytest.fixture(scope="module")
+def runner():
+    return BranchRunner.load(default_model_path("branches.json"))
+
+
+@pytest.fixture(scope="module")
+def record(runner, clear_bag, tmp_path_factory):
+    path = tmp_path_factory.mktemp("record") / "record.npz"
+    record_branches(runner, [clear_bag], progress=False).save(path)
+    return BranchRecord.load(path)
+
+
+def pipeline(runner, **options) -> DynamicFusionPipeline:
+    return DynamicFusionPipeline(runner, Gate(PROFILE, hysteresis_frames=1), **options)
+
+
+def test_dynamic_stays_within_budget_and_reports_what_ran(runner, clear_frames):
+    budget = PROFILE.selection_energy_j(["lidar_radar"]) + 1e-9
+    flow = pipeline(runner, policy="dynamic", budget_j=budget)
+    for labelled in clear_frames[:4]:
+        result = flow.process(labelled.frame)
+        chosen = result.selection.chosen_branches
+        assert chosen == result.decision.chosen == ("lidar_radar",)
+        assert set(result.branch_detections) == set(chosen)
+        assert result.energy.total_energy_j <= budget and not result.energy.over_budget
+        assert set(result.energy.component_energy_j) == {
+            "stem/lidar",
+            "stem/radar",
+            "head/lidar_radar",
+            "overhead",
+        }
+        assert result.selection.budget_j == budget
+        assert result.detections  # the clear drive has cars in view
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf"), "1", True])
+def test_budget_is_validated(runner, bad):
+    flow = pipeline(runner)
+    with pytest.raises(ValueError, match="energy budget must be"):
+        flow.budget_j = bad
+    flow.budget_j = None
+    assert flow.budget_j is None
+
+
+def test_budget_below_the_cheapest_runs_the_cheapest_as_a_violation(runner, clear_frames):
+    result = pipeline(runner, budget_j=1e-6).process(clear_frames[2].frame)
+    assert result.decision.chosen == ("radar",)
+    assert result.energy.over_budget
+
+
+def test_oracle_picks_the_truly_best_selection(runner, clear_frames):
+    flow = pipeline(runner, policy="oracle")
+    with pytest.raises(ValueError, match="ground truth"):
+        flow.process(clear_frames[2].frame)
+    labelled = clear_frames[2]
+    result = flow.process(labelled.frame, labelled.truth)
+    every = flow.runner.run(labelled.frame, flow.gate.branch_names).detections
+    qualities = flow.score_selections(labelled.frame, every, labelled.truth)
+    assert result.decision.utility == pytest.approx(qualities.max())
+
+
+def test_replaying_the_record_gives_the_pipeline_s_own_numbers(runner, record, clear_bag):
+    assert len(record) == 15 and record.quality.shape == (15, 63)
+    for policy in ("static:lidar+camera_radar", "dynamic"):
+        live = evaluate_bags(pipeline(runner, policy=policy), [clear_bag], progress=False)
+        gate = Gate(PROFILE, hysteresis_frames=1)
+        replayed = replay_record(recorded_pipeline(record, gate, policy=policy), record)
+        assert replayed.map == pytest.approx(live.map, abs=1e-9)
+        assert replayed.branch_usage == live.branch_usage
+        assert replayed.energy_j_per_frame == pytest.approx(live.energy_j_per_frame)
+
+
+def test_evaluate_command_writes_every_key(clear_bag, tmp_path, capsys):
+    PROFILE.save(tmp_path / "energy.yaml")
+    out = tmp_path / "eval.json"
+    code = main(
+        [
+            "evaluate",
+            "--bag",
+            str(clear_bag),
+            "--policy",
+            "dynamic",
+            "--budget-share",
+            "0.5",
+            "--profile",
+            str(tmp_path / "energy.yaml"),
+            "--json",
+            str(out),
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "mAP (BEV" in printed and "budget violations" in printed
+    figures = json.loads(out.read_text())
+    for key in (
+        "frames",
+        "policy",
+        "budget_j",
+        "map",
+        "map_per_context",
+        "ap_per_class",
+        "energy_j_per_frame",
+        "energy_j_per_frame_p95",
+        "latency_ms_p50",
+        "latency_ms_p99",
+        "branch_usage",
+        "budget_violations",
+        "measured_energy_j_per_frame",
+    ):
+        assert key in figures, key
+    assert figures["frames"] == 15 and figures["policy"] == "dynamic"
+    assert figures["budget_violations"] == 0
+    assert figures["budget_j"] == pytest.approx(0.5 * PROFILE.selection_energy_j(PROFILE.heads_j))
+    assert figures["energy_j_per_frame"] <= figures["budget_j"]
+    assert 0.0 < figures["map"] <= 1.0 and "clear" in figures["map_per_context"]
+    assert np.isfinite(figures["measured_energy_j_per_frame"])
+
+
+def _chatter_bag(path):
+    from rosbags.rosbag2 import Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    store = get_typestore(Stores.ROS2_JAZZY)
+    message = store.types["std_msgs/msg/String"](data="hello")
+    with Writer(path, version=9) as writer:
+        connection = writer.add_connection("/chatter", "std_msgs/msg/String", typestore=store)
+        writer.write(connection, 1, store.serialize_cdr(message, "std_msgs/msg/String"))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("arguments", "problem"),
+    [
+        (["--policy", "fastest"], "unknown policy 'fastest'"),
+        (["--budget", "0"], "--budget must be a positive number of joules"),
+        (["--budget", "1", "--budget-share", "0.5"], "not both"),
+        (["--profile", "absent.yaml"], "absent.yaml: energy profile not found"),
+        (["--gate", "absent.json"], "absent.json: gate model not found"),
+    ],
+)
+def test_evaluate_rejects_bad_arguments(clear_bag, arguments, problem, capsys):
+    assert main(["evaluate", "--bag", str(clear_bag), "--quiet", *arguments]) == 2
+    assert problem in capsys.readouterr().err
+
+
+def test_evaluate_rejects_a_bag_without_sensor_topics(tmp_path, capsys):
+    bag = _chatter_bag(tmp_path / "chatter")
+    assert main(["evaluate", "--bag", str(bag), "--quiet"]) == 2
+    assert "none of the sensor topics" in capsys.readouterr().err
