@@ -175,3 +175,15 @@ def test_gate_model_round_trip_and_damage(tmp_path):
     path.write_text(path.read_text().replace("camera_brightness", "camera_mood"))
     with pytest.raises(GateModelError, match="other context features"):
         GateModel.load(path)
+
+
+def test_gate_model_keeps_its_score_calibration(tmp_path):
+    from dynfusion_ros.core.calibration import ScoreCalibration
+
+    original = model(QUALITY)
+    original.calibration = ScoreCalibration(
+        tuple(BRANCHES), np.array([-1.0, -2.0, -3.0]), np.arange(54.0).reshape(3, 18) / 50
+    )
+    loaded = GateModel.load(original.save(tmp_path / "gate.json"))
+    assert loaded.calibration.fingerprint == original.calibration.fingerprint
+    assert loaded.calibration.branch_names == tuple(BRANCHES)

@@ -14,7 +14,7 @@ from dynfusion_ros.core.branches import BranchRunner
 from dynfusion_ros.core.gate import Gate
 from dynfusion_ros.core.pipeline import DynamicFusionPipeline
 from dynfusion_ros.eval.evaluation import evaluate_bags, recorded_pipeline, replay_record
-from dynfusion_ros.eval.records import BranchRecord, record_branches
+from dynfusion_ros.eval.records import BranchRecord, record_branches, rescored
 from dynfusion_ros.resources import default_model_path
 
 PROFILE = profile()
@@ -170,3 +170,35 @@ def test_evaluate_rejects_a_bag_without_sensor_topics(tmp_path, capsys):
     bag = _chatter_bag(tmp_path / "chatter")
     assert main(["evaluate", "--bag", str(bag), "--quiet"]) == 2
     assert "none of the sensor topics" in capsys.readouterr().err
+
+
+def test_rescoring_reproduces_the_recorded_qualities(record):
+    again = rescored(record, None, processes=2)
+    np.testing.assert_allclose(again.quality, record.quality)
+    assert again.scoring == record.scoring == "uncalibrated"
+
+
+def test_benchmark_on_the_tiny_suite(tmp_path, capsys):
+    PROFILE.save(tmp_path / "energy.yaml")
+    arguments = [
+        "benchmark", "--suite", "tiny", "--data", str(tmp_path / "sim"),
+        "--out", str(tmp_path / "bench"), "--shares", "0.5", "1.0",
+        "--profile", str(tmp_path / "energy.yaml"), "--processes", "2", "--quiet",
+    ]
+    assert main(arguments) == 0
+    rows = json.loads((tmp_path / "bench" / "benchmark.json").read_text())
+    policies = [row["policy"] for row in rows]
+    assert {"all", "dynamic", "oracle", "topk:2", "static:lidar_radar"} <= set(policies)
+    assert len(rows) == 4 + 2 * 2 + 21 + 2
+    half = PROFILE.selection_energy_j(PROFILE.heads_j) * 0.5
+    for row in rows:
+        if row["policy"] in ("dynamic", "oracle"):
+            assert row["budget_violations"] == 0
+            assert row["energy_j_per_frame"] <= row["budget_j"] + 1e-12
+            assert row["budget_j"] in (pytest.approx(half), pytest.approx(2 * half))
+    assert (tmp_path / "bench" / "accuracy_energy.png").stat().st_size > 10_000
+    table = (tmp_path / "bench" / "benchmark.md").read_text()
+    assert "| dynamic @ 50% |" in table
+    capsys.readouterr()
+    assert main(arguments) == 0
+    assert "using the recorded branch outputs" in capsys.readouterr().out

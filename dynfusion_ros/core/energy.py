@@ -38,7 +38,8 @@ class EnergyProfile:
 
     stems_j: Mapping[str, float]
     heads_j: Mapping[str, float]
-    overhead_j: Mapping[str, float] = field(default_factory=dict)  # context, gate, fusion
+    # a head's price includes decoding and its share of late fusion
+    overhead_j: Mapping[str, float] = field(default_factory=dict)  # context, gate
     odometry_j: Mapping[str, float] = field(default_factory=dict)
     measured: Mapping[str, object] = field(default_factory=dict)  # machine, meter, date...
     source: str = "<memory>"

@@ -3,8 +3,10 @@
 Weighted box fusion (WBF) clusters the branches' boxes of one class by centre distance and
 averages each cluster, weighting every box by its score times its branch's weight; the
 cluster's score is the weighted share of branches that found the object, so an object
-seen by every trusted branch scores higher than one only a single branch saw. Non-maximum
-suppression (NMS), the baseline, keeps the best box of each cluster as it is.
+seen by every trusted branch scores higher than one only a single branch saw. With a
+``ScoreCalibration`` the cluster's score is instead its calibrated probability, which
+stays comparable across frames whose selections differ. Non-maximum suppression (NMS),
+the baseline, keeps the best box of each cluster as it is.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from dynfusion_ros.core.calibration import ScoreCalibration
 from dynfusion_ros.core.types import Box3D, Detection, ObjectClass
 
 MATCH_DISTANCE_M: Mapping[ObjectClass, float] = {
@@ -73,14 +76,42 @@ def non_maximum_suppression(
     return [pool.items[cluster[0]][0] for cluster in pool.clusters]
 
 
-def weighted_box_fusion(
+def fused_clusters(
     per_branch: Mapping[str, list[Detection]], weights: Mapping[str, float] | None = None
-) -> list[Detection]:
-    """One averaged box per cluster; see the module docstring for the score."""
+) -> list[tuple[Detection, dict[str, float]]]:
+    """WBF's merged box of every cluster, with each member branch's best raw score."""
     weights = weights or {}
     pool = _Pool(per_branch, weights)
     total_weight = sum(weights.get(name, 1.0) for name in per_branch) or 1.0
-    return [_merge([pool.items[i] for i in cluster], total_weight) for cluster in pool.clusters]
+    clusters = []
+    for cluster in pool.clusters:
+        members = [pool.items[i] for i in cluster]
+        best: dict[str, float] = {}
+        for found, name, _ in members:
+            best[name] = max(best.get(name, 0.0), found.score)
+        clusters.append((_merge(members, total_weight), best))
+    return clusters
+
+
+def weighted_box_fusion(
+    per_branch: Mapping[str, list[Detection]],
+    weights: Mapping[str, float] | None = None,
+    calibration: ScoreCalibration | None = None,
+) -> list[Detection]:
+    """One averaged box per cluster; see the module docstring for the score."""
+    clusters = fused_clusters(per_branch, weights)
+    if calibration is None:
+        return [merged for merged, _ in clusters]
+    ran = tuple(per_branch)
+    return [
+        Detection(
+            merged.object_class,
+            calibration.probability(merged.object_class, best, ran),
+            merged.box,
+            merged.velocity,
+        )
+        for merged, best in clusters
+    ]
 
 
 def _merge(cluster: list[tuple[Detection, str, float]], total_weight: float) -> Detection:
@@ -108,10 +139,12 @@ def fuse(
     per_branch: Mapping[str, list[Detection]],
     method: str = "wbf",
     weights: Mapping[str, float] | None = None,
+    calibration: ScoreCalibration | None = None,
 ) -> list[Detection]:
-    """Fuse per-branch detections with ``method`` (``wbf`` or ``nms``)."""
+    """Fuse per-branch detections with ``method`` (``wbf`` or ``nms``); ``calibration``
+    rescores WBF clusters (see ``core/calibration.py``)."""
     if method == "wbf":
-        return weighted_box_fusion(per_branch, weights)
+        return weighted_box_fusion(per_branch, weights, calibration)
     if method == "nms":
         return non_maximum_suppression(per_branch, weights)
     raise ValueError(f"unknown fusion method {method!r}; choose from {', '.join(METHODS)}")

@@ -24,6 +24,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from dynfusion_ros.core.branches.registry import BRANCHES, branch
+from dynfusion_ros.core.calibration import ScoreCalibration
 from dynfusion_ros.core.context import FEATURE_NAMES, ContextFeatures
 from dynfusion_ros.core.energy import EnergyProfile
 from dynfusion_ros.core.types import Modality
@@ -113,6 +114,7 @@ class GateModel:
     layers: list[tuple[np.ndarray, np.ndarray]]  # (weight (out, in), bias (out,))
     seen_sensor_sets: frozenset[str] = frozenset()  # e.g. "camera+lidar+radar"
     metadata: Mapping[str, object] = field(default_factory=dict)
+    calibration: ScoreCalibration | None = None  # fused-score calibration, fitted beside
 
     def predict(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Quality of every selection (0..1) and probability of every context."""
@@ -134,6 +136,9 @@ class GateModel:
         for index, (weight, bias) in enumerate(self.layers):
             arrays[f"layer{index}.weight"] = weight
             arrays[f"layer{index}.bias"] = bias
+        if self.calibration is not None:
+            arrays["calibration.bias"] = self.calibration.bias
+            arrays["calibration.weights"] = self.calibration.weights
         save_file(
             {k: np.ascontiguousarray(v, np.float64) for k, v in arrays.items()},
             str(path.with_suffix(".safetensors")),
@@ -147,6 +152,7 @@ class GateModel:
             "contexts": list(self.contexts),
             "layers": len(self.layers),
             "seen_sensor_sets": sorted(self.seen_sensor_sets),
+            "calibration_branches": list(self.calibration.branch_names) if self.calibration else [],
             "metadata": dict(self.metadata),
         }
         path.write_text(json.dumps(document, indent=2) + "\n")
@@ -178,6 +184,13 @@ class GateModel:
                 (arrays[f"layer{i}.weight"], arrays[f"layer{i}.bias"])
                 for i in range(document["layers"])
             ]
+            calibration = None
+            if document.get("calibration_branches"):
+                calibration = ScoreCalibration(
+                    tuple(document["calibration_branches"]),
+                    arrays["calibration.bias"],
+                    arrays["calibration.weights"],
+                )
             model = cls(
                 selections,
                 tuple(document["contexts"]),
@@ -186,6 +199,7 @@ class GateModel:
                 layers,
                 frozenset(document.get("seen_sensor_sets", [])),
                 document.get("metadata", {}),
+                calibration,
             )
         except FileNotFoundError:
             raise GateModelError(weights_path, "gate weights not found") from None

@@ -84,6 +84,7 @@ class DynamicFusionPipeline:
         self.fusion_method = fusion_method
         self.context = context or ContextEstimator()
         self.selection_scorer = selection_scorer or self.score_selections
+        self.calibration = gate.model.calibration if gate.model else None
         self.policy = policy
         self.budget_j = budget_j
 
@@ -135,7 +136,13 @@ class DynamicFusionPipeline:
         self, _: SensorFrame, per_branch: Mapping[str, list[Detection]], truth: list[Detection]
     ) -> np.ndarray:
         """True per-frame quality of every candidate selection (for the oracle)."""
-        return selection_qualities(per_branch, truth, self.gate.selections, self.fusion_method)
+        return selection_qualities(
+            per_branch,
+            truth,
+            self.gate.selections,
+            fusion_method=self.fusion_method,
+            calibration=self.calibration,
+        )
 
     def process(self, frame: SensorFrame, truth: list[Detection] | None = None) -> FrameResult:
         """One frame through the whole flow. ``truth`` is needed by the oracle only."""
@@ -152,7 +159,7 @@ class DynamicFusionPipeline:
         if outputs is None:
             outputs = self.runner.run(frame, decision.chosen)
         ran = {n: outputs.detections[n] for n in decision.chosen if n in outputs.detections}
-        detections = fuse(ran, self.fusion_method)
+        detections = fuse(ran, self.fusion_method, calibration=self.calibration)
         measured = self.meter.joules_since(sample) if self.meter else float("nan")
         profile = self.gate.profile
         stems = [stem.value for stem in stems_for(ran)]

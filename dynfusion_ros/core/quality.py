@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from dynfusion_ros.core.calibration import ScoreCalibration
 from dynfusion_ros.core.fusion import fuse
 from dynfusion_ros.core.grid import BevGrid
 from dynfusion_ros.core.types import Detection
@@ -73,14 +74,22 @@ def selection_qualities(
     per_branch: Mapping[str, list[Detection]],
     truth: Sequence[Detection],
     selections: Sequence[Sequence[str]],
+    *,
     fusion_method: str = "wbf",
+    calibration: ScoreCalibration | None = None,
     grid: BevGrid | None = None,
 ) -> np.ndarray:
     """Per-frame quality of the fused detections of every selection."""
     return np.array(
         [
             frame_quality(
-                fuse({n: per_branch[n] for n in s if n in per_branch}, fusion_method), truth, grid
+                fuse(
+                    {n: per_branch[n] for n in s if n in per_branch},
+                    fusion_method,
+                    calibration=calibration,
+                ),
+                truth,
+                grid,
             )
             for s in selections
         ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         default=list(BUDGET_SHARES),
         help="budgets as shares of the every-branch energy (default 0.15 ... 1.0)",
+    )
+    parser.add_argument(
+        "--processes", type=int, default=os.cpu_count() or 1, help="parallel replays"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_pipeline_arguments(parser)
@@ -67,45 +71,78 @@ def _suite_bags(args: argparse.Namespace) -> list[Path]:
     return [folder / d.name for d in SUITES[args.suite]]
 
 
-def _record(args: argparse.Namespace, bags: list[Path], branches: Path):
+def _record(args: argparse.Namespace, bags: list[Path], branches: Path, calibration) -> None:
+    """Make ``<out>/record.npz`` cover the bags, with qualities under ``calibration``."""
     from dynfusion_ros.core.branches import BranchRunner
-    from dynfusion_ros.eval.records import BranchRecord, record_branches
+    from dynfusion_ros.core.calibration import scoring_name
+    from dynfusion_ros.eval.records import BranchRecord, record_branches, rescored
 
     path = args.out / "record.npz"
-    if path.exists():
-        record = BranchRecord.load(path)
-        if set(record.bags.tolist()) == {b.name for b in bags}:
-            print(f"using the recorded branch outputs in {path} ({len(record)} frames)")
-            return record
-    print(f"running every branch on every frame of {len(bags)} drives (recorded once)")
-    record = record_branches(BranchRunner.load(branches), bags, progress=not args.quiet)
+    record = BranchRecord.load(path) if path.exists() else None
+    if record is None or set(record.bags.tolist()) != {b.name for b in bags}:
+        print(f"running every branch on every frame of {len(bags)} drives (recorded once)")
+        runner = BranchRunner.load(branches)
+        record = record_branches(runner, bags, calibration=calibration, progress=not args.quiet)
+    elif record.scoring != scoring_name(calibration):
+        print(f"re-scoring the recorded selections in {path} for this gate's calibration")
+        record = rescored(record, calibration, processes=args.processes)
+    else:
+        print(f"using the recorded branch outputs in {path} ({len(record)} frames)")
+        return
     record.save(path)
-    return record
 
 
-def sweep(record, gate, shares, progress: bool = True) -> list[Row]:
-    """Replay the record under every policy and budget."""
-    from tqdm import tqdm
+def plan(selections, shares) -> list[tuple[str, str, float | None, str]]:
+    """(label, family, budget share, policy text) of every run of the sweep. Static
+    selections: every one of up to two branches, and the two HydraFusion-style
+    baselines (late fusion of the single-sensor branches; every early-fusion branch)."""
+    runs = [("all", "all", None, "all")]
+    runs += [(f"topk:{k}", "topk", None, f"topk:{k}") for k in (1, 2, 3)]
+    for share in shares:
+        runs.append((f"dynamic @ {share:.0%}", "dynamic", share, "dynamic"))
+        runs.append((f"oracle @ {share:.0%}", "oracle", share, "oracle"))
+    baselines = [("camera", "lidar", "radar"), ("camera_lidar", "camera_radar", "lidar_radar")]
+    for selection in selections:
+        if len(selection) <= 2 or selection in baselines:
+            text = "static:" + "+".join(selection)
+            runs.append((text, "static", None, text))
+    return runs
 
-    from dynfusion_ros.core.gate import Policy
+
+_worker: dict = {}
+
+
+def _load_worker(record_path: Path, profile_path: Path, gate_path: Path | None) -> None:
+    from dynfusion_ros.core.energy import EnergyProfile
+    from dynfusion_ros.core.gate import Gate, GateModel
+    from dynfusion_ros.eval.records import BranchRecord
+
+    _worker["record"] = BranchRecord.load(record_path)
+    model = GateModel.load(gate_path) if gate_path else None
+    _worker["gate"] = Gate(EnergyProfile.load(profile_path), model)
+
+
+def _replay(run: tuple[str, str, float | None, str]) -> Row:
     from dynfusion_ros.eval.evaluation import recorded_pipeline, replay_record
 
-    everything = gate.all_energy_j()
-    plan: list[tuple[str, str, float | None, Policy]] = [("all", "all", None, Policy("all"))]
-    plan += [(f"topk:{k}", "topk", None, Policy("topk", k=k)) for k in (1, 2, 3)]
-    for share in shares:
-        plan.append((f"dynamic @ {share:.0%}", "dynamic", share, Policy("dynamic")))
-        plan.append((f"oracle @ {share:.0%}", "oracle", share, Policy("oracle")))
-    plan += [
-        ("static:" + "+".join(s), "static", None, Policy("static", s)) for s in gate.selections
-    ]
-    rows = []
-    for label, family, share, policy in tqdm(plan, desc="policies", disable=not progress):
-        gate.reset()
-        budget = share * everything if share is not None else None
-        pipeline = recorded_pipeline(record, gate, policy=policy, budget_j=budget)
-        rows.append(Row(label, family, share, replay_record(pipeline, record)))
-    return rows
+    label, family, share, policy = run
+    record, gate = _worker["record"], _worker["gate"]
+    gate.reset()
+    budget = share * gate.all_energy_j() if share is not None else None
+    pipeline = recorded_pipeline(record, gate, policy=policy, budget_j=budget)
+    return Row(label, family, share, replay_record(pipeline, record))
+
+
+def sweep(files: tuple[Path, Path, Path | None], runs, processes: int, progress: bool) -> list[Row]:
+    """Replay the record (``files``: record, profile, gate) under every run, in parallel."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from tqdm import tqdm
+
+    with ProcessPoolExecutor(processes, initializer=_load_worker, initargs=files) as pool:
+        return list(
+            tqdm(pool.map(_replay, runs), total=len(runs), desc="policies", disable=not progress)
+        )
 
 
 def markdown(rows: list[Row], everything: float) -> str:
@@ -198,16 +235,20 @@ def run(args: argparse.Namespace) -> int:
     try:
         if any(not s > 0 for s in args.shares):
             raise UsageError("--shares must all be positive")
+        if args.processes < 1:
+            raise UsageError(f"--processes must be at least 1, got {args.processes}")
         args.out.mkdir(parents=True, exist_ok=True)
         bags = _suite_bags(args)
         branches, profile_path, gate_path = pipeline_files(args)
         profile = EnergyProfile.load(profile_path)
         gate = Gate(profile, GateModel.load(gate_path) if gate_path else None)
-        record = _record(args, bags, branches)
+        _record(args, bags, branches, gate.model.calibration if gate.model else None)
     except (UsageError, ValueError, WeightsError, GateModelError) as error:
         print(f"dynfusion benchmark: error: {error}", file=sys.stderr)
         return 2
-    rows = sweep(record, gate, args.shares, progress=not args.quiet)
+    runs = plan(gate.selections, args.shares)
+    files = (args.out / "record.npz", profile_path, gate_path)
+    rows = sweep(files, runs, args.processes, progress=not args.quiet)
     everything = gate.all_energy_j()
     table = markdown(rows, everything)
     (args.out / "benchmark.md").write_text(

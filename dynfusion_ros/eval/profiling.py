@@ -11,6 +11,7 @@ import argparse
 import datetime
 import os
 import platform
+import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--bag", type=Path, required=True, help="a labelled bag to take frames from"
     )
     parser.add_argument("--frames", type=int, default=50, help="frames to measure on (default 50)")
-    parser.add_argument("--repeat", type=int, default=3, help="passes over the frames (default 3)")
+    parser.add_argument("--repeat", type=int, default=4, help="passes over the frames (default 4)")
     parser.add_argument(
         "--meter", default="auto", help="auto, model, rapl, nvml or jetson (default auto)"
     )
@@ -53,10 +54,18 @@ def _machine() -> str:
     return f"{name}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
 
 
-def _joules(meter, action: Callable[[], object], count: int) -> float:
-    sample = meter.sample()
-    action()
-    return meter.joules_since(sample) / count
+def _joules(meter, calls: list[Callable[[], object]], batch: int = 10) -> float:
+    """Energy of one call: the median over batches of ``batch`` calls metered together.
+    Batches amortise what spills past a call (torch's worker threads spin a while after
+    an op, on the process's CPU time); the median drops batches hit by a shared
+    machine's hiccups (steal time, page-fault storms)."""
+    spent = []
+    for start in range(0, len(calls) - batch + 1, batch):
+        sample = meter.sample()
+        for call in calls[start : start + batch]:
+            call()
+        spent.append(meter.joules_since(sample) / batch)
+    return float(statistics.median(spent))
 
 
 def measure(args: argparse.Namespace):
@@ -83,45 +92,40 @@ def measure(args: argparse.Namespace):
             break
     if not frames:
         raise UsageError(f"{args.bag}: no frame has camera, lidar and radar data to measure on")
-    passes = [frames] * args.repeat
-    count = len(frames) * args.repeat
+    passes = [frame for _ in range(args.repeat) for frame in frames]
     runner.run(frames[0], BRANCHES)  # warm-up: allocations, lift grid
     stems_j, heads_j, features = {}, {}, {}
     for stem in STEMS:
         stems_j[stem.value] = _joules(
-            meter, lambda s=stem: [runner.stem_features(f, s) for p in passes for f in p], count
+            meter, [lambda f=f, s=stem: runner.stem_features(f, s) for f in passes]
         )
         features[stem.value] = runner.stem_features(frames[0], stem)
     for name in BRANCHES:
         heads_j[name] = _joules(
-            meter, lambda n=name: [runner.head_detections(n, features) for _ in range(count)], count
+            meter, [lambda n=name: runner.head_detections(n, features)] * len(passes)
         )
     estimator = ContextEstimator()
-    context_j = _joules(meter, lambda: [estimator(f) for p in passes for f in p], count)
-    provisional = EnergyProfile(stems_j, heads_j)
+    context_j = _joules(meter, [lambda f=f: estimator(f) for f in passes])
     model_path = default_model_path("gate.json")
-    gate = Gate(provisional, GateModel.load(model_path) if model_path.exists() else None)
-    observed = [estimator(f) for f in frames]
-    gate_j = _joules(
-        meter,
-        lambda: [
-            gate.decide(x, Policy("dynamic"), None) for _ in range(args.repeat) for x in observed
-        ],
-        count,
-    )
+    model = GateModel.load(model_path) if model_path.exists() else None
+    gate = Gate(EnergyProfile(stems_j, heads_j), model)
+    observed = [estimator(f) for f in passes]
+    gate_j = _joules(meter, [lambda x=x: gate.decide(x, Policy("dynamic"), None) for x in observed])
+    # late fusion grows with the branches fused: each head carries an equal share of it
     outputs = runner.run(frames[0], BRANCHES).detections
-    fusion_j = _joules(meter, lambda: [fuse(outputs) for _ in range(count)], count)
+    fusion_j = _joules(meter, [lambda: fuse(outputs)] * len(passes)) / len(BRANCHES)
+    heads_j = {name: joules + fusion_j for name, joules in heads_j.items()}
     measured = {
         "machine": _machine(),
         "meter": meter.name,
         "model_watts_per_core": args.watts if meter.name == "model" else None,
         "device": args.device,
         "torch_threads": torch.get_num_threads(),
-        "frames": count,
+        "calls_per_component": len(passes),
         "bag": str(args.bag),
         "date": datetime.date.today().isoformat(),
     }
-    overhead = {"context": context_j, "gate": gate_j, "fusion": fusion_j}
+    overhead = {"context": context_j, "gate": gate_j}
     rounded = {k: float(np.round(v, 6)) for k, v in overhead.items()}
     return EnergyProfile(
         {k: float(np.round(v, 6)) for k, v in stems_j.items()},
@@ -133,8 +137,8 @@ def measure(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     try:
-        if args.frames < 1 or args.repeat < 1:
-            raise UsageError("--frames and --repeat must be at least 1")
+        if args.frames * args.repeat < 10:
+            raise UsageError("--frames x --repeat must be at least 10 (calls per component)")
         if not args.watts > 0:
             raise UsageError(f"--watts must be positive, got {args.watts}")
         profile = measure(args)

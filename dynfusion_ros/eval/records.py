@@ -12,7 +12,9 @@ Saved as one ``.npz`` of plain arrays (no pickle): detections as rows of
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from dynfusion_ros.core.branches.runner import BranchOutputs, BranchRunner
+from dynfusion_ros.core.calibration import ScoreCalibration, scoring_name
 from dynfusion_ros.core.context import FEATURE_NAMES, ContextEstimator, ContextFeatures
 from dynfusion_ros.core.gate import all_selections
 from dynfusion_ros.core.quality import selection_qualities
@@ -53,6 +56,7 @@ class BranchRecord:
     quality: np.ndarray  # (F, S): true per-frame quality of every selection
     detections: np.ndarray  # (M, 11), sorted by frame
     truth: np.ndarray  # (T, 11) the same layout, branch -1
+    scoring: str = "uncalibrated"  # how fused scores were computed for ``quality``
 
     def __len__(self) -> int:
         return len(self.stamps)
@@ -86,6 +90,7 @@ class BranchRecord:
             quality=self.quality,
             detections=self.detections,
             truth=self.truth,
+            scoring=np.array(self.scoring),
         )
 
     @classmethod
@@ -102,7 +107,40 @@ class BranchRecord:
                 *(data[key] for key in ("bags", "stamps", "situations", "features", "quality")),
                 data["detections"],
                 data["truth"],
+                str(data["scoring"]),
             )
+
+
+def _qualities(args) -> np.ndarray:
+    record, frames, calibration = args
+    return np.array(
+        [
+            selection_qualities(
+                record.frame_detections(i),
+                record.frame_truth(i),
+                record.selections,
+                calibration=calibration,
+            )
+            for i in frames
+        ]
+    ).reshape(-1, len(record.selections))
+
+
+def rescored(
+    record: BranchRecord, calibration: ScoreCalibration | None, *, processes: int = 2
+) -> BranchRecord:
+    """The record with every selection's quality recomputed under ``calibration`` (the
+    quality depends on how fused detections are scored), on ``processes`` cores."""
+    chunks = np.array_split(np.arange(len(record)), max(1, processes * 4))
+    jobs = [(record, chunk, calibration) for chunk in chunks]
+    if processes > 1:
+        with ProcessPoolExecutor(processes) as pool:
+            parts = list(pool.map(_qualities, jobs))
+    else:
+        parts = [_qualities(job) for job in jobs]
+    return dataclasses.replace(
+        record, quality=np.concatenate(parts), scoring=scoring_name(calibration)
+    )
 
 
 def record_branches(
@@ -110,10 +148,12 @@ def record_branches(
     bags: Sequence[Path],
     *,
     every: int = 1,
+    calibration: ScoreCalibration | None = None,
     progress: bool = True,
     on_problem: Callable[[str], None] | None = None,
 ) -> BranchRecord:
-    """Run every branch on every ``every``-th frame of the bags and score every selection."""
+    """Run every branch on every ``every``-th frame of the bags and score every selection
+    (fused scores under ``calibration``)."""
     names = runner.branch_names
     selections = all_selections(names)
     columns: dict[str, list] = {k: [] for k in ("bags", "stamps", "situations", "features")}
@@ -134,7 +174,11 @@ def record_branches(
             columns["stamps"].append(labelled.frame.stamp_ns)
             columns["situations"].append(situation(labelled) or "unlabelled")
             columns["features"].append(features.values)
-            quality.append(selection_qualities(outputs.detections, labelled.truth, selections))
+            quality.append(
+                selection_qualities(
+                    outputs.detections, labelled.truth, selections, calibration=calibration
+                )
+            )
             for branch_index, name in enumerate(names):
                 detections.append(_rows(index, branch_index, outputs.detections.get(name, [])))
             truth.append(_rows(index, -1, labelled.truth))
@@ -148,6 +192,7 @@ def record_branches(
         np.array(quality).reshape(-1, len(selections)),
         np.concatenate(detections) if detections else np.zeros((0, 11)),
         np.concatenate(truth) if truth else np.zeros((0, 11)),
+        scoring_name(calibration),
     )
 
 

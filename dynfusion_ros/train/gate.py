@@ -76,6 +76,19 @@ def regret(
     return float(np.mean((truth.max(axis=1) - chosen)[has])) if has.any() else float("nan")
 
 
+def split_frames(
+    record: BranchRecord, val_bags: set[str] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Training and validation frame indices: whole bags are held out (default: every
+    fifth), so validation frames come from drives the fit never saw."""
+    bags = sorted(set(record.bags.tolist()))
+    val_bags = val_bags if val_bags is not None else set(bags[4::5])
+    held = np.isin(record.bags, list(val_bags))
+    if held.all() or len(bags) < 2:
+        held = np.arange(len(record)) % 10 == 9
+    return np.flatnonzero(~held), np.flatnonzero(held)
+
+
 def fit_gate(
     record: BranchRecord,
     energy_j: np.ndarray,
@@ -87,12 +100,7 @@ def fit_gate(
     settings = settings or GateSettings()
     torch.manual_seed(settings.seed)
     start = time.perf_counter()
-    bags = sorted(set(record.bags.tolist()))
-    val_bags = val_bags if val_bags is not None else set(bags[4::5])
-    held = np.isin(record.bags, list(val_bags))
-    if held.all() or len(bags) < 2:
-        held = np.arange(len(record)) % 10 == 9
-    train, val = np.flatnonzero(~held), np.flatnonzero(held)
+    train, val = split_frames(record, val_bags)
     contexts = tuple(sorted(set(record.situations.tolist())))
     features = record.features
     mean = np.nanmean(features[train], axis=0)

@@ -31,7 +31,9 @@ def run_gate(args: argparse.Namespace) -> int:
     from dynfusion_ros.core.branches import WeightsError
     from dynfusion_ros.core.energy import EnergyProfile
     from dynfusion_ros.core.gate import Gate
-    from dynfusion_ros.train.gate import GateSettings, fit_gate
+    from dynfusion_ros.eval.records import rescored
+    from dynfusion_ros.train.calibration import fit_calibration
+    from dynfusion_ros.train.gate import GateSettings, fit_gate, split_frames
 
     try:
         if args.every < 1 or args.steps < 1:
@@ -42,9 +44,14 @@ def run_gate(args: argparse.Namespace) -> int:
     except (UsageError, ValueError, WeightsError) as error:
         print(f"dynfusion train: error: {error}", file=sys.stderr)
         return 2
+    train_frames, _ = split_frames(record)
+    print("fitting the fused-score calibration, then scoring every selection under it")
+    calibration = fit_calibration(record, train_frames)
+    record = rescored(record, calibration)
     energy = Gate(profile, branch_names=record.branch_names).energy_j
     settings = GateSettings(steps=args.steps, seed=args.seed)
     model, report = fit_gate(record, energy, settings)
+    model.calibration = calibration
     model.metadata = {
         "train_bags": [str(b) for b in bags],
         "every": args.every,
