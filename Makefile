@@ -56,6 +56,7 @@ bench: $(READY)
 	$(PY) bench/bench_convert.py
 	$(PY) bench/bench_simulate.py
 	$(PY) bench/bench_branches.py
+	$(PY) bench/bench_gate.py
 
 clean:
 	rm -rf build install log .pytest_cache .ruff_cache

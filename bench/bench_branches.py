@@ -12,31 +12,17 @@ over the frames after a warm-up. Prints figures; asserts nothing.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import resource
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from sim_frames import simulated_frames
 
 from dynfusion_ros.core.branches import BRANCHES, BranchRunner
+from dynfusion_ros.eval.profiling import machine_description
 from dynfusion_ros.resources import default_model_path
-from dynfusion_ros.ros.bag_frames import read_frames
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def peak_rss_mb() -> float:
@@ -49,29 +35,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=40)
     parser.add_argument("--scenario", default="clear")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
-        bag = Path(folder) / "drive"
-        duration = str(args.frames / 10.0 + 1.0)
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "dynfusion_ros.cli",
-                "simulate",
-                "--scenario",
-                args.scenario,
-                "--duration",
-                duration,
-                "--seed",
-                "3",
-                "--out",
-                str(bag),
-                "--quiet",
-            ],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-        frames = [labelled.frame for labelled in read_frames(bag)][: args.frames]
+    frames = simulated_frames(args.scenario, args.frames)
     before = peak_rss_mb()
     runner = BranchRunner.load(args.model)
     names = list(BRANCHES)
@@ -95,7 +59,7 @@ def main() -> None:
         for key, value in outputs.head_ms.items():
             head_ms.setdefault(key, []).append(value)
     print(
-        f"machine: {cpu_name()}, {os.cpu_count()} cores, "
+        f"machine: {machine_description()}, "
         f"torch {torch.__version__} with {torch.get_num_threads()} threads, batch 1, "
         f"{len(total_ms)} frames ({args.scenario})"
     )

@@ -3,7 +3,7 @@ frame, then take the best one whose energy fits the budget.
 
 With six branches there are 63 non-empty selections, so the choice is exact: enumerate,
 drop those needing an unavailable sensor or costing more than the budget, take the
-highest predicted quality (ties go to the cheaper). The quality predictor is a small MLP
+highest predicted quality (ties go to the richer selection). The quality predictor is a small MLP
 from context features to the per-frame AP of every selection (``core/quality.py``),
 trained by ``dynfusion train gate``; it also names the likely context.
 
@@ -30,6 +30,7 @@ from dynfusion_ros.core.energy import EnergyProfile
 from dynfusion_ros.core.types import Modality
 
 GATE_FORMAT = 1
+ENERGY_TOLERANCE = 1e-9  # relative: sums of the same prices in another order
 SENSORS = (Modality.CAMERA, Modality.LIDAR, Modality.RADAR)
 
 # Used when no gate model is loaded or the sensor set was never seen in training: each
@@ -258,8 +259,11 @@ class Gate:
             [[any(stem in branch(n).stems for n in s) for stem in SENSORS] for s in self.selections]
         )
         self.singles = {s[0]: i for i, s in enumerate(self.selections) if len(s) == 1}
-        prior = np.array([max(PRIOR_BRANCH_QUALITY[n] for n in s) for s in self.selections])
-        self.prior = prior
+        # a selection is worth its best branch; each extra branch costs a hair, so the
+        # fallback runs that branch alone rather than everything that contains it
+        self.prior = np.array(
+            [max(PRIOR_BRANCH_QUALITY[n] for n in s) - 1e-3 * (len(s) - 1) for s in self.selections]
+        )
         self.hysteresis_frames, self.margin = hysteresis_frames, margin
         self.reset()
 
@@ -303,7 +307,7 @@ class Gate:
             index = self.selections.index(names) if names else None
             utility = float(quality[index]) if index is not None else float("nan")
             energy = self.profile.selection_energy_j(names)
-            over = budget_j is not None and energy > budget_j
+            over = budget_j is not None and energy > budget_j * (1 + ENERGY_TOLERANCE)
             return Decision(names, utility, energy, fallback=fallback, over_budget=over, **common)
         if policy.kind == "oracle":
             if true_quality is None:
@@ -314,13 +318,16 @@ class Gate:
             return Decision(
                 (), float("nan"), self.profile.overhead_total_j, fallback=fallback, **common
             )
-        fits = usable & (self.energy_j <= budget_j if budget_j is not None else True)
+        limit = budget_j * (1 + ENERGY_TOLERANCE) if budget_j is not None else np.inf
+        fits = usable & (self.energy_j <= limit)
         over = not fits.any()
         candidates = np.flatnonzero(fits if not over else usable)
         if over:  # nothing fits: the cheapest usable selection, reported as a violation
             best = int(candidates[np.argmin(self.energy_j[candidates])])
         else:
-            order = np.lexsort((self.energy_j[candidates], -quality[candidates]))
+            # a tie means the frame's AP cannot tell the selections apart; the richer one
+            # gives better-founded scores across frames, so the budget is spent on it
+            order = np.lexsort((-self.energy_j[candidates], -quality[candidates]))
             best = int(candidates[order[0]])
         if policy.kind == "dynamic":
             best = self._hold(best, quality, fits if not over else usable)

@@ -92,18 +92,28 @@ def _record(args: argparse.Namespace, bags: list[Path], branches: Path, calibrat
     record.save(path)
 
 
-def plan(selections, shares) -> list[tuple[str, str, float | None, str]]:
+BASELINES = {
+    "late fusion of single-sensor branches": ("camera", "lidar", "radar"),
+    "every early-fusion branch": ("camera_lidar", "camera_radar", "lidar_radar"),
+}
+"""HydraFusion's comparisons. There is no branch over all three sensors, so the early-fusion
+baseline is every two-sensor branch fused late."""
+
+
+def plan(gate, shares) -> list[tuple[str, str, float | None, str]]:
     """(label, family, budget share, policy text) of every run of the sweep. Static
-    selections: every one of up to two branches, and the two HydraFusion-style
-    baselines (late fusion of the single-sensor branches; every early-fusion branch)."""
+    selections: every one of up to two branches, and the HydraFusion-style baselines,
+    each with the dynamic policy given the baseline's energy as its budget."""
     runs = [("all", "all", None, "all")]
     runs += [(f"topk:{k}", "topk", None, f"topk:{k}") for k in (1, 2, 3)]
     for share in shares:
         runs.append((f"dynamic @ {share:.0%}", "dynamic", share, "dynamic"))
         runs.append((f"oracle @ {share:.0%}", "oracle", share, "oracle"))
-    baselines = [("camera", "lidar", "radar"), ("camera_lidar", "camera_radar", "lidar_radar")]
-    for selection in selections:
-        if len(selection) <= 2 or selection in baselines:
+    for name, selection in BASELINES.items():
+        share = gate.profile.selection_energy_j(selection) / gate.all_energy_j()
+        runs.append((f"dynamic @ energy of {name}", "equal-energy", share, "dynamic"))
+    for selection in gate.selections:
+        if len(selection) <= 2 or selection in BASELINES.values():
             text = "static:" + "+".join(selection)
             runs.append((text, "static", None, text))
     return runs
@@ -190,19 +200,18 @@ def plot(rows: list[Row], path: Path) -> Path:
         label="static selections",
         zorder=2,
     )
+    baselines = {"static:" + "+".join(s): name for name, s in BASELINES.items()}
     for r in statics:
-        if "+" not in r.label:
-            axes.annotate(
-                r.label[7:],
-                (1e3 * r.evaluation.energy_j_per_frame, 100 * r.evaluation.map),
-                fontsize=7,
-                color="0.35",
-            )
+        if "+" not in r.label or r.label in baselines:
+            point = (1e3 * r.evaluation.energy_j_per_frame, 100 * r.evaluation.map)
+            text = baselines.get(r.label, r.label[7:])
+            axes.annotate(text, point, fontsize=7, color="0.35")
     styles = {
         "dynamic": ("tab:blue", "o-"),
         "oracle": ("tab:green", "s--"),
         "topk": ("tab:orange", "^-"),
         "all": ("tab:red", "*"),
+        "equal-energy": ("tab:purple", "D"),
     }
     for family, (colour, style) in styles.items():
         chosen = [r for r in rows if r.family == family]
@@ -212,7 +221,7 @@ def plot(rows: list[Row], path: Path) -> Path:
             style,
             color=colour,
             markersize=12 if family == "all" else 6,
-            label=family,
+            label="dynamic at a baseline's energy" if family == "equal-energy" else family,
             zorder=3,
         )
     axes.set_xlabel("energy per frame, mean (mJ, energy profile)")
@@ -246,7 +255,7 @@ def run(args: argparse.Namespace) -> int:
     except (UsageError, ValueError, WeightsError, GateModelError) as error:
         print(f"dynfusion benchmark: error: {error}", file=sys.stderr)
         return 2
-    runs = plan(gate.selections, args.shares)
+    runs = plan(gate, args.shares)
     files = (args.out / "record.npz", profile_path, gate_path)
     rows = sweep(files, runs, args.processes, progress=not args.quiet)
     everything = gate.all_energy_j()

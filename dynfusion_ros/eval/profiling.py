@@ -42,7 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=DEFAULT_PROFILE, help="profile to write")
 
 
-def _machine() -> str:
+def machine_description() -> str:
+    """CPU model, core count and kernel, for the record of where a figure was measured."""
     name = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -116,7 +117,7 @@ def measure(args: argparse.Namespace):
     fusion_j = _joules(meter, [lambda: fuse(outputs)] * len(passes)) / len(BRANCHES)
     heads_j = {name: joules + fusion_j for name, joules in heads_j.items()}
     measured = {
-        "machine": _machine(),
+        "machine": machine_description(),
         "meter": meter.name,
         "model_watts_per_core": args.watts if meter.name == "model" else None,
         "device": args.device,

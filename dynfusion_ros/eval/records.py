@@ -95,20 +95,28 @@ class BranchRecord:
 
     @classmethod
     def load(cls, path: Path) -> BranchRecord:
-        with np.load(path, allow_pickle=False) as data:
-            if (
-                int(data["format"]) != RECORD_FORMAT
-                or tuple(data["feature_names"]) != FEATURE_NAMES
-            ):
-                raise ValueError(f"{path}: recorded by another version; delete it to re-record")
-            return cls(
-                tuple(str(n) for n in data["branch_names"]),
-                tuple(tuple(str(s).split("+")) for s in data["selections"]),
-                *(data[key] for key in ("bags", "stamps", "situations", "features", "quality")),
-                data["detections"],
-                data["truth"],
-                str(data["scoring"]),
-            )
+        """A saved record; one from another version or a damaged file is a ValueError
+        saying to delete it (it is a cache: it will be recorded again)."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                if (
+                    int(data["format"]) != RECORD_FORMAT
+                    or tuple(data["feature_names"]) != FEATURE_NAMES
+                ):
+                    raise KeyError("format")
+                return cls(
+                    tuple(str(n) for n in data["branch_names"]),
+                    tuple(tuple(str(s).split("+")) for s in data["selections"]),
+                    *(data[key] for key in ("bags", "stamps", "situations", "features")),
+                    data["quality"],
+                    data["detections"],
+                    data["truth"],
+                    str(data["scoring"]),
+                )
+        except (KeyError, OSError, ValueError) as error:
+            raise ValueError(
+                f"{path}: not a branch record of this version ({error}); delete it to re-record"
+            ) from None
 
 
 def _qualities(args) -> np.ndarray:
