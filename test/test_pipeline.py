@@ -201,7 +201,7 @@ def test_benchmark_on_the_tiny_suite(tmp_path, capsys):
     rows = json.loads((tmp_path / "bench" / "benchmark.json").read_text())
     policies = [row["policy"] for row in rows]
     assert {"all", "dynamic", "oracle", "topk:2", "static:lidar_radar"} <= set(policies)
-    assert len(rows) == 4 + 2 * 2 + 2 + 21 + 2
+    assert len(rows) == 4 + 2 * 2 + 2 + 21 + 2 + 3 * 2
     everything = PROFILE.selection_energy_j(PROFILE.heads_j)
     budgets = set()
     for row in rows:

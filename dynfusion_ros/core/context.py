@@ -57,6 +57,12 @@ HEALTH_FEATURES = (
 FEATURE_NAMES: tuple[str, ...] = (
     CAMERA_FEATURES + LIDAR_FEATURES + RADAR_FEATURES + MOTION_FEATURES + HEALTH_FEATURES
 )
+SENSOR_FEATURES: dict[Modality, tuple[str, ...]] = {
+    Modality.CAMERA: CAMERA_FEATURES,
+    Modality.LIDAR: LIDAR_FEATURES,
+    Modality.RADAR: (*RADAR_FEATURES, "ego_speed"),
+}
+"""The features a sensor's data feeds: NaN when it does not deliver."""
 
 
 @dataclass(frozen=True)

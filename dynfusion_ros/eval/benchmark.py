@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dynfusion_ros.command_args import UsageError
+from dynfusion_ros.core.gate import SENSORS
 
 BUDGET_SHARES = (0.15, 0.25, 0.35, 0.5, 0.65, 0.8, 1.0)
 
@@ -100,22 +101,32 @@ BASELINES = {
 baseline is every two-sensor branch fused late."""
 
 
-def plan(gate, shares) -> list[tuple[str, str, float | None, str]]:
-    """(label, family, budget share, policy text) of every run of the sweep. Static
-    selections: every one of up to two branches, and the HydraFusion-style baselines,
-    each with the dynamic policy given the baseline's energy as its budget."""
-    runs = [("all", "all", None, "all")]
-    runs += [(f"topk:{k}", "topk", None, f"topk:{k}") for k in (1, 2, 3)]
+FAILURE_SHARE = 0.5
+
+
+def plan(gate, shares) -> list[tuple[str, str, float | None, str, str]]:
+    """(label, family, budget share, policy text, failed sensor) of every run of the
+    sweep. Static selections: every one of up to two branches, and the HydraFusion-style
+    baselines, each also with the dynamic policy given the baseline's energy as its
+    budget. Then `all` and `dynamic` at half the energy with each sensor failed
+    throughout."""
+    runs = [("all", "all", None, "all", "")]
+    runs += [(f"topk:{k}", "topk", None, f"topk:{k}", "") for k in (1, 2, 3)]
     for share in shares:
-        runs.append((f"dynamic @ {share:.0%}", "dynamic", share, "dynamic"))
-        runs.append((f"oracle @ {share:.0%}", "oracle", share, "oracle"))
+        runs.append((f"dynamic @ {share:.0%}", "dynamic", share, "dynamic", ""))
+        runs.append((f"oracle @ {share:.0%}", "oracle", share, "oracle", ""))
     for name, selection in BASELINES.items():
         share = gate.profile.selection_energy_j(selection) / gate.all_energy_j()
-        runs.append((f"dynamic @ energy of {name}", "equal-energy", share, "dynamic"))
+        runs.append((f"dynamic @ energy of {name}", "equal-energy", share, "dynamic", ""))
     for selection in gate.selections:
         if len(selection) <= 2 or selection in BASELINES.values():
             text = "static:" + "+".join(selection)
-            runs.append((text, "static", None, text))
+            runs.append((text, "static", None, text, ""))
+    for sensor in SENSORS:
+        failed = f", {sensor.value} failed"
+        runs.append(("all" + failed, "failure", None, "all", sensor.value))
+        label = f"dynamic @ {FAILURE_SHARE:.0%}{failed}"
+        runs.append((label, "failure", FAILURE_SHARE, "dynamic", sensor.value))
     return runs
 
 
@@ -132,11 +143,15 @@ def _load_worker(record_path: Path, profile_path: Path, gate_path: Path | None) 
     _worker["gate"] = Gate(EnergyProfile.load(profile_path), model)
 
 
-def _replay(run: tuple[str, str, float | None, str]) -> Row:
+def _replay(run: tuple[str, str, float | None, str, str]) -> Row:
+    from dynfusion_ros.core.types import Modality
     from dynfusion_ros.eval.evaluation import recorded_pipeline, replay_record
+    from dynfusion_ros.eval.records import without_sensor
 
-    label, family, share, policy = run
+    label, family, share, policy, failed = run
     record, gate = _worker["record"], _worker["gate"]
+    if failed:
+        record = without_sensor(record, Modality(failed))
     gate.reset()
     budget = share * gate.all_energy_j() if share is not None else None
     pipeline = recorded_pipeline(record, gate, policy=policy, budget_j=budget)
@@ -181,6 +196,41 @@ def markdown(rows: list[Row], everything: float) -> str:
             usage,
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def summary(rows: list[Row]) -> str:
+    """The comparisons a reader looks for, computed from the rows."""
+    by_label = {r.label: r.evaluation for r in rows}
+    everything = by_label["all"]
+    statics = [r.evaluation for r in rows if r.family == "static"]
+    lines = [
+        f"- `all`: mAP {100 * everything.map:.1f} at {1e3 * everything.energy_j_per_frame:.1f} mJ"
+    ]
+    for row in rows:
+        if row.family not in ("dynamic", "equal-energy"):
+            continue
+        e = row.evaluation
+        fitting = [s for s in statics if s.energy_j_per_frame <= e.budget_j * (1 + 1e-9)]
+        best = max(fitting, key=lambda s: s.map, default=None)
+        oracle = by_label.get(f"oracle @ {row.share:.0%}")
+        text = (
+            f"- {row.label}: mAP {100 * e.map:.1f} ({100 * (e.map - everything.map):+.1f} vs all)"
+        )
+        if best is not None:
+            text += f", best static that fits `{best.policy}` {100 * best.map:.1f}"
+        if oracle is not None and row.family == "dynamic":
+            text += f", oracle {100 * oracle.map:.1f}"
+        lines.append(text + f"; {e.budget_violations} budget violations")
+    for sensor in SENSORS:
+        failed = f", {sensor.value} failed"
+        lost_all = everything.map - by_label["all" + failed].map
+        dynamic = by_label[f"dynamic @ {FAILURE_SHARE:.0%}"]
+        lost_dynamic = dynamic.map - by_label[f"dynamic @ {FAILURE_SHARE:.0%}{failed}"].map
+        lines.append(
+            f"- {sensor.value} failed throughout: `all` loses {100 * lost_all:.1f} points, "
+            f"`dynamic @ {FAILURE_SHARE:.0%}` loses {100 * lost_dynamic:.1f}"
+        )
     return "\n".join(lines)
 
 
@@ -261,12 +311,17 @@ def run(args: argparse.Namespace) -> int:
     everything = gate.all_energy_j()
     table = markdown(rows, everything)
     (args.out / "benchmark.md").write_text(
-        f"Every branch: {1e3 * everything:.1f} mJ per frame ({profile.source}).\n\n" + table + "\n"
+        f"Every branch: {1e3 * everything:.1f} mJ per frame ({profile.source}).\n\n"
+        + summary(rows)
+        + "\n\n"
+        + table
+        + "\n"
     )
     (args.out / "benchmark.json").write_text(
         "[\n" + ",\n".join(r.evaluation.to_json().strip() for r in rows) + "\n]\n"
     )
     figure = plot(rows, args.out / "accuracy_energy.png")
     print(table)
+    print(summary(rows))
     print(f"wrote {args.out / 'benchmark.md'}, {args.out / 'benchmark.json'} and {figure}")
     return 0

@@ -21,12 +21,18 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from dynfusion_ros.core.branches.registry import branch
 from dynfusion_ros.core.branches.runner import BranchOutputs, BranchRunner
 from dynfusion_ros.core.calibration import ScoreCalibration, scoring_name
-from dynfusion_ros.core.context import FEATURE_NAMES, ContextEstimator, ContextFeatures
+from dynfusion_ros.core.context import (
+    FEATURE_NAMES,
+    SENSOR_FEATURES,
+    ContextEstimator,
+    ContextFeatures,
+)
 from dynfusion_ros.core.gate import all_selections
 from dynfusion_ros.core.quality import selection_qualities
-from dynfusion_ros.core.types import Box3D, Detection, ObjectClass, SensorFrame
+from dynfusion_ros.core.types import Box3D, Detection, Modality, ObjectClass, SensorFrame
 from dynfusion_ros.eval.branch_report import situation
 from dynfusion_ros.ros.bag_frames import bag_duration_frames, read_frames
 
@@ -148,6 +154,25 @@ def rescored(
         parts = [_qualities(job) for job in jobs]
     return dataclasses.replace(
         record, quality=np.concatenate(parts), scoring=scoring_name(calibration)
+    )
+
+
+def without_sensor(record: BranchRecord, sensor: Modality) -> BranchRecord:
+    """The record as if ``sensor`` had failed on every frame: its features missing, its
+    availability flag down, and every branch that reads it silent. The qualities are left
+    as recorded, so the oracle cannot be replayed on the result."""
+    features = record.features.copy()
+    for name in SENSOR_FEATURES[sensor]:
+        features[:, FEATURE_NAMES.index(name)] = np.nan
+    features[:, FEATURE_NAMES.index(f"{sensor.value}_available")] = 0.0
+    features[:, FEATURE_NAMES.index(f"{sensor.value}_age")] = 0.0
+    silent = [i for i, name in enumerate(record.branch_names) if sensor in branch(name).stems]
+    kept = ~np.isin(record.detections[:, 1], silent)
+    return dataclasses.replace(
+        record,
+        features=features,
+        detections=record.detections[kept],
+        scoring=f"{record.scoring}, {sensor.value} failed",
     )
 
 
