@@ -11,7 +11,8 @@ from test_energy import profile
 
 from dynfusion_ros.cli import main
 from dynfusion_ros.core.branches import BranchRunner
-from dynfusion_ros.core.gate import Gate
+from dynfusion_ros.core.context import FEATURE_NAMES
+from dynfusion_ros.core.gate import Gate, GateModel
 from dynfusion_ros.core.pipeline import DynamicFusionPipeline
 from dynfusion_ros.eval.evaluation import evaluate_bags, recorded_pipeline, replay_record
 from dynfusion_ros.eval.records import BranchRecord, record_branches, rescored
@@ -217,3 +218,49 @@ def test_benchmark_on_the_tiny_suite(tmp_path, capsys):
     capsys.readouterr()
     assert main(arguments) == 0
     assert "using the recorded branch outputs" in capsys.readouterr().out
+
+
+def test_failure_augmentation_maps_each_selection_to_what_still_runs(record):
+    from dynfusion_ros.train.gate import with_failures
+
+    frames = np.arange(len(record))
+    features, quality, situations = with_failures(record, frames)
+    assert features.shape[0] == quality.shape[0] == len(situations) == 4 * len(record)
+    column = {s: i for i, s in enumerate(record.selections)}
+    lidar_failed = slice(2 * len(record), 3 * len(record))  # camera, lidar, radar blocks
+    both = quality[lidar_failed, column[("camera", "lidar")]]
+    np.testing.assert_allclose(both, record.quality[:, column[("camera",)]])
+    assert (quality[lidar_failed, column[("lidar",)]] == 0.0).all()  # cars everywhere
+    available = features[lidar_failed, FEATURE_NAMES.index("lidar_available")]
+    assert (available == 0).all()
+
+
+def test_train_gate_command_writes_a_loadable_gate(record, clear_bag, tmp_path, capsys):
+    PROFILE.save(tmp_path / "energy.yaml")
+    cache = tmp_path / "record.npz"
+    record.save(cache)
+    arguments = [
+        "train",
+        "gate",
+        "--data",
+        str(clear_bag),
+        "--record",
+        str(cache),
+        "--profile",
+        str(tmp_path / "energy.yaml"),
+        "--out",
+        str(tmp_path / "models"),
+        "--steps",
+        "50",
+        "--quiet",
+    ]
+    assert main(arguments) == 0
+    printed = capsys.readouterr().out
+    assert "regret" in printed and "context accuracy" in printed
+    model = GateModel.load(tmp_path / "models" / "gate.json")
+    assert model.calibration is not None
+    assert BranchRecord.load(cache).scoring == model.calibration.fingerprint
+    quality, _ = model.predict(record.features[3])
+    assert quality.shape == (63,) and ((quality > 0) & (quality < 1)).all()
+    assert main(arguments) == 0  # the rescored cache is reused
+    assert "scoring every selection" not in capsys.readouterr().out

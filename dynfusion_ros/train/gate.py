@@ -19,7 +19,7 @@ from torch import nn
 from dynfusion_ros.core.branches.registry import branch
 from dynfusion_ros.core.context import FEATURE_NAMES
 from dynfusion_ros.core.gate import SENSORS, GateModel
-from dynfusion_ros.eval.records import BranchRecord
+from dynfusion_ros.eval.records import BranchRecord, without_sensor
 
 
 @dataclass(frozen=True)
@@ -89,6 +89,29 @@ def split_frames(
     return np.flatnonzero(~held), np.flatnonzero(held)
 
 
+def with_failures(record: BranchRecord, frames: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Features, qualities and situations of ``frames``, plus the same frames with each
+    sensor failed in turn. Training drives rarely lose a sensor outright, yet the gate
+    must choose well when one does; a selection on a frame without sensor s does what its
+    branches that do not read s do, whose quality the record already holds."""
+    features, quality = [record.features[frames]], [record.quality[frames]]
+    index = {selection: i for i, selection in enumerate(record.selections)}
+    has_truth = np.isin(frames, record.truth[:, 0].astype(int))
+    for sensor in SENSORS:
+        failed = without_sensor(record, sensor)
+        features.append(failed.features[frames])
+        remapped = np.empty_like(record.quality[frames])
+        for column, selection in enumerate(record.selections):
+            left = tuple(n for n in selection if sensor not in branch(n).stems)
+            # nothing left to run: no detections, perfect only where nothing is there
+            remapped[:, column] = (
+                record.quality[frames, index[left]] if left else (~has_truth).astype(float)
+            )
+        quality.append(remapped)
+    situations = np.tile(record.situations[frames], len(SENSORS) + 1)
+    return np.concatenate(features), np.concatenate(quality), situations
+
+
 def fit_gate(
     record: BranchRecord,
     energy_j: np.ndarray,
@@ -106,9 +129,10 @@ def fit_gate(
     mean = np.nanmean(features[train], axis=0)
     scale = np.nanstd(features[train], axis=0)
     mean, scale = np.nan_to_num(mean), np.where(np.nan_to_num(scale) > 1e-6, scale, 1.0)
-    inputs = torch.tensor(np.nan_to_num((features - mean) / scale), dtype=torch.float32)
-    quality = torch.tensor(record.quality, dtype=torch.float32)
-    labels = torch.tensor([contexts.index(s) for s in record.situations])
+    train_features, train_quality, train_situations = with_failures(record, train)
+    inputs = torch.tensor(np.nan_to_num((train_features - mean) / scale), dtype=torch.float32)
+    quality = torch.tensor(train_quality, dtype=torch.float32)
+    labels = torch.tensor([contexts.index(s) for s in train_situations])
     selections = len(record.selections)
     network = nn.Sequential(
         nn.Linear(features.shape[1], settings.hidden),
@@ -120,9 +144,8 @@ def fit_gate(
     optimiser = torch.optim.AdamW(
         network.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
     )
-    train_index = torch.as_tensor(train)
     for step in range(settings.steps):
-        batch = train_index[torch.randint(len(train_index), (256,))]
+        batch = torch.randint(len(inputs), (256,))
         out = network(inputs[batch])
         loss = nn.functional.binary_cross_entropy_with_logits(
             out[:, :selections], quality[batch]
@@ -142,10 +165,11 @@ def fit_gate(
         if isinstance(m, nn.Linear)
     ]
     model = GateModel(
-        record.selections, contexts, mean, scale, layers, _sensor_sets(features[train])
+        record.selections, contexts, mean, scale, layers, _sensor_sets(train_features)
     )
     predicted = np.array([model.predict(row)[0] for row in features[val]])
     odds = np.array([model.predict(row)[1] for row in features[val]])
+    context_labels = np.array([contexts.index(s) for s in record.situations[val]])
     all_energy = float(energy_j.max())
     report = GateReport(
         len(train),
@@ -156,6 +180,6 @@ def fit_gate(
             f"{share:.0%}": regret(record, val, predicted, energy_j, share * all_energy)
             for share in (0.3, 0.5, 0.75, 1.0)
         },
-        float(np.mean(odds.argmax(axis=1) == labels[val].numpy())),
+        float(np.mean(odds.argmax(axis=1) == context_labels)),
     )
     return model, report

@@ -45,9 +45,12 @@ def run_gate(args: argparse.Namespace) -> int:
         print(f"dynfusion train: error: {error}", file=sys.stderr)
         return 2
     train_frames, _ = split_frames(record)
-    print("fitting the fused-score calibration, then scoring every selection under it")
+    print("fitting the fused-score calibration")
     calibration = fit_calibration(record, train_frames)
-    record = rescored(record, calibration)
+    if record.scoring != calibration.fingerprint:
+        print("scoring every selection under it (2 processes)")
+        record = rescored(record, calibration)
+        record.save(args.record)  # the fit is deterministic: the next run reuses this
     energy = Gate(profile, branch_names=record.branch_names).energy_j
     settings = GateSettings(steps=args.steps, seed=args.seed)
     model, report = fit_gate(record, energy, settings)
