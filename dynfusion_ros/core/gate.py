@@ -69,8 +69,6 @@ class Policy:
     branches: tuple[str, ...] = ()
     k: int = 0
 
-    KINDS = ("dynamic", "all", "static", "topk", "oracle")
-
     @property
     def text(self) -> str:
         if self.kind == "static":

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from dynfusion_ros.core.branches.registry import branch
-from dynfusion_ros.core.context import FEATURE_NAMES
-from dynfusion_ros.core.gate import SENSORS, GateModel
+from dynfusion_ros.core.context import FEATURE_NAMES, ContextFeatures
+from dynfusion_ros.core.gate import SENSORS, GateModel, sensor_set
 from dynfusion_ros.eval.records import BranchRecord, without_sensor
 
 
@@ -43,11 +43,7 @@ class GateReport:
 
 
 def _sensor_sets(features: np.ndarray) -> frozenset[str]:
-    columns = [FEATURE_NAMES.index(f"{s.value}_available") for s in SENSORS]
-    sets = set()
-    for row in features[:, columns] > 0.5:
-        sets.add("+".join(s.value for s, on in zip(SENSORS, row, strict=True) if on) or "none")
-    return frozenset(sets)
+    return frozenset(sensor_set(ContextFeatures(0, row)) for row in features)
 
 
 def _usable(record: BranchRecord, frames: np.ndarray) -> np.ndarray:
