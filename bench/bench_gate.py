@@ -20,7 +20,7 @@ from dynfusion_ros.core.context import ContextEstimator
 from dynfusion_ros.core.energy import EnergyProfile
 from dynfusion_ros.core.gate import Gate, GateModel, Policy
 from dynfusion_ros.eval.profiling import machine_description
-from dynfusion_ros.resources import default_model_path, package_file
+from dynfusion_ros.resources import default_energy_profile, default_model_path
 
 
 def median_ms(action, items) -> float:
@@ -38,7 +38,7 @@ def main() -> None:
     parser.add_argument("--scenario", default="fog")
     args = parser.parse_args()
     frames = simulated_frames(args.scenario, args.frames)
-    profile = EnergyProfile.load(package_file("config/energy_profile.yaml"))
+    profile = EnergyProfile.load(default_energy_profile())
     gate = Gate(profile, GateModel.load(default_model_path("gate.json")))
     runner = BranchRunner.load(default_model_path("branches.json"))
     estimator = ContextEstimator()

@@ -61,3 +61,11 @@ def package_file(relative: str | Path) -> Path:
 def default_model_path(name: str) -> Path:
     """A shipped model file, by name."""
     return package_file(Path("models") / name)
+
+
+ENERGY_PROFILE = Path("config/energy_profile.yaml")
+"""Where the energy profile lives in the package (and where `dynfusion profile` writes)."""
+
+
+def default_energy_profile() -> Path:
+    return package_file(ENERGY_PROFILE)

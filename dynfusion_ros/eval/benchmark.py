@@ -76,11 +76,11 @@ def _record(args: argparse.Namespace, bags: list[Path], branches: Path, calibrat
     """Make ``<out>/record.npz`` cover the bags, with qualities under ``calibration``."""
     from dynfusion_ros.core.branches import BranchRunner
     from dynfusion_ros.core.calibration import scoring_name
-    from dynfusion_ros.eval.records import BranchRecord, record_branches, rescored
+    from dynfusion_ros.eval.records import cached_record, record_branches, rescored
 
     path = args.out / "record.npz"
-    record = BranchRecord.load(path) if path.exists() else None
-    if record is None or set(record.bags.tolist()) != {b.name for b in bags}:
+    record = cached_record(path, bags)
+    if record is None:
         print(f"running every branch on every frame of {len(bags)} drives (recorded once)")
         runner = BranchRunner.load(branches)
         record = record_branches(runner, bags, calibration=calibration, progress=not args.quiet)

@@ -7,10 +7,9 @@ import sys
 from pathlib import Path
 
 from dynfusion_ros.command_args import UsageError, bag_paths
-from dynfusion_ros.resources import default_model_path
+from dynfusion_ros.resources import ENERGY_PROFILE, default_energy_profile, default_model_path
 
 SENSOR_TOPICS = ("/camera/image_raw", "/lidar/points", "/radar/points")
-DEFAULT_PROFILE = "config/energy_profile.yaml"
 
 
 def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,7 +19,7 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
         "--gate", type=Path, help="gate model JSON (default: shipped models/gate.json)"
     )
     parser.add_argument(
-        "--profile", type=Path, help=f"energy profile YAML (default: shipped {DEFAULT_PROFILE})"
+        "--profile", type=Path, help=f"energy profile YAML (default: shipped {ENERGY_PROFILE})"
     )
 
 
@@ -48,13 +47,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def pipeline_files(args: argparse.Namespace) -> tuple[Path, Path, Path | None]:
-    from dynfusion_ros.resources import package_file
-
     gate = args.gate or default_model_path("gate.json")
     if args.gate is None and not gate.exists():
         print(f"warning: no gate model at {gate}: the gate uses its prior", file=sys.stderr)
         gate = None
-    profile = args.profile or package_file(DEFAULT_PROFILE)
+    profile = args.profile or default_energy_profile()
     return args.model or default_model_path("branches.json"), profile, gate
 
 

@@ -17,9 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from dynfusion_ros.command_args import UsageError, bag_paths
-from dynfusion_ros.resources import default_model_path
-
-DEFAULT_PROFILE = Path("config/energy_profile.yaml")
+from dynfusion_ros.resources import ENERGY_PROFILE, default_model_path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default="cpu", help="torch device for the branches")
     parser.add_argument("--model", type=Path, help="branch weights JSON (default: shipped)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_PROFILE, help="profile to write")
+    parser.add_argument("--out", type=Path, default=ENERGY_PROFILE, help="profile to write")
 
 
 def machine_description() -> str:

@@ -125,8 +125,23 @@ class BranchRecord:
             ) from None
 
 
-def _qualities(args) -> np.ndarray:
-    record, frames, calibration = args
+def cached_record(path: Path, bags: Sequence[Path]) -> BranchRecord | None:
+    """The record saved at ``path`` when it covers exactly these bags, else None."""
+    if not Path(path).exists():
+        return None
+    record = BranchRecord.load(path)
+    return record if set(record.bags.tolist()) == {Path(b).name for b in bags} else None
+
+
+_scoring: dict = {}  # a worker's record and calibration, sent once per process
+
+
+def _share(record: BranchRecord, calibration: ScoreCalibration | None) -> None:
+    _scoring["record"], _scoring["calibration"] = record, calibration
+
+
+def _qualities(frames: np.ndarray) -> np.ndarray:
+    record, calibration = _scoring["record"], _scoring["calibration"]
     return np.array(
         [
             selection_qualities(
@@ -146,12 +161,13 @@ def rescored(
     """The record with every selection's quality recomputed under ``calibration`` (the
     quality depends on how fused detections are scored), on ``processes`` cores."""
     chunks = np.array_split(np.arange(len(record)), max(1, processes * 4))
-    jobs = [(record, chunk, calibration) for chunk in chunks]
     if processes > 1:
-        with ProcessPoolExecutor(processes) as pool:
-            parts = list(pool.map(_qualities, jobs))
+        initargs = (record, calibration)
+        with ProcessPoolExecutor(processes, initializer=_share, initargs=initargs) as pool:
+            parts = list(pool.map(_qualities, chunks))
     else:
-        parts = [_qualities(job) for job in jobs]
+        _share(record, calibration)
+        parts = [_qualities(chunk) for chunk in chunks]
     return dataclasses.replace(
         record, quality=np.concatenate(parts), scoring=scoring_name(calibration)
     )

@@ -10,6 +10,17 @@ from pathlib import Path
 from dynfusion_ros.command_args import UsageError, bag_paths
 
 
+def _training_bags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data",
+        type=Path,
+        nargs="+",
+        required=True,
+        metavar="BAG",
+        help="training bags, or folders of bags (e.g. data/sim/train)",
+    )
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     targets = parser.add_subparsers(dest="target", metavar="WHAT", required=True)
     branches = targets.add_parser(
@@ -18,14 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         description="Train the stems and branch heads on labelled (simulated) bags and write "
         "<out>/branches.json + branches.safetensors, a training log and a loss plot.",
     )
-    branches.add_argument(
-        "--data",
-        type=Path,
-        nargs="+",
-        required=True,
-        metavar="BAG",
-        help="training bags, or folders of bags (e.g. data/sim/train)",
-    )
+    _training_bags(branches)
     branches.add_argument(
         "--val",
         type=Path,
@@ -61,14 +65,7 @@ def _gate_arguments(targets) -> None:
         description="Run every branch on labelled bags, score every selection per frame, and "
         "fit the gate (writes <out>/gate.json + gate.safetensors and gate_training.json).",
     )
-    gate.add_argument(
-        "--data",
-        type=Path,
-        nargs="+",
-        required=True,
-        metavar="BAG",
-        help="training bags, or folders of bags (e.g. data/sim/train)",
-    )
+    _training_bags(gate)
     gate.add_argument("--out", type=Path, default=Path("models"), help="output folder")
     gate.add_argument(
         "--every", type=int, default=2, metavar="N", help="one frame in N (default 2)"

@@ -8,18 +8,17 @@ import sys
 from pathlib import Path
 
 from dynfusion_ros.command_args import UsageError, bag_paths
-from dynfusion_ros.resources import default_model_path, package_file
+from dynfusion_ros.resources import default_energy_profile, default_model_path
 
 
 def _record(args: argparse.Namespace, bags: list[Path]):
     from dynfusion_ros.core.branches import BranchRunner
-    from dynfusion_ros.eval.records import BranchRecord, record_branches
+    from dynfusion_ros.eval.records import cached_record, record_branches
 
-    if args.record.exists():
-        record = BranchRecord.load(args.record)
-        if set(record.bags.tolist()) == {b.name for b in bags}:
-            print(f"using the recorded branch outputs in {args.record} ({len(record)} frames)")
-            return record
+    record = cached_record(args.record, bags)
+    if record is not None:
+        print(f"using the recorded branch outputs in {args.record} ({len(record)} frames)")
+        return record
     runner = BranchRunner.load(args.model or default_model_path("branches.json"))
     print(f"running every branch on one frame in {args.every} of {len(bags)} bags")
     record = record_branches(runner, bags, every=args.every, progress=not args.quiet)
@@ -39,7 +38,7 @@ def run_gate(args: argparse.Namespace) -> int:
         if args.every < 1 or args.steps < 1:
             raise UsageError("--every and --steps must be at least 1")
         bags = bag_paths(args.data)
-        profile = EnergyProfile.load(args.profile or package_file("config/energy_profile.yaml"))
+        profile = EnergyProfile.load(args.profile or default_energy_profile())
         record = _record(args, bags)
     except (UsageError, ValueError, WeightsError) as error:
         print(f"dynfusion train: error: {error}", file=sys.stderr)
