@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 
@@ -22,3 +23,15 @@ def bag_paths(paths: list[Path]) -> list[Path]:
                 f"{path}: not a rosbag2 folder (no metadata.yaml) nor a folder of them"
             )
     return found
+
+
+def add_bags_argument(parser: argparse.ArgumentParser, example: str) -> None:
+    """``--data BAG...``: labelled bags, or folders of them, resolved by ``bag_paths``."""
+    parser.add_argument(
+        "--data",
+        type=Path,
+        nargs="+",
+        required=True,
+        metavar="BAG",
+        help=f"labelled bags, or folders of them (e.g. {example})",
+    )

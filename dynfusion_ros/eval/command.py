@@ -6,19 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from dynfusion_ros.command_args import UsageError, bag_paths
+from dynfusion_ros.command_args import UsageError, add_bags_argument, bag_paths
 from dynfusion_ros.resources import default_model_path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--data",
-        type=Path,
-        nargs="+",
-        required=True,
-        metavar="BAG",
-        help="labelled bags, or folders of them (e.g. data/sim/heldout)",
-    )
+    add_bags_argument(parser, "data/sim/heldout")
     parser.add_argument(
         "--model",
         type=Path,

@@ -7,18 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from dynfusion_ros.command_args import UsageError, bag_paths
-
-
-def _training_bags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--data",
-        type=Path,
-        nargs="+",
-        required=True,
-        metavar="BAG",
-        help="training bags, or folders of bags (e.g. data/sim/train)",
-    )
+from dynfusion_ros.command_args import UsageError, add_bags_argument, bag_paths
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         description="Train the stems and branch heads on labelled (simulated) bags and write "
         "<out>/branches.json + branches.safetensors, a training log and a loss plot.",
     )
-    _training_bags(branches)
+    add_bags_argument(branches, "data/sim/train")
     branches.add_argument(
         "--val",
         type=Path,
@@ -65,7 +54,7 @@ def _gate_arguments(targets) -> None:
         description="Run every branch on labelled bags, score every selection per frame, and "
         "fit the gate (writes <out>/gate.json + gate.safetensors and gate_training.json).",
     )
-    _training_bags(gate)
+    add_bags_argument(gate, "data/sim/train")
     gate.add_argument("--out", type=Path, default=Path("models"), help="output folder")
     gate.add_argument(
         "--every", type=int, default=2, metavar="N", help="one frame in N (default 2)"
