@@ -4,6 +4,7 @@ weights; the recorded replay the benchmark uses; `dynfusion evaluate` and its er
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -202,7 +203,7 @@ def test_benchmark_on_the_tiny_suite(tmp_path, capsys):
     rows = json.loads((tmp_path / "bench" / "benchmark.json").read_text())
     policies = [row["policy"] for row in rows]
     assert {"all", "dynamic", "oracle", "topk:2", "static:lidar_radar"} <= set(policies)
-    assert len(rows) == 4 + 2 * 2 + 2 + 21 + 2 + 3 * 2
+    assert len(rows) == 4 + 2 * 2 + 2 + 21 + 2 + 3 * 3
     everything = PROFILE.selection_energy_j(PROFILE.heads_j)
     budgets = set()
     for row in rows:
@@ -213,6 +214,9 @@ def test_benchmark_on_the_tiny_suite(tmp_path, capsys):
     late_singles = PROFILE.selection_energy_j(["camera", "lidar", "radar"]) / everything
     assert {0.5, 1.0, round(late_singles, 6)} <= budgets
     assert (tmp_path / "bench" / "accuracy_energy.png").stat().st_size > 10_000
+    report = (tmp_path / "bench" / "benchmark.md").read_text()
+    for sensor in ("camera", "lidar", "radar"):
+        assert re.search(rf"{sensor} failed throughout: .* `dynamic @ 100%` loses -?\d", report)
     table = (tmp_path / "bench" / "benchmark.md").read_text()
     assert "| dynamic @ 50% |" in table
     capsys.readouterr()

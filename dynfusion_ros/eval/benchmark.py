@@ -101,15 +101,15 @@ BASELINES = {
 baseline is every two-sensor branch fused late."""
 
 
-FAILURE_SHARE = 0.5
+FAILURE_SHARES = (0.5, 1.0)  # the sensor-failure runs: a tight and a loose budget
 
 
 def plan(gate, shares) -> list[tuple[str, str, float | None, str, str]]:
     """(label, family, budget share, policy text, failed sensor) of every run of the
     sweep. Static selections: every one of up to two branches, and the HydraFusion-style
     baselines, each also with the dynamic policy given the baseline's energy as its
-    budget. Then `all` and `dynamic` at half the energy with each sensor failed
-    throughout."""
+    budget. Then `all`, and `dynamic` at each of ``FAILURE_SHARES``, with each sensor
+    failed throughout."""
     runs = [("all", "all", None, "all", "")]
     runs += [(f"topk:{k}", "topk", None, f"topk:{k}", "") for k in (1, 2, 3)]
     for share in shares:
@@ -125,8 +125,9 @@ def plan(gate, shares) -> list[tuple[str, str, float | None, str, str]]:
     for sensor in SENSORS:
         failed = f", {sensor.value} failed"
         runs.append(("all" + failed, "failure", None, "all", sensor.value))
-        label = f"dynamic @ {FAILURE_SHARE:.0%}{failed}"
-        runs.append((label, "failure", FAILURE_SHARE, "dynamic", sensor.value))
+        for share in FAILURE_SHARES:
+            label = f"dynamic @ {share:.0%}{failed}"
+            runs.append((label, "failure", share, "dynamic", sensor.value))
     return runs
 
 
@@ -224,13 +225,16 @@ def summary(rows: list[Row]) -> str:
         lines.append(text + f"; {e.budget_violations} budget violations")
     for sensor in SENSORS:
         failed = f", {sensor.value} failed"
-        lost_all = everything.map - by_label["all" + failed].map
-        dynamic = by_label[f"dynamic @ {FAILURE_SHARE:.0%}"]
-        lost_dynamic = dynamic.map - by_label[f"dynamic @ {FAILURE_SHARE:.0%}{failed}"].map
-        lines.append(
-            f"- {sensor.value} failed throughout: `all` loses {100 * lost_all:.1f} points, "
-            f"`dynamic @ {FAILURE_SHARE:.0%}` loses {100 * lost_dynamic:.1f}"
+        text = (
+            f"- {sensor.value} failed throughout: `all` loses "
+            f"{100 * (everything.map - by_label['all' + failed].map):.1f} points"
         )
+        for share in FAILURE_SHARES:
+            intact = by_label.get(f"dynamic @ {share:.0%}")
+            if intact is not None:  # the sweep's shares may leave this budget out
+                lost = intact.map - by_label[f"dynamic @ {share:.0%}{failed}"].map
+                text += f", `dynamic @ {share:.0%}` loses {100 * lost:.1f}"
+        lines.append(text)
     return "\n".join(lines)
 
 
