@@ -1,0 +1,285 @@
+"""Frame assembly for the nodes: sensor messages in, one frame per reference stamp out.
+
+A frame is keyed by the stamp of a *reference* sensor message (the first sensor of
+``reference_order`` that is alive, so a dead camera hands the frame clock to the lidar
+rather than stopping it). Every other sensor contributes its newest message stamped in
+``[stamp - max_age, stamp + tolerance]``; IMU samples stamped since the previous frame
+ride along. A frame waits for its sensors at most ``timeout_s`` of clock time after
+its reference message arrived, then goes on without the missing ones: a late sensor
+never stalls the output, and one silent for ``silent_after_s`` is not waited for at all
+(nor does it key frames) until it speaks again.
+
+Plain Python, no rclpy: the node passes each message with its header stamp and the
+node clock's ``now`` (ROS time, so ``use_sim_time`` replays work), and calls ``poll``
+from a timer. Messages stay unconverted until a frame uses them.
+
+What the sync refuses, and counts per sensor with the reason:
+- a stamp equal to the sensor's previous one (duplicate) or older (out of order);
+- a stamp further than ``max_future_s`` ahead of the clock or ``max_delay_s`` behind it;
+- a stamp more than ``jump_back_s`` behind the sensor's newest is not refused but taken
+  as a backwards time jump (a looping bag, a restarted simulator): everything buffered
+  is forgotten, a warning is raised, and frames start again from the new time.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from dynfusion_ros.core.types import NS_PER_S, Modality
+
+FRAME_SENSORS = (Modality.CAMERA, Modality.LIDAR, Modality.RADAR)
+RATE_WINDOW = 20  # arrivals kept per sensor for the rate estimate
+BUFFER_LENGTH = 512  # messages kept per sensor while no frame takes them (2.5 s of 200 Hz IMU)
+
+
+def _per_sensor(camera: float, lidar: float, radar: float, imu: float) -> dict[Modality, float]:
+    return {
+        Modality.CAMERA: camera,
+        Modality.LIDAR: lidar,
+        Modality.RADAR: radar,
+        Modality.IMU: imu,
+    }
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    """How frames are assembled. Times in seconds."""
+
+    reference_order: tuple[Modality, ...] = FRAME_SENSORS
+    frame_period_s: float = (
+        0.1  # a reference stamp closer than half this to the last frame keys none
+    )
+    tolerance_s: dict[Modality, float] = field(
+        default_factory=lambda: _per_sensor(0.03, 0.03, 0.03, 0.0)
+    )
+    max_age_s: dict[Modality, float] = field(
+        default_factory=lambda: _per_sensor(0.12, 0.12, 0.1, 0.2)
+    )
+    timeout_s: float = 0.15  # how long a frame waits for its other sensors
+    silent_after_s: float = 0.3  # a sensor not heard this long is silent: not waited for
+    jump_back_s: float = 1.0
+    max_future_s: float = 0.5
+    max_delay_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not self.reference_order or Modality.IMU in self.reference_order:
+            raise ValueError("reference_order needs camera, lidar or radar (not imu)")
+        for name in ("frame_period_s", "timeout_s", "silent_after_s", "jump_back_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
+
+@dataclass
+class SensorHealth:
+    """What one sensor's stream looked like, for /diagnostics."""
+
+    received: int = 0
+    used: int = 0  # messages that went into a frame
+    missing_frames: int = 0  # frames that went on without this sensor
+    dropped: Counter[str] = field(default_factory=Counter)  # reason -> count
+    last_stamp_ns: int | None = None
+    last_arrival_ns: int | None = None
+    arrivals: deque[int] = field(default_factory=lambda: deque(maxlen=RATE_WINDOW))
+
+    def rate_hz(self) -> float:
+        if len(self.arrivals) < 2 or self.arrivals[-1] <= self.arrivals[0]:
+            return 0.0
+        return (len(self.arrivals) - 1) * NS_PER_S / (self.arrivals[-1] - self.arrivals[0])
+
+    def silent_s(self, now_ns: int) -> float:
+        """Clock time since the last message; infinite when none came."""
+        if self.last_arrival_ns is None:
+            return float("inf")
+        return (now_ns - self.last_arrival_ns) / NS_PER_S
+
+
+@dataclass
+class SyncedFrame:
+    """The messages of one frame, still unconverted."""
+
+    stamp_ns: int
+    reference: Modality
+    messages: dict[Modality, tuple[int, object]]  # sensor -> (header stamp, message)
+    imu: list[tuple[int, object]]
+    missing: tuple[Modality, ...]  # frame sensors that had nothing in their window
+    waited_s: float  # clock time between the reference message and the frame going out
+
+
+@dataclass
+class _Pending:
+    stamp_ns: int
+    reference: Modality
+    message: object
+    arrived_ns: int
+
+
+class FrameSync:
+    """Assembles frames; ``on_warning`` hears what a log should say (time jumps)."""
+
+    def __init__(
+        self,
+        settings: SyncSettings | None = None,
+        on_warning: Callable[[str], None] | None = None,
+    ) -> None:
+        self.settings = settings or SyncSettings()
+        self.on_warning = on_warning or (lambda _: None)
+        self.health = {m: SensorHealth() for m in (*FRAME_SENSORS, Modality.IMU)}
+        self.frames_out = 0
+        self.time_jumps = 0
+        self._started_ns: int | None = None
+        self._forget()
+
+    def _forget(self) -> None:
+        self._buffers: dict[Modality, deque[tuple[int, object]]] = {
+            m: deque(maxlen=BUFFER_LENGTH) for m in self.health
+        }
+        self._pending: deque[_Pending] = deque()
+        self._last_frame_ns: int | None = None
+        for health in self.health.values():
+            health.last_stamp_ns = None
+
+    def reset(self) -> None:
+        """Forget buffered messages and stamps (the counters stay)."""
+        self._forget()
+
+    def silent(self, modality: Modality, now_ns: int) -> bool:
+        """Not heard for ``silent_after_s``; a sensor never heard counts from the first
+        message of any sensor, so start-up does not run frames without it."""
+        health, limit = self.health[modality], self.settings.silent_after_s
+        if health.last_arrival_ns is None and self._started_ns is not None:
+            return (now_ns - self._started_ns) / NS_PER_S > limit
+        return health.silent_s(now_ns) > limit
+
+    def reference(self, now_ns: int) -> Modality | None:
+        """The sensor that keys frames now: the first of ``reference_order`` not silent."""
+        for modality in self.settings.reference_order:
+            if not self.silent(modality, now_ns):
+                return modality
+        return None
+
+    def drop(self, modality: Modality, reason: str) -> None:
+        """Count a message refused here or by its conversion (malformed)."""
+        self.health[modality].dropped[reason] += 1
+
+    def add(
+        self, modality: Modality, stamp_ns: int, message: object, now_ns: int
+    ) -> list[SyncedFrame]:
+        """Take one message; returns the frames it completed, oldest first."""
+        health = self.health[modality]
+        health.received += 1
+        if self._started_ns is None:
+            self._started_ns = now_ns
+        reason = self._refusal(modality, stamp_ns, now_ns)
+        if reason:
+            self.drop(modality, reason)
+            return self.poll(now_ns)
+        health.last_stamp_ns = stamp_ns
+        health.last_arrival_ns = now_ns
+        health.arrivals.append(now_ns)
+        self._buffers[modality].append((stamp_ns, message))
+        if modality is self.reference(now_ns) and self._keys_frame(stamp_ns):
+            self._pending.append(_Pending(stamp_ns, modality, message, now_ns))
+            self._last_frame_ns = stamp_ns
+        return self.poll(now_ns)
+
+    def _refusal(self, modality: Modality, stamp_ns: int, now_ns: int) -> str:
+        return self._clock_refusal(stamp_ns, now_ns) or self._order_refusal(modality, stamp_ns)
+
+    def _clock_refusal(self, stamp_ns: int, now_ns: int) -> str:
+        if now_ns <= 0:  # a sim clock reads 0 until the first /clock message
+            return ""
+        ahead = (stamp_ns - now_ns) / NS_PER_S
+        if ahead > self.settings.max_future_s:
+            return f"stamp {ahead:.2f} s in the future"
+        if -ahead > self.settings.max_delay_s:
+            return f"stamp {-ahead:.2f} s in the past"
+        return ""
+
+    def _order_refusal(self, modality: Modality, stamp_ns: int) -> str:
+        last = self.health[modality].last_stamp_ns
+        if last is None:
+            return ""
+        if stamp_ns < last - self.settings.jump_back_s * NS_PER_S:
+            self.time_jumps += 1
+            self.on_warning(
+                f"time jumped back {(last - stamp_ns) / NS_PER_S:.2f} s on {modality.value} "
+                "(a looping bag?): buffered messages forgotten"
+            )
+            self._forget()
+            return ""
+        if stamp_ns == last:
+            return "duplicate stamp"
+        if stamp_ns < last:
+            return "stamp older than the previous message (out of order)"
+        return ""
+
+    def _keys_frame(self, stamp_ns: int) -> bool:
+        if self._last_frame_ns is None:
+            return True
+        return stamp_ns - self._last_frame_ns >= self.settings.frame_period_s * NS_PER_S / 2
+
+    def poll(self, now_ns: int) -> list[SyncedFrame]:
+        """Frames that are complete or whose wait is over, oldest first."""
+        frames = []
+        timeout_ns = self.settings.timeout_s * NS_PER_S
+        while self._pending:
+            pending = self._pending[0]
+            timed_out = now_ns - pending.arrived_ns >= timeout_ns
+            if not (timed_out or self._complete(pending, now_ns)):
+                break
+            self._pending.popleft()
+            frames.append(self._assemble(pending, now_ns))
+        return frames
+
+    def _window(self, modality: Modality, stamp_ns: int) -> tuple[int, object] | None:
+        settings = self.settings
+        low = stamp_ns - settings.max_age_s[modality] * NS_PER_S
+        high = stamp_ns + settings.tolerance_s[modality] * NS_PER_S
+        inside = [item for item in self._buffers[modality] if low <= item[0] <= high]
+        return inside[-1] if inside else None
+
+    def _complete(self, pending: _Pending, now_ns: int) -> bool:
+        """Every sensor still speaking has delivered: frame sensors a message in their
+        window, the IMU a sample at or after the frame stamp."""
+        for modality in FRAME_SENSORS:
+            if modality is pending.reference or self.silent(modality, now_ns):
+                continue
+            if self._window(modality, pending.stamp_ns) is None:
+                return False
+        imu = self.health[Modality.IMU]
+        if self.silent(Modality.IMU, now_ns) or imu.last_stamp_ns is None:
+            return True
+        return imu.last_stamp_ns >= pending.stamp_ns
+
+    def _assemble(self, pending: _Pending, now_ns: int) -> SyncedFrame:
+        stamp = pending.stamp_ns
+        messages, missing = {}, []
+        for modality in FRAME_SENSORS:
+            if modality is pending.reference:
+                picked = (stamp, pending.message)
+            else:
+                picked = self._window(modality, stamp)
+            if picked is None:
+                missing.append(modality)
+                self.health[modality].missing_frames += 1
+            else:
+                messages[modality] = picked
+                self.health[modality].used += 1
+        imu_buffer = self._buffers[Modality.IMU]
+        imu = []
+        while imu_buffer and imu_buffer[0][0] <= stamp:
+            imu.append(imu_buffer.popleft())
+        self._prune(stamp)
+        self.frames_out += 1
+        waited = (now_ns - pending.arrived_ns) / NS_PER_S
+        return SyncedFrame(stamp, pending.reference, messages, imu, tuple(missing), waited)
+
+    def _prune(self, stamp_ns: int) -> None:
+        """Forget what no later frame can use: older than its window would reach."""
+        for modality in FRAME_SENSORS:
+            oldest = stamp_ns - self.settings.max_age_s[modality] * NS_PER_S
+            buffer = self._buffers[modality]
+            while buffer and buffer[0][0] < oldest:
+                buffer.popleft()

@@ -1,0 +1,141 @@
+"""Frame sync: keys, windows, timeouts, dead sensors, bad stamps, time jumps."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from dynfusion_ros.core.types import NS_PER_S, Modality
+from dynfusion_ros.ros.sync import FrameSync, SyncSettings
+
+CAMERA, LIDAR, RADAR, IMU = Modality.CAMERA, Modality.LIDAR, Modality.RADAR, Modality.IMU
+MS = NS_PER_S // 1000
+T0 = 100 * NS_PER_S  # the clock is well past zero, as a real one is
+
+
+def drive(seconds: float, *, dead: frozenset[Modality] = frozenset(), lidar_late_ms: int = 0):
+    """(arrival, sensor, stamp) of a rig like the simulator's, in arrival order: camera at
+    the frame time, +10 ms; lidar stamped at its sweep start 50 ms earlier, arriving
+    105 ms after that; radar at 20 Hz, +20 ms; IMU at 200 Hz, +2 ms."""
+    events = []
+    for k in range(round(seconds * 10)):
+        t = T0 + k * 100 * MS
+        events.append((t + 10 * MS, CAMERA, t))
+        events.append((t + 55 * MS + lidar_late_ms * MS, LIDAR, t - 50 * MS))
+        events += [(t + r * MS + 20 * MS, RADAR, t + r * MS) for r in (0, 50)]
+        events += [(t + i * 5 * MS + 2 * MS, IMU, t + i * 5 * MS) for i in range(20)]
+    return sorted(e for e in events if e[1] not in dead)
+
+
+def run(sync: FrameSync, events, poll_every_ms: int = 10):
+    """Feed the events, polling on a timer as a node does; frames with their emit time."""
+    out, next_poll = [], events[0][0]
+    for arrival, sensor, stamp in events:
+        while next_poll < arrival:
+            out += [(next_poll, f) for f in sync.poll(next_poll)]
+            next_poll += poll_every_ms * MS
+        out += [(arrival, f) for f in sync.add(sensor, stamp, f"{sensor.value}@{stamp}", arrival)]
+    end = events[-1][0] + NS_PER_S
+    while next_poll < end:
+        out += [(next_poll, f) for f in sync.poll(next_poll)]
+        next_poll += poll_every_ms * MS
+    return out
+
+
+def test_every_sensor_on_time_gives_one_full_frame_per_camera_stamp():
+    frames = run(FrameSync(), drive(2.0))
+    assert [f.stamp_ns for _, f in frames] == [T0 + k * 100 * MS for k in range(20)]
+    for emitted, frame in frames[1:]:
+        assert frame.missing == ()
+        assert frame.reference is CAMERA
+        assert frame.messages[LIDAR][0] == frame.stamp_ns - 50 * MS
+        assert frame.messages[RADAR][0] == frame.stamp_ns
+        # IMU samples since the previous frame, up to and including the frame stamp
+        since_previous = [frame.stamp_ns - 95 * MS + i * 5 * MS for i in range(20)]
+        assert [s for s, _ in frame.imu] == since_previous
+        # out as soon as the lidar sweep arrives, not at the timeout
+        assert emitted - frame.stamp_ns == 55 * MS
+
+
+def test_a_late_sensor_delays_a_frame_at_most_the_timeout():
+    sync = FrameSync(SyncSettings(timeout_s=0.1))
+    frames = run(sync, drive(1.0, lidar_late_ms=200))
+    for emitted, frame in frames:
+        assert emitted - (frame.stamp_ns + 10 * MS) <= 110 * MS  # arrival + timeout + one poll
+        assert LIDAR in frame.missing or frame.messages[LIDAR][0] >= frame.stamp_ns - 120 * MS
+    assert sync.health[LIDAR].missing_frames > 0
+
+
+def test_a_dead_sensor_is_not_waited_for_and_is_reported_missing():
+    sync = FrameSync()
+    frames = run(sync, drive(2.0, dead=frozenset({LIDAR})))
+    assert len(frames) == 20
+    assert all(f.missing == (LIDAR,) for _, f in frames)
+    # waited for (arrival + timeout + one poll) until it has been silent for silent_after_s,
+    # then not at all: frames go out with the radar
+    assert all(emitted - f.stamp_ns <= 170 * MS for emitted, f in frames)
+    assert all(emitted - f.stamp_ns <= 30 * MS for emitted, f in frames[4:])
+    assert sync.health[LIDAR].missing_frames == 20
+    assert sync.health[LIDAR].rate_hz() == 0.0
+    assert sync.health[CAMERA].rate_hz() == pytest.approx(10.0, rel=0.01)
+
+
+def test_a_dead_reference_hands_the_frame_clock_to_the_next_sensor():
+    events = drive(3.0)
+    cutoff = T0 + 1 * NS_PER_S
+    events = [e for e in events if not (e[1] is CAMERA and e[2] >= cutoff)]
+    sync = FrameSync()
+    frames = [f for _, f in run(sync, events)]
+    after = [f for f in frames if f.stamp_ns > cutoff]
+    assert after and all(f.reference is LIDAR and CAMERA in f.missing for f in after)
+    gaps = [b.stamp_ns - a.stamp_ns for a, b in itertools.pairwise(frames)]
+    assert max(gaps) <= 500 * MS  # the hand-over takes about silent_after_s
+    assert min(gaps) >= 50 * MS  # no frame twice
+
+
+def test_duplicate_and_out_of_order_stamps_are_dropped_and_counted():
+    events = drive(1.0)
+    extra = [
+        (events[30][0] + 1, CAMERA, T0 + 200 * MS),  # duplicate of a camera stamp
+        (events[60][0] + 1, RADAR, T0 + 100 * MS),  # older than radar's newest
+    ]
+    sync = FrameSync()
+    frames = run(sync, sorted(events + extra))
+    assert len(frames) == 10
+    assert sync.health[CAMERA].dropped == {"duplicate stamp": 1}
+    assert sync.health[RADAR].dropped == {"stamp older than the previous message (out of order)": 1}
+
+
+def test_stamps_far_from_the_clock_are_dropped_with_the_reason():
+    sync = FrameSync()
+    assert sync.add(CAMERA, T0 + 3 * NS_PER_S, "future", T0) == []
+    assert sync.add(LIDAR, T0 - 60 * NS_PER_S, "stale", T0) == []
+    assert sync.health[CAMERA].dropped == {"stamp 3.00 s in the future": 1}
+    assert sync.health[LIDAR].dropped == {"stamp 60.00 s in the past": 1}
+    # a sim clock before its first /clock message reads zero: stamps are not judged
+    unclocked = FrameSync()
+    unclocked.add(CAMERA, T0, "x", 0)
+    assert not unclocked.health[CAMERA].dropped
+
+
+def test_a_backwards_time_jump_resets_and_frames_start_again():
+    first = drive(2.0)
+    again = drive(2.0)  # the same stamps again: a looping bag with a looping clock
+    shift = first[-1][0] + 50 * MS - again[0][0]
+    warnings = []
+    sync = FrameSync(on_warning=warnings.append)
+    frames = run(sync, first)
+    # arrival times keep going forward (wall clock); stamps restart
+    frames += run(sync, [(a + shift, s, t) for a, s, t in again])
+    assert sync.time_jumps == 1 and "time jumped back" in warnings[0]
+    stamps = [f.stamp_ns for _, f in frames]
+    assert stamps == [T0 + k * 100 * MS for k in range(20)] * 2
+    assert not any(sync.health[m].dropped for m in sync.health)
+
+
+def test_settings_are_checked():
+    with pytest.raises(ValueError, match="timeout_s"):
+        SyncSettings(timeout_s=0)
+    with pytest.raises(ValueError, match="reference_order"):
+        SyncSettings(reference_order=(IMU,))
