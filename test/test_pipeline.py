@@ -3,6 +3,7 @@ weights; the recorded replay the benchmark uses; `dynfusion evaluate` and its er
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -81,6 +82,31 @@ def test_oracle_picks_the_truly_best_selection(runner, clear_frames):
     every = flow.runner.run(labelled.frame, flow.gate.branch_names).detections
     qualities = flow.score_selections(labelled.frame, every, labelled.truth)
     assert result.decision.utility == pytest.approx(qualities.max())
+
+
+def test_a_choice_made_in_another_pipeline_gives_the_same_frame(runner, clear_frames):
+    """The nodes split the flow: the context estimator chooses, the fusion node adopts the
+    selection (after a round trip through its message) and executes it."""
+    from dynfusion_ros.ros.convert import msg_to_selection, selection_to_msg
+
+    budget = 0.5 * PROFILE.selection_energy_j(PROFILE.heads_j)
+    estimator = pipeline(runner, budget_j=budget)
+    fusion = pipeline(runner)  # no budget of its own: the selection carries it
+    whole = pipeline(runner, budget_j=budget)
+    for labelled in clear_frames[:3]:
+        choice = estimator.choose(labelled.frame)
+        received = msg_to_selection(selection_to_msg(choice.selection))
+        split = fusion.execute(labelled.frame, fusion.adopt(received))
+        together = whole.process(labelled.frame)
+        assert split.decision.chosen == together.decision.chosen
+        assert split.detections == together.detections
+        assert split.energy.component_energy_j == together.energy.component_energy_j
+        assert split.energy.budget_j == pytest.approx(budget)
+    stranger = dataclasses.replace(
+        choice.selection, branch_names=("sonar",), chosen=(True,), predicted_utility=(0.5,)
+    )
+    with pytest.raises(ValueError, match="unknown branches \\['sonar'\\]"):
+        fusion.adopt(stranger)
 
 
 def test_replaying_the_record_gives_the_pipeline_s_own_numbers(runner, record, clear_bag):

@@ -41,13 +41,25 @@ SelectionScorer = Callable[
 
 
 @dataclass
+class Choice:
+    """What a frame will run, decided before any stem runs."""
+
+    selection: Selection
+    decision: Decision
+    features: ContextFeatures | None  # None when the choice came from another process
+    outputs: BranchOutputs | None  # every branch already run: the oracle needs them to choose
+    started: float  # perf_counter when the frame started, for its latency
+    meter_sample: object  # the energy meter's reading then
+
+
+@dataclass
 class FrameResult:
     """Everything one frame produced."""
 
     detections: list[Detection]
     selection: Selection
     energy: EnergyRecord
-    features: ContextFeatures
+    features: ContextFeatures | None
     decision: Decision
     branch_detections: dict[str, list[Detection]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)  # branch -> why it could not run
@@ -144,9 +156,10 @@ class DynamicFusionPipeline:
             calibration=self.calibration,
         )
 
-    def process(self, frame: SensorFrame, truth: list[Detection] | None = None) -> FrameResult:
-        """One frame through the whole flow. ``truth`` is needed by the oracle only."""
-        start = time.perf_counter()
+    def choose(self, frame: SensorFrame, truth: list[Detection] | None = None) -> Choice:
+        """The first half of a frame (the context estimator's): features and the selection,
+        before any stem runs. ``truth`` is needed by the oracle only."""
+        started = time.perf_counter()
         sample = self.meter.sample() if self.meter else None
         features = self.context(frame)
         true_quality, outputs = None, None
@@ -156,31 +169,61 @@ class DynamicFusionPipeline:
             outputs = self.runner.run(frame, self.gate.branch_names)
             true_quality = self.selection_scorer(frame, outputs.detections, truth)
         decision = self.gate.decide(features, self.policy, self.budget_j, true_quality)
-        if outputs is None:
-            outputs = self.runner.run(frame, decision.chosen)
+        selection = self._selection(frame, features, decision)
+        return Choice(selection, decision, features, outputs, started, sample)
+
+    def adopt(self, selection: Selection) -> Choice:
+        """A selection made elsewhere (the fusion node receives it from the context
+        estimator) as this frame's choice; unknown branch names are a ValueError."""
+        unknown = set(selection.branch_names) - set(self.gate.branch_names)
+        if unknown:
+            raise ValueError(f"selection names unknown branches {sorted(unknown)}")
+        chosen = tuple(
+            n for n, c in zip(selection.branch_names, selection.chosen, strict=True) if c
+        )
+        decision = Decision(
+            chosen,
+            selection.selection_utility,
+            selection.predicted_energy_j,
+            dict(zip(selection.branch_names, selection.predicted_utility, strict=True)),
+            selection.context_label,
+            dict(selection.context_scores),
+        )
+        sample = self.meter.sample() if self.meter else None
+        return Choice(selection, decision, None, None, time.perf_counter(), sample)
+
+    def execute(self, frame: SensorFrame, choice: Choice) -> FrameResult:
+        """The second half (the fusion node's): run the chosen branches, fuse, account."""
+        decision = choice.decision
+        outputs = choice.outputs or self.runner.run(frame, decision.chosen)
         ran = {n: outputs.detections[n] for n in decision.chosen if n in outputs.detections}
         detections = fuse(ran, self.fusion_method, calibration=self.calibration)
-        measured = self.meter.joules_since(sample) if self.meter else float("nan")
+        meter = self.meter
+        measured = meter.joules_since(choice.meter_sample) if meter else float("nan")
         profile = self.gate.profile
         stems = [stem.value for stem in stems_for(ran)]
         energy = EnergyRecord(
             frame.stamp_ns,
             profile.components_j(stems, ran),
             profile.branch_energy_j(ran),
-            self.budget_j or 0.0,
-            self.meter.name if self.meter else "profile",
+            choice.selection.budget_j,
+            meter.name if meter else "profile",
             measured,
         )
         return FrameResult(
             detections,
-            self._selection(frame, features, decision),
+            choice.selection,
             energy,
-            features,
+            choice.features,
             decision,
             ran,
             {n: outputs.skipped[n] for n in decision.chosen if n in outputs.skipped},
-            (time.perf_counter() - start) * 1e3,
+            (time.perf_counter() - choice.started) * 1e3,
         )
+
+    def process(self, frame: SensorFrame, truth: list[Detection] | None = None) -> FrameResult:
+        """One frame through the whole flow, in one process (the evaluator)."""
+        return self.execute(frame, self.choose(frame, truth))
 
     def _selection(
         self, frame: SensorFrame, features: ContextFeatures, decision: Decision
