@@ -21,30 +21,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 from rosbags.rosbag2 import Reader, ReaderError
 from rosbags.serde import SerdeError
 
-from dynfusion_ros.core.types import (
-    NS_PER_S,
-    CameraImage,
-    Detection,
-    ImuSample,
-    Modality,
-    PointScan,
-    SensorFrame,
-)
-from dynfusion_ros.ros.convert import (
-    ConversionError,
-    camera_info_to_model,
-    detection_array_to_detections,
-    image_to_camera_image,
-    imu_to_sample,
-    pointcloud2_to_lidar_scan,
-    pointcloud2_to_radar_scan,
-    stamp_ns,
-)
-from dynfusion_ros.ros.convert.geometry import transform_to_matrix
+from dynfusion_ros.core.types import NS_PER_S, Detection, Modality, SensorFrame
+from dynfusion_ros.ros.convert import ConversionError, detection_array_to_detections, stamp_ns
+from dynfusion_ros.ros.frames import FrameBuilder
 from dynfusion_ros.ros.typestore import bag_typestore
 
 
@@ -118,7 +100,8 @@ class _Latest:
 
 
 class _FrameAssembler:
-    """Buffers converted-on-demand sensor messages and builds the frame for each stamp."""
+    """Buffers sensor messages (converted only when a frame uses them) and builds the
+    frame for each stamp."""
 
     def __init__(self, topics: BagTopics, timing: FrameTiming, report: _Reporter) -> None:
         self.topics, self.timing, self.report = topics, timing, report
@@ -127,11 +110,12 @@ class _FrameAssembler:
             topics.lidar: Modality.LIDAR,
             topics.radar: Modality.RADAR,
         }
+        self.topic_of = {modality: topic for topic, modality in self.sensors.items()}
+        self.topic_of[Modality.IMU] = topics.imu
         self.buffers = {modality: _Latest() for modality in self.sensors.values()}
-        self.imu: deque[ImuSample] = deque()
+        self.imu: deque[tuple[int, object]] = deque()
         self.contexts = _Latest()
-        self.extrinsics: dict[str, np.ndarray] = {}
-        self.camera_model = None
+        self.builder = FrameBuilder()
         self.previous_stamp: int | None = None
 
     def handle(self, topic: str, msg) -> None:
@@ -139,60 +123,39 @@ class _FrameAssembler:
         topics = self.topics
         try:
             if topic == topics.tf_static:
-                for transform in msg.transforms:
-                    self.extrinsics[transform.child_frame_id] = transform_to_matrix(transform)
+                self.builder.take_transforms(msg)
             elif topic == topics.camera_info:
-                self.camera_model = camera_info_to_model(msg)
+                self.builder.take_camera_info(msg)
             elif topic in self.sensors:
                 self.buffers[self.sensors[topic]].add(stamp_ns(msg.header), msg)
             elif topic == topics.imu:
-                self.imu.append(imu_to_sample(msg))
+                self.imu.append((stamp_ns(msg.header), msg))
             elif topic == topics.context:
                 self.contexts.add(stamp_ns(msg.header), (msg.context, tuple(msg.faults)))
         except ConversionError as error:
             self.report(topic, str(error))
 
-    def _convert(self, modality: Modality, msg) -> CameraImage | PointScan:
-        if modality is Modality.CAMERA:
-            if self.camera_model is None:
-                raise ConversionError("camera_info", "no CameraInfo received yet")
-            return image_to_camera_image(msg, self.camera_model)
-        if modality is Modality.LIDAR:
-            return pointcloud2_to_lidar_scan(msg)
-        return pointcloud2_to_radar_scan(msg)
-
-    def _attach(self, frame: SensorFrame, modality: Modality, topic: str) -> None:
+    def _pick(self, modality: Modality, stamp: int) -> tuple[int, object] | None:
         max_age = round(self.timing.max_age_s[modality] * NS_PER_S)
         tolerance = round(self.timing.tolerance_s * NS_PER_S)
-        picked = self.buffers[modality].pick(frame.stamp_ns, tolerance, max_age)
-        if picked is None:
-            return
-        try:
-            data = self._convert(modality, picked[1])
-        except ConversionError as error:
-            self.report(topic, str(error))
-            return
-        frame_id = data.model.frame_id if isinstance(data, CameraImage) else data.frame_id
-        if frame_id not in self.extrinsics:
-            self.report(topic, f"no /tf_static transform from base_link to {frame_id!r}")
-            return
-        data.T_base_sensor = self.extrinsics[frame_id]
-        setattr(frame, modality.value, data)
-        frame.sensor_stamps_ns[modality] = picked[0]
+        return self.buffers[modality].pick(stamp, tolerance, max_age)
 
     def assemble(self, stamp: int, truth: list[Detection]) -> LabelledFrame:
-        frame = SensorFrame(stamp_ns=stamp)
-        for topic, modality in self.sensors.items():
-            self._attach(frame, modality, topic)
+        picked = {m: self._pick(m, stamp) for m in self.sensors.values()}
         period_ns = round(self.timing.frame_period_s * NS_PER_S)
         start = self.previous_stamp if self.previous_stamp is not None else stamp - period_ns
-        frame.imu = tuple(s for s in self.imu if start < s.stamp_ns <= stamp)
+        imu = [msg for t, msg in self.imu if start < t <= stamp]
+        frame, problems = self.builder.build(
+            stamp, {m: p for m, p in picked.items() if p is not None}, imu
+        )
+        for modality, problem in problems.items():
+            self.report(self.topic_of[modality], problem)
         context = self.contexts.pick(stamp, 0, 10 * NS_PER_S)
         label, faults = ("", ()) if context is None else context[1]
         self.previous_stamp = stamp
         for buffer in self.buffers.values():
             buffer.forget_before(stamp - NS_PER_S)
-        while self.imu and self.imu[0].stamp_ns <= stamp:
+        while self.imu and self.imu[0][0] <= stamp:
             self.imu.popleft()
         return LabelledFrame(frame, truth, label, faults)
 

@@ -1,0 +1,87 @@
+"""Sensor messages of one frame -> a core ``SensorFrame``, with the calibration they need.
+
+Shared by the nodes (frames from ``sync.FrameSync``) and the bag reader, so a frame is
+built the same way live and offline. The builder keeps what arrives once: the camera's
+CameraInfo and the /tf_static extrinsics (base_link -> each sensor frame). A message
+that cannot be used (malformed, or from a frame with no transform) is left out of the
+frame and its problem returned, for the caller to report with the topic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+from dynfusion_ros.core.types import CameraImage, Modality, PointScan, SensorFrame
+from dynfusion_ros.ros.convert import (
+    ConversionError,
+    camera_info_to_model,
+    image_to_camera_image,
+    imu_to_sample,
+    pointcloud2_to_lidar_scan,
+    pointcloud2_to_radar_scan,
+)
+from dynfusion_ros.ros.convert.geometry import transform_to_matrix
+
+
+class FrameBuilder:
+    def __init__(self) -> None:
+        self.camera_model = None
+        self.extrinsics: dict[str, np.ndarray] = {}
+
+    def take_camera_info(self, msg) -> None:
+        """Raises ConversionError for a malformed CameraInfo (the previous one stays)."""
+        self.camera_model = camera_info_to_model(msg)
+
+    def take_transforms(self, msg) -> None:
+        """A tf2_msgs/TFMessage from /tf_static: every child frame's pose in its parent."""
+        for transform in msg.transforms:
+            self.extrinsics[transform.child_frame_id] = transform_to_matrix(transform)
+
+    def convert(self, modality: Modality, msg) -> CameraImage | PointScan:
+        """One sensor message in the core's types, placed on base_link; ConversionError
+        when it is malformed or its frame has no transform."""
+        if modality is Modality.CAMERA:
+            if self.camera_model is None:
+                raise ConversionError("camera_info", "no CameraInfo received yet")
+            data = image_to_camera_image(msg, self.camera_model)
+            frame_id = data.model.frame_id
+        elif modality is Modality.LIDAR:
+            data = pointcloud2_to_lidar_scan(msg)
+            frame_id = data.frame_id
+        else:
+            data = pointcloud2_to_radar_scan(msg)
+            frame_id = data.frame_id
+        if frame_id not in self.extrinsics:
+            raise ConversionError(
+                "header.frame_id", f"no /tf_static transform from base_link to {frame_id!r}"
+            )
+        data.T_base_sensor = self.extrinsics[frame_id]
+        return data
+
+    def build(
+        self,
+        stamp_ns: int,
+        messages: dict[Modality, tuple[int, object]],
+        imu: Iterable[object] = (),
+    ) -> tuple[SensorFrame, dict[Modality, str]]:
+        """The frame from ``messages`` (sensor -> (stamp, message)) and IMU messages, and
+        the problem of each message left out."""
+        frame = SensorFrame(stamp_ns=stamp_ns)
+        problems: dict[Modality, str] = {}
+        for modality, (stamp, msg) in messages.items():
+            try:
+                setattr(frame, modality.value, self.convert(modality, msg))
+            except ConversionError as error:
+                problems[modality] = str(error)
+                continue
+            frame.sensor_stamps_ns[modality] = stamp
+        samples = []
+        for msg in imu:
+            try:
+                samples.append(imu_to_sample(msg))
+            except ConversionError as error:
+                problems[Modality.IMU] = str(error)
+        frame.imu = tuple(samples)
+        return frame, problems
