@@ -39,6 +39,8 @@ setup(
     entry_points={
         "console_scripts": [
             "dynfusion = dynfusion_ros.cli:main",
+            "context_estimator = dynfusion_ros.ros.bringup:context_estimator_main",
+            "fusion = dynfusion_ros.ros.bringup:fusion_main",
         ],
     },
 )

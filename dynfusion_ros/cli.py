@@ -90,6 +90,18 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Configure | None,
         *_delegate("dynfusion_ros.eval.benchmark"),
         "every policy and a sweep of budgets on a suite: table and accuracy-energy plot",
     ),
+    "run": (
+        *_delegate("dynfusion_ros.ros.bringup"),
+        "bring up the context estimator and fusion nodes in one process",
+    ),
+    "replay": (
+        *_delegate("dynfusion_ros.ros.replay"),
+        "publish a rosbag2's messages with their original timing (like ros2 bag play)",
+    ),
+    "record": (
+        *_delegate("dynfusion_ros.ros.record"),
+        "write what arrives on topics into a rosbag2 (like ros2 bag record)",
+    ),
 }
 
 

@@ -124,7 +124,7 @@ def test_a_backwards_time_jump_resets_and_frames_start_again():
     again = drive(2.0)  # the same stamps again: a looping bag with a looping clock
     shift = first[-1][0] + 50 * MS - again[0][0]
     warnings = []
-    sync = FrameSync(on_warning=warnings.append)
+    sync = FrameSync(on_time_jump=warnings.append)
     frames = run(sync, first)
     # arrival times keep going forward (wall clock); stamps restart
     frames += run(sync, [(a + shift, s, t) for a, s, t in again])

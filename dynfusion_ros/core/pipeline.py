@@ -21,7 +21,7 @@ from typing import Protocol
 
 import numpy as np
 
-from dynfusion_ros.core.branches.registry import stems_for
+from dynfusion_ros.core.branches.registry import BRANCHES, stems_for
 from dynfusion_ros.core.branches.runner import BranchOutputs, BranchRunner
 from dynfusion_ros.core.context import ContextEstimator, ContextFeatures
 from dynfusion_ros.core.energy import EnergyMeter, EnergyProfile
@@ -77,10 +77,27 @@ def check_budget(budget_j: float | None) -> float | None:
     return float(budget_j)
 
 
+def load_gate(
+    profile: Path,
+    gate: Path | None,
+    *,
+    branch_names: Sequence[str] = tuple(BRANCHES),
+    hysteresis_frames: int = 2,
+) -> Gate:
+    """The gate from its files: the energy profile and (when given) the gate model; a
+    missing or corrupt file is an error naming it."""
+    model = GateModel.load(gate) if gate is not None else None
+    energy = EnergyProfile.load(profile)
+    return Gate(energy, model, branch_names=branch_names, hysteresis_frames=hysteresis_frames)
+
+
 class DynamicFusionPipeline:
+    """The per-frame flow. ``runner`` may be None where only choices are made (the
+    context estimator never runs a branch)."""
+
     def __init__(
         self,
-        runner: Runner,
+        runner: Runner | None,
         gate: Gate,
         *,
         policy: Policy | str = "dynamic",
@@ -113,13 +130,13 @@ class DynamicFusionPipeline:
     ) -> DynamicFusionPipeline:
         """Load the branch network, the energy profile and (when given) the gate model;
         every missing or corrupt file is an error naming it."""
-        energy = EnergyProfile.load(profile)
-        model = GateModel.load(gate) if gate is not None else None
         runner = BranchRunner.load(branches, device=device)
-        gate_ = Gate(
-            energy, model, branch_names=runner.branch_names, hysteresis_frames=hysteresis_frames
+        names = runner.branch_names
+        return cls(
+            runner,
+            load_gate(profile, gate, branch_names=names, hysteresis_frames=hysteresis_frames),
+            **options,
         )
-        return cls(runner, gate_, **options)
 
     @property
     def policy(self) -> Policy:
@@ -166,7 +183,7 @@ class DynamicFusionPipeline:
         if self.policy.kind == "oracle":
             if truth is None:
                 raise ValueError("the oracle policy needs ground truth (offline evaluation only)")
-            outputs = self.runner.run(frame, self.gate.branch_names)
+            outputs = self._runner().run(frame, self.gate.branch_names)
             true_quality = self.selection_scorer(frame, outputs.detections, truth)
         decision = self.gate.decide(features, self.policy, self.budget_j, true_quality)
         selection = self._selection(frame, features, decision)
@@ -195,7 +212,7 @@ class DynamicFusionPipeline:
     def execute(self, frame: SensorFrame, choice: Choice) -> FrameResult:
         """The second half (the fusion node's): run the chosen branches, fuse, account."""
         decision = choice.decision
-        outputs = choice.outputs or self.runner.run(frame, decision.chosen)
+        outputs = choice.outputs or self._runner().run(frame, decision.chosen)
         ran = {n: outputs.detections[n] for n in decision.chosen if n in outputs.detections}
         detections = fuse(ran, self.fusion_method, calibration=self.calibration)
         meter = self.meter
@@ -220,6 +237,11 @@ class DynamicFusionPipeline:
             {n: outputs.skipped[n] for n in decision.chosen if n in outputs.skipped},
             (time.perf_counter() - choice.started) * 1e3,
         )
+
+    def _runner(self) -> Runner:
+        if self.runner is None:
+            raise RuntimeError("this pipeline makes choices only: it has no branch runner")
+        return self.runner
 
     def process(self, frame: SensorFrame, truth: list[Detection] | None = None) -> FrameResult:
         """One frame through the whole flow, in one process (the evaluator)."""

@@ -149,7 +149,7 @@ class _FrameAssembler:
             stamp, {m: p for m, p in picked.items() if p is not None}, imu
         )
         for modality, problem in problems.items():
-            self.report(self.topic_of[modality], problem)
+            self.report(self.topic_of[modality], str(problem))
         context = self.contexts.pick(stamp, 0, 10 * NS_PER_S)
         label, faults = ("", ()) if context is None else context[1]
         self.previous_stamp = stamp

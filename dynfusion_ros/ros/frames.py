@@ -65,16 +65,16 @@ class FrameBuilder:
         stamp_ns: int,
         messages: dict[Modality, tuple[int, object]],
         imu: Iterable[object] = (),
-    ) -> tuple[SensorFrame, dict[Modality, str]]:
+    ) -> tuple[SensorFrame, dict[Modality, ConversionError]]:
         """The frame from ``messages`` (sensor -> (stamp, message)) and IMU messages, and
-        the problem of each message left out."""
+        why each message left out could not be used."""
         frame = SensorFrame(stamp_ns=stamp_ns)
-        problems: dict[Modality, str] = {}
+        problems: dict[Modality, ConversionError] = {}
         for modality, (stamp, msg) in messages.items():
             try:
                 setattr(frame, modality.value, self.convert(modality, msg))
             except ConversionError as error:
-                problems[modality] = str(error)
+                problems[modality] = error
                 continue
             frame.sensor_stamps_ns[modality] = stamp
         samples = []
@@ -82,6 +82,6 @@ class FrameBuilder:
             try:
                 samples.append(imu_to_sample(msg))
             except ConversionError as error:
-                problems[Modality.IMU] = str(error)
+                problems[Modality.IMU] = error
         frame.imu = tuple(samples)
         return frame, problems

@@ -116,15 +116,15 @@ class _Pending:
 
 
 class FrameSync:
-    """Assembles frames; ``on_warning`` hears what a log should say (time jumps)."""
+    """Assembles frames; ``on_time_jump`` hears why state was reset (time went backwards)."""
 
     def __init__(
         self,
         settings: SyncSettings | None = None,
-        on_warning: Callable[[str], None] | None = None,
+        on_time_jump: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings or SyncSettings()
-        self.on_warning = on_warning or (lambda _: None)
+        self.on_time_jump = on_time_jump or (lambda _: None)
         self.health = {m: SensorHealth() for m in (*FRAME_SENSORS, Modality.IMU)}
         self.frames_out = 0
         self.time_jumps = 0
@@ -203,7 +203,7 @@ class FrameSync:
             return ""
         if stamp_ns < last - self.settings.jump_back_s * NS_PER_S:
             self.time_jumps += 1
-            self.on_warning(
+            self.on_time_jump(
                 f"time jumped back {(last - stamp_ns) / NS_PER_S:.2f} s on {modality.value} "
                 "(a looping bag?): buffered messages forgotten"
             )
@@ -271,6 +271,7 @@ class FrameSync:
         imu = []
         while imu_buffer and imu_buffer[0][0] <= stamp:
             imu.append(imu_buffer.popleft())
+        self.health[Modality.IMU].used += len(imu)
         self._prune(stamp)
         self.frames_out += 1
         waited = (now_ns - pending.arrived_ns) / NS_PER_S

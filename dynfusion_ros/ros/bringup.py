@@ -1,0 +1,106 @@
+"""Bring-up without launch: both nodes in one process on a multi-threaded executor
+(`dynfusion run`), and the per-node executables launch files start
+(`context_estimator`, `fusion`).
+
+The parameters file is the one the launch files use (config/dynfusion.yaml): a ``/**``
+section both nodes read, and a section per node.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from dynfusion_ros.resources import package_file
+
+PARAMS_FILE = Path("config/dynfusion.yaml")
+START_ERRORS = (ValueError, RuntimeError, OSError)  # parameters, model files, meters
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--params",
+        type=Path,
+        default=None,
+        help="ROS 2 parameters file (default: the shipped config/dynfusion.yaml)",
+    )
+    parser.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME:=VALUE",
+        help="set a parameter on both nodes, e.g. -p energy_budget_j:=0.3 (repeatable)",
+    )
+
+
+def ros_arguments(params: Path | None, overrides: Sequence[str]) -> list[str]:
+    """rclpy's command line for a parameters file and NAME:=VALUE overrides."""
+    params = params or package_file(PARAMS_FILE)
+    if not params.is_file():
+        raise ValueError(f"no parameters file {params}")
+    arguments = ["--ros-args", "--params-file", str(params)]
+    for override in overrides:
+        name, separator, value = override.partition(":=")
+        if not (separator and name and value):
+            raise ValueError(f"-p {override!r}: expected NAME:=VALUE")
+        arguments += ["-p", override]
+    return arguments
+
+
+def spin(factories: Sequence[Callable[[], object]], arguments: list[str]) -> int:
+    """Create the nodes and spin them until Ctrl-C; a start-up error is one line, exit 2."""
+    import rclpy
+    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+
+    rclpy.init(args=arguments)
+    nodes = []
+    try:
+        nodes = [factory() for factory in factories]
+    except START_ERRORS as error:
+        print(f"dynfusion: cannot start: {error}", file=sys.stderr)
+        for node in nodes:
+            node.destroy_node()
+        rclpy.try_shutdown()
+        return 2
+    executor = MultiThreadedExecutor()
+    for node in nodes:
+        executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        executor.shutdown()
+        for node in nodes:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from dynfusion_ros.ros.context_estimator_node import ContextEstimatorNode
+    from dynfusion_ros.ros.fusion_node import FusionNode
+
+    try:
+        arguments = ros_arguments(args.params, args.param)
+    except ValueError as error:
+        print(f"dynfusion run: error: {error}", file=sys.stderr)
+        return 2
+    return spin((ContextEstimatorNode, FusionNode), arguments)
+
+
+def context_estimator_main() -> None:
+    """Entry point of the `context_estimator` executable (ROS arguments from argv)."""
+    from dynfusion_ros.ros.context_estimator_node import ContextEstimatorNode
+
+    sys.exit(spin((ContextEstimatorNode,), sys.argv))
+
+
+def fusion_main() -> None:
+    """Entry point of the `fusion` executable (ROS arguments from argv)."""
+    from dynfusion_ros.ros.fusion_node import FusionNode
+
+    sys.exit(spin((FusionNode,), sys.argv))

@@ -1,0 +1,80 @@
+"""context_estimator: per frame, context features and the gate's selection of branches.
+
+Subscribes to the sensors, assembles frames (``sync.py``), and publishes one
+dynfusion_msgs/BranchSelection per frame on /dynfusion/selection, stamped with the
+frame's stamp. Runs no branch: the choice is made before any stem. ``energy_budget_j``
+and ``policy`` can be set while it runs (``ros2 param set``); refused values say why.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from diagnostic_msgs.msg import DiagnosticStatus
+from dynfusion_msgs.msg import BranchSelection
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+from dynfusion_ros.core.pipeline import DynamicFusionPipeline
+from dynfusion_ros.core.types import SensorFrame
+from dynfusion_ros.ros.convert import selection_to_msg
+from dynfusion_ros.ros.diagnostics import publish_diagnostics, status
+from dynfusion_ros.ros.gate_params import GATE_PARAMS, make_gate
+from dynfusion_ros.ros.parameters import declare
+from dynfusion_ros.ros.sensor_input import SENSOR_PARAMS, SensorInput
+from dynfusion_ros.ros.sync import SyncedFrame
+
+SELECTION_TOPIC = "/dynfusion/selection"
+SELECTION_QOS = QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE)
+
+
+class ContextEstimatorNode(Node):
+    def __init__(self, **node_options) -> None:
+        super().__init__("context_estimator", **node_options)
+        values = declare(self, (*SENSOR_PARAMS, *GATE_PARAMS), self._on_change)
+        self.pipeline = DynamicFusionPipeline(
+            None, make_gate(values), policy=values["policy"], budget_j=values["energy_budget_j"]
+        )
+        self.publisher = self.create_publisher(BranchSelection, SELECTION_TOPIC, SELECTION_QOS)
+        self.input = SensorInput(self, values, self._on_frame, on_time_jump=self.pipeline.reset)
+        self.frames = 0
+        self.fallbacks: Counter[str] = Counter()
+        self.unaffordable = 0  # frames where nothing available fitted the budget
+        self.last_choice = ""
+        publish_diagnostics(self, self._statuses)
+
+    def _on_change(self, name: str, value: object) -> None:
+        if name == "energy_budget_j":
+            self.pipeline.budget_j = value
+        elif name == "policy":
+            self.pipeline.policy = value
+        self.get_logger().info(f"{name} set to {value}")
+
+    def _on_frame(self, _: SyncedFrame, frame: SensorFrame) -> None:
+        choice = self.pipeline.choose(frame)
+        self.publisher.publish(selection_to_msg(choice.selection))
+        decision = choice.decision
+        self.frames += 1
+        self.fallbacks[decision.fallback] += bool(decision.fallback)
+        self.unaffordable += decision.over_budget
+        self.last_choice = "+".join(decision.chosen)
+
+    def _statuses(self) -> list[DiagnosticStatus]:
+        pipeline = self.pipeline
+        level, message = DiagnosticStatus.OK, f"running {self.last_choice or 'nothing yet'}"
+        if self.unaffordable:
+            level = DiagnosticStatus.WARN
+            message = f"{self.unaffordable} frames had nothing within the budget"
+        values = {
+            "policy": pipeline.policy.text,
+            "energy_budget_j": pipeline.budget_j,
+            "cheapest_selection_j": f"{pipeline.gate.cheapest_energy_j:.4f}",
+            "frames": self.frames,
+            "frames_over_budget": self.unaffordable,
+            "fallback_frames": sum(self.fallbacks.values()),
+            **{f"fallback: {reason}": n for reason, n in self.fallbacks.items() if n},
+        }
+        return [
+            *self.input.statuses("context_estimator"),
+            status("context_estimator: gate", level, message, values),
+        ]

@@ -1,0 +1,260 @@
+"""fusion: runs the branches the context estimator chose, fuses them, publishes the result.
+
+Assembles the same frames as the context estimator and pairs each with the
+BranchSelection of the same stamp. A frame waits up to ``selection_wait_s`` for its
+selection; when none comes (the estimator is down, slow, or keyed the frame
+differently), the **fallback** is to choose here with the same gate, under the budget and
+policy of the last selection received (before any: this node's own ``energy_budget_j``
+and ``policy``). Every fallback is counted with its reason on /diagnostics.
+
+Publishes vision_msgs/Detection3DArray on /dynfusion/detections (base_link, the frame's
+stamp), vision_msgs/LabelInfo on /dynfusion/label_info (transient local) and
+dynfusion_msgs/EnergyReport on /dynfusion/energy, one of each per frame.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, OrderedDict, deque
+from dataclasses import dataclass
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticStatus
+from dynfusion_msgs.msg import BranchSelection, EnergyReport
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from vision_msgs.msg import Detection3DArray, LabelInfo
+
+from dynfusion_ros.core.branches import BranchRunner
+from dynfusion_ros.core.energy import METERS, make_meter
+from dynfusion_ros.core.fusion import METHODS
+from dynfusion_ros.core.pipeline import DynamicFusionPipeline
+from dynfusion_ros.core.types import NS_PER_S, ObjectClass, Selection, SensorFrame
+from dynfusion_ros.resources import default_model_path
+from dynfusion_ros.ros.context_estimator_node import SELECTION_QOS, SELECTION_TOPIC
+from dynfusion_ros.ros.convert import (
+    ConversionError,
+    detections_to_array,
+    energy_record_to_msg,
+    label_info,
+    msg_to_selection,
+)
+from dynfusion_ros.ros.diagnostics import publish_diagnostics, status
+from dynfusion_ros.ros.gate_params import GATE_PARAMS, file_or_empty, make_gate
+from dynfusion_ros.ros.parameters import Param, declare
+from dynfusion_ros.ros.sensor_input import POLL_PERIOD_S, SENSOR_PARAMS, SensorInput
+from dynfusion_ros.ros.sync import SyncedFrame
+
+SELECTIONS_KEPT = 100  # selections waiting for their frame
+LATENCIES_KEPT = 200  # frames in the latency percentiles on /diagnostics
+
+
+def _device(value: object) -> str:
+    if value == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            return "cuda requested but torch sees no CUDA device"
+    return ""
+
+
+FUSION_PARAMS = (
+    Param(
+        "branches_model",
+        "",
+        "Branch network (JSON beside its .safetensors); empty: the shipped models/branches.json.",
+        check=file_or_empty,
+    ),
+    Param("device", "cpu", "Where the branches run.", choices=("cpu", "cuda"), check=_device),
+    Param(
+        "score_threshold",
+        0.05,
+        "Fused detections scoring below this are not published (0-1).",
+        0.0,
+        1.0,
+        runtime=True,
+    ),
+    Param(
+        "fusion_method",
+        "wbf",
+        "How branch detections are fused late.",
+        choices=METHODS,
+        runtime=True,
+    ),
+    Param(
+        "selection_wait_s",
+        0.05,
+        "Longest a frame waits for its selection once assembled (s); then the fallback"
+        " chooses here.",
+        0.0,
+        2.0,
+    ),
+    Param(
+        "energy_meter",
+        "model",
+        "What measures the energy reported beside the profile's figure: model (process"
+        " CPU time x watts), rapl, nvml, jetson, or auto (the first available).",
+        choices=("auto", *METERS),
+    ),
+    Param(
+        "model_meter_watts",
+        10.0,
+        "Power of one busy CPU core for the model meter (W).",
+        0.1,
+        1000.0,
+    ),
+)
+
+
+@dataclass
+class _Waiting:
+    synced: SyncedFrame
+    frame: SensorFrame
+    deadline_ns: int
+
+
+class FusionNode(Node):
+    def __init__(self, **node_options) -> None:
+        super().__init__("fusion", **node_options)
+        values = declare(self, (*SENSOR_PARAMS, *GATE_PARAMS, *FUSION_PARAMS), self._on_change)
+        branches = values["branches_model"] or default_model_path("branches.json")
+        runner = BranchRunner.load(branches, device=values["device"])
+        self.pipeline = DynamicFusionPipeline(
+            runner,
+            make_gate(values, runner.branch_names),
+            policy=values["policy"],
+            budget_j=values["energy_budget_j"],
+            fusion_method=values["fusion_method"],
+            meter=make_meter(values["energy_meter"], watts=values["model_meter_watts"]),
+        )
+        self.score_threshold = values["score_threshold"]
+        self.wait_ns = round(values["selection_wait_s"] * NS_PER_S)
+        self.selections: OrderedDict[int, Selection] = OrderedDict()
+        self.waiting: deque[_Waiting] = deque()
+        self.frames = 0
+        self.fallbacks: Counter[str] = Counter()
+        self.over_budget = 0
+        self.bad_selections = 0
+        self.latency_ms: deque[float] = deque(maxlen=LATENCIES_KEPT)
+        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        latched = QoSProfile(
+            depth=1,
+            reliability=ReliabilityPolicy.RELIABLE,
+            durability=DurabilityPolicy.TRANSIENT_LOCAL,
+        )
+        self.detections_pub = self.create_publisher(
+            Detection3DArray, "/dynfusion/detections", reliable
+        )
+        self.energy_pub = self.create_publisher(EnergyReport, "/dynfusion/energy", reliable)
+        self.labels_pub = self.create_publisher(LabelInfo, "/dynfusion/label_info", latched)
+        self._publish_labels()
+        self.create_subscription(
+            BranchSelection, SELECTION_TOPIC, self._on_selection, SELECTION_QOS
+        )
+        self.input = SensorInput(self, values, self._on_frame, on_time_jump=self._reset)
+        self.create_timer(POLL_PERIOD_S, self._drain)
+        publish_diagnostics(self, self._statuses)
+
+    def _publish_labels(self) -> None:
+        now = self.get_clock().now().nanoseconds
+        self.labels_pub.publish(label_info(list(ObjectClass), self.score_threshold, now))
+
+    def _on_change(self, name: str, value: object) -> None:
+        if name == "energy_budget_j":
+            self.pipeline.budget_j = value
+        elif name == "policy":
+            self.pipeline.policy = value
+        elif name == "fusion_method":
+            self.pipeline.fusion_method = value
+        elif name == "score_threshold":
+            self.score_threshold = value
+            self._publish_labels()
+        self.get_logger().info(f"{name} set to {value}")
+
+    def _reset(self) -> None:
+        self.pipeline.reset()
+        self.selections.clear()
+        self.waiting.clear()
+
+    def _on_selection(self, msg) -> None:
+        try:
+            selection = msg_to_selection(msg)
+        except ConversionError as error:
+            self.bad_selections += 1
+            self.input.report(SELECTION_TOPIC, str(error))
+            return
+        self.selections[selection.stamp_ns] = selection
+        while len(self.selections) > SELECTIONS_KEPT:
+            self.selections.popitem(last=False)
+        self._drain()
+
+    def _on_frame(self, synced: SyncedFrame, frame: SensorFrame) -> None:
+        now = self.get_clock().now().nanoseconds
+        self.waiting.append(_Waiting(synced, frame, now + self.wait_ns))
+        self._drain()
+
+    def _drain(self) -> None:
+        """Run waiting frames in stamp order: each once its selection is here or its
+        wait is over."""
+        now = self.get_clock().now().nanoseconds
+        while self.waiting:
+            head = self.waiting[0]
+            selection = self.selections.pop(head.frame.stamp_ns, None)
+            if selection is None and now < head.deadline_ns:
+                return
+            self.waiting.popleft()
+            self._run(head.frame, selection)
+
+    def _run(self, frame: SensorFrame, selection: Selection | None) -> None:
+        pipeline = self.pipeline
+        choice = None
+        if selection is not None:
+            try:
+                choice = pipeline.adopt(selection)
+                self._follow(selection)
+            except ValueError as error:
+                self.bad_selections += 1
+                self.input.report(SELECTION_TOPIC, str(error))
+        if choice is None:
+            reason = "no selection for the frame" if selection is None else "unusable selection"
+            self.fallbacks[reason] += 1
+            choice = pipeline.choose(frame)
+        result = pipeline.execute(frame, choice)
+        kept = [d for d in result.detections if d.score >= self.score_threshold]
+        self.detections_pub.publish(detections_to_array(kept, frame.stamp_ns))
+        self.energy_pub.publish(energy_record_to_msg(result.energy))
+        self.frames += 1
+        self.over_budget += result.energy.over_budget
+        now = self.get_clock().now().nanoseconds
+        self.latency_ms.append((now - frame.stamp_ns) / 1e6)
+
+    def _follow(self, selection: Selection) -> None:
+        """Keep the fallback's budget and policy those of the estimator's last choice."""
+        if selection.budget_j > 0:
+            self.pipeline.budget_j = selection.budget_j
+        if selection.policy not in (self.pipeline.policy.text, "oracle"):
+            self.pipeline.policy = selection.policy
+
+    def _statuses(self) -> list[DiagnosticStatus]:
+        pipeline = self.pipeline
+        fallbacks = sum(self.fallbacks.values())
+        level, message = DiagnosticStatus.OK, f"{self.frames} frames"
+        if self.over_budget or fallbacks or self.bad_selections:
+            level = DiagnosticStatus.WARN
+            message = (
+                f"{self.over_budget} over budget, {fallbacks} fallbacks, "
+                f"{self.bad_selections} unusable selections"
+            )
+        latency = np.array(self.latency_ms or [np.nan])
+        values = {
+            "frames": self.frames,
+            "frames_over_budget": self.over_budget,
+            "fallback_frames": fallbacks,
+            **{f"fallback: {reason}": n for reason, n in self.fallbacks.items()},
+            "unusable_selections": self.bad_selections,
+            "energy_budget_j (fallback)": pipeline.budget_j,
+            "policy (fallback)": pipeline.policy.text,
+            "latency_ms_p50": f"{np.percentile(latency, 50):.1f}",
+            "latency_ms_p99": f"{np.percentile(latency, 99):.1f}",
+            "frames_waiting": len(self.waiting),
+        }
+        return [*self.input.statuses("fusion"), status("fusion: output", level, message, values)]

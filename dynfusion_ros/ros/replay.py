@@ -1,0 +1,125 @@
+"""`dynfusion replay BAG`: publish a rosbag2's messages with their original timing, as
+`ros2 bag play` does (rosbag2 itself is not on PyPI).
+
+Messages go out as the bag stores them (serialised CDR, never re-encoded), paced by
+their log times divided by ``--rate``. ``--clock`` publishes /clock with the bag's time,
+so nodes with ``use_sim_time`` see the drive's own time; ``--loop`` starts over at the end
+(the clock jumps back, and nodes reset). /tf_static goes out transient-local, as a
+robot's static transforms do, so nodes that start later still get it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from rosbags.rosbag2 import Reader, ReaderError
+
+CLOCK_PERIOD_S = 0.01  # /clock every 10 ms of wall time, as `ros2 bag play --clock 100`
+STATIC_TOPICS = ("/tf_static",)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("bag", type=Path, help="rosbag2 folder (mcap or sqlite3)")
+    parser.add_argument("--rate", type=float, default=1.0, help="playback speed (default 1)")
+    parser.add_argument("--loop", action="store_true", help="start over at the end")
+    parser.add_argument("--clock", action="store_true", help="publish /clock from the bag")
+    parser.add_argument("--topics", nargs="+", default=None, help="only these topics")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def message_class(msgtype: str):
+    """The rclpy class of ``pkg/msg/Name``; ImportError naming it when not installed."""
+    package, _, name = msgtype.split("/")
+    try:
+        return getattr(importlib.import_module(f"{package}.msg"), name)
+    except (ImportError, AttributeError):
+        raise ImportError(f"message type {msgtype} is not installed here") from None
+
+
+class Player:
+    """Publishes a bag's connections from one node; ``play`` paces them."""
+
+    def __init__(self, node, reader: Reader, topics: list[str] | None, clock: bool) -> None:
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+        from rosgraph_msgs.msg import Clock
+
+        self.node = node
+        self.connections = [c for c in reader.connections if topics is None or c.topic in topics]
+        self.publishers = {}
+        for connection in self.connections:
+            static = connection.topic in STATIC_TOPICS
+            qos = QoSProfile(
+                depth=100 if static else 20,
+                reliability=ReliabilityPolicy.RELIABLE,
+                durability=(
+                    DurabilityPolicy.TRANSIENT_LOCAL if static else DurabilityPolicy.VOLATILE
+                ),
+            )
+            kind = message_class(connection.msgtype)
+            if connection.topic not in self.publishers:
+                self.publishers[connection.topic] = node.create_publisher(
+                    kind, connection.topic, qos
+                )
+        self.clock = node.create_publisher(Clock, "/clock", 10) if clock else None
+        self.clock_class = Clock
+
+    def publish_clock(self, bag_ns: int) -> None:
+        if self.clock is not None:
+            msg = self.clock_class()
+            msg.clock.sec, msg.clock.nanosec = divmod(bag_ns, 1_000_000_000)
+            self.clock.publish(msg)
+
+    def play(self, reader: Reader, rate: float) -> Iterator[str]:
+        """Publish every message at its time; yields each topic as it goes out."""
+        start_wall, start_bag = time.monotonic(), reader.start_time
+        next_clock = 0.0
+        for connection, log_ns, raw in reader.messages(connections=self.connections):
+            due = start_wall + (log_ns - start_bag) / 1e9 / rate
+            while (now := time.monotonic()) < due:
+                if self.clock is not None and now >= next_clock:
+                    self.publish_clock(start_bag + round((now - start_wall) * rate * 1e9))
+                    next_clock = now + CLOCK_PERIOD_S
+                time.sleep(min(due - now, CLOCK_PERIOD_S))
+            self.publish_clock(log_ns)
+            self.publishers[connection.topic].publish(bytes(raw))
+            yield connection.topic
+
+
+def run(args: argparse.Namespace) -> int:
+    import rclpy
+    from tqdm import tqdm
+
+    if not args.rate > 0:
+        print(f"dynfusion replay: error: --rate must be positive, got {args.rate}", file=sys.stderr)
+        return 2
+    try:
+        reader = Reader(args.bag)
+        reader.open()
+    except (ReaderError, FileNotFoundError) as error:
+        print(f"dynfusion replay: error: {args.bag}: cannot read the bag: {error}", file=sys.stderr)
+        return 2
+    rclpy.init()
+    node = rclpy.create_node("dynfusion_replay")
+    try:
+        player = Player(node, reader, args.topics, args.clock)
+        while True:
+            total = sum(c.msgcount for c in player.connections)
+            for _ in tqdm(player.play(reader, args.rate), total=total, disable=args.quiet):
+                pass
+            if not args.loop:
+                break
+    except ImportError as error:
+        print(f"dynfusion replay: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    finally:
+        reader.close()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
