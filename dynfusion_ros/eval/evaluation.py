@@ -16,7 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from dynfusion_ros.core.pipeline import DynamicFusionPipeline, FrameResult
-from dynfusion_ros.core.types import Detection
+from dynfusion_ros.core.types import Detection, EnergyRecord
 from dynfusion_ros.eval.branch_report import situation
 from dynfusion_ros.eval.detection_metrics import ScoredFrame, evaluate_per_context
 from dynfusion_ros.eval.records import BranchRecord, RecordedRunner
@@ -77,43 +77,73 @@ class Evaluation:
         return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
 
+@dataclass(frozen=True)
+class FrameFacts:
+    """What the summary needs of one frame besides its detections: from a FrameResult
+    (offline) or from the topics the nodes published (a recording)."""
+
+    chosen: tuple[str, ...]
+    energy: EnergyRecord
+    latency_ms: float
+    fallback: bool  # the frame was decided without the gate's model (or, live, its selection)
+
+
+def summarise(
+    scored: Sequence[ScoredFrame],
+    facts: Sequence[FrameFacts],
+    *,
+    policy: str,
+    budget_j: float | None,
+    branch_names: Sequence[str],
+) -> Evaluation:
+    metrics = evaluate_per_context(scored)
+    energy = np.array([f.energy.total_energy_j for f in facts]) if facts else np.zeros(1)
+    measured = np.array([f.energy.measured_energy_j for f in facts] or [np.nan])
+    latency = np.array([f.latency_ms for f in facts] or [np.nan])
+    usage = {n: float(np.mean([n in f.chosen for f in facts] or [0])) for n in branch_names}
+    return Evaluation(
+        frames=len(scored),
+        policy=policy,
+        budget_j=budget_j,
+        map=metrics["all"].map,
+        map_per_context={c: m.map for c, m in metrics.items() if c != "all"},
+        ap_per_class=metrics["all"].ap_per_class,
+        energy_j_per_frame=float(energy.mean()),
+        energy_j_per_frame_p95=float(np.percentile(energy, 95)),
+        measured_energy_j_per_frame=float(np.mean(measured)),
+        meter=facts[0].energy.meter if facts else "profile",
+        latency_ms_p50=float(np.percentile(latency, 50)),
+        latency_ms_p99=float(np.percentile(latency, 99)),
+        branch_usage=usage,
+        budget_violations=int(sum(f.energy.over_budget for f in facts)),
+        fallback_frames=int(sum(f.fallback for f in facts)),
+    )
+
+
 class Tally:
     """Collects frame results and their ground truth, then summarises."""
 
     def __init__(self, pipeline: DynamicFusionPipeline) -> None:
         self.pipeline = pipeline
         self.scored: list[ScoredFrame] = []
-        self.results: list[FrameResult] = []
+        self.facts: list[FrameFacts] = []
 
     def add(self, result: FrameResult, truth: list[Detection], column: str) -> None:
-        result.branch_detections = {}  # keep memory flat over long bags
-        self.results.append(result)
+        decision = result.decision
+        facts = FrameFacts(
+            decision.chosen, result.energy, result.latency_ms, bool(decision.fallback)
+        )
+        self.facts.append(facts)
         self.scored.append(ScoredFrame(result.detections, truth, column))
 
     def summary(self) -> Evaluation:
-        results, budget = self.results, self.pipeline.budget_j
-        metrics = evaluate_per_context(self.scored)
-        energy = np.array([r.energy.total_energy_j for r in results]) if results else np.zeros(1)
-        measured = np.array([r.energy.measured_energy_j for r in results] or [np.nan])
-        latency = np.array([r.latency_ms for r in results] or [np.nan])
-        names = self.pipeline.gate.branch_names
-        usage = {n: float(np.mean([n in r.decision.chosen for r in results] or [0])) for n in names}
-        return Evaluation(
-            frames=len(results),
-            policy=self.pipeline.policy.text,
-            budget_j=budget,
-            map=metrics["all"].map,
-            map_per_context={c: m.map for c, m in metrics.items() if c != "all"},
-            ap_per_class=metrics["all"].ap_per_class,
-            energy_j_per_frame=float(energy.mean()),
-            energy_j_per_frame_p95=float(np.percentile(energy, 95)),
-            measured_energy_j_per_frame=float(np.mean(measured)),
-            meter=results[0].energy.meter if results else "profile",
-            latency_ms_p50=float(np.percentile(latency, 50)),
-            latency_ms_p99=float(np.percentile(latency, 99)),
-            branch_usage=usage,
-            budget_violations=int(sum(r.energy.over_budget for r in results)),
-            fallback_frames=int(sum(bool(r.decision.fallback) for r in results)),
+        pipeline = self.pipeline
+        return summarise(
+            self.scored,
+            self.facts,
+            policy=pipeline.policy.text,
+            budget_j=pipeline.budget_j,
+            branch_names=pipeline.gate.branch_names,
         )
 
 

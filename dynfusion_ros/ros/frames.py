@@ -4,7 +4,9 @@ Shared by the nodes (frames from ``sync.FrameSync``) and the bag reader, so a fr
 built the same way live and offline. The builder keeps what arrives once: the camera's
 CameraInfo and the /tf_static extrinsics (base_link -> each sensor frame). A message
 that cannot be used (malformed, or from a frame with no transform) is left out of the
-frame and its problem returned, for the caller to report with the topic.
+frame and its problem returned, for the caller to report with the topic. The nodes
+convert each message as it arrives (so a malformed one never keys or fills a frame);
+the bag reader converts only the messages a frame uses.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from dynfusion_ros.core.types import CameraImage, Modality, PointScan, SensorFrame
+from dynfusion_ros.core.types import CameraImage, ImuSample, Modality, PointScan, SensorFrame
 from dynfusion_ros.ros.convert import (
     ConversionError,
     camera_info_to_model,
@@ -39,9 +41,11 @@ class FrameBuilder:
         for transform in msg.transforms:
             self.extrinsics[transform.child_frame_id] = transform_to_matrix(transform)
 
-    def convert(self, modality: Modality, msg) -> CameraImage | PointScan:
-        """One sensor message in the core's types, placed on base_link; ConversionError
-        when it is malformed or its frame has no transform."""
+    def convert(self, modality: Modality, msg) -> CameraImage | PointScan | ImuSample:
+        """One sensor message in the core's types (camera and point clouds placed on
+        base_link); ConversionError when it is malformed or its frame has no transform."""
+        if modality is Modality.IMU:
+            return imu_to_sample(msg)
         if modality is Modality.CAMERA:
             if self.camera_model is None:
                 raise ConversionError("camera_info", "no CameraInfo received yet")
@@ -66,22 +70,30 @@ class FrameBuilder:
         messages: dict[Modality, tuple[int, object]],
         imu: Iterable[object] = (),
     ) -> tuple[SensorFrame, dict[Modality, ConversionError]]:
-        """The frame from ``messages`` (sensor -> (stamp, message)) and IMU messages, and
-        why each message left out could not be used."""
-        frame = SensorFrame(stamp_ns=stamp_ns)
+        """The frame from unconverted ``messages`` (sensor -> (stamp, message)) and IMU
+        messages, and why each message left out could not be used."""
+        converted: dict[Modality, tuple[int, object]] = {}
         problems: dict[Modality, ConversionError] = {}
         for modality, (stamp, msg) in messages.items():
             try:
-                setattr(frame, modality.value, self.convert(modality, msg))
+                converted[modality] = (stamp, self.convert(modality, msg))
             except ConversionError as error:
                 problems[modality] = error
-                continue
-            frame.sensor_stamps_ns[modality] = stamp
         samples = []
         for msg in imu:
             try:
                 samples.append(imu_to_sample(msg))
             except ConversionError as error:
                 problems[Modality.IMU] = error
-        frame.imu = tuple(samples)
-        return frame, problems
+        return assemble(stamp_ns, converted, samples), problems
+
+
+def assemble(
+    stamp_ns: int, data: dict[Modality, tuple[int, object]], imu: Iterable[ImuSample]
+) -> SensorFrame:
+    """A frame from converted sensor data (sensor -> (stamp, data)) and IMU samples."""
+    frame = SensorFrame(stamp_ns=stamp_ns, imu=tuple(imu))
+    for modality, (stamp, item) in data.items():
+        setattr(frame, modality.value, item)
+        frame.sensor_stamps_ns[modality] = stamp
+    return frame

@@ -14,6 +14,7 @@ dynfusion_msgs/EnergyReport on /dynfusion/energy, one of each per frame.
 
 from __future__ import annotations
 
+import threading
 from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass
 
@@ -89,6 +90,15 @@ FUSION_PARAMS = (
         2.0,
     ),
     Param(
+        "max_queued_frames",
+        2,
+        "Frames that may wait for the branches while they run on an earlier one; beyond"
+        " this the oldest waiting frame is dropped (counted on /diagnostics), so output"
+        " stays current when the input outruns the branches.",
+        1,
+        100,
+    ),
+    Param(
         "energy_meter",
         "model",
         "What measures the energy reported beside the profile's figure: model (process"
@@ -135,6 +145,13 @@ class FusionNode(Node):
         self.over_budget = 0
         self.bad_selections = 0
         self.latency_ms: deque[float] = deque(maxlen=LATENCIES_KEPT)
+        self.dropped_busy = 0
+        self.max_queued = values["max_queued_frames"]
+        self.queue: deque[tuple[SensorFrame, Selection | None]] = deque()
+        self.queue_ready = threading.Condition()
+        self.stopping = False
+        self.worker = threading.Thread(target=self._work, name="fusion-branches", daemon=True)
+        self.worker.start()
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         latched = QoSProfile(
             depth=1,
@@ -174,6 +191,8 @@ class FusionNode(Node):
         self.pipeline.reset()
         self.selections.clear()
         self.waiting.clear()
+        with self.queue_ready:
+            self.queue.clear()
 
     def _on_selection(self, msg) -> None:
         try:
@@ -193,8 +212,8 @@ class FusionNode(Node):
         self._drain()
 
     def _drain(self) -> None:
-        """Run waiting frames in stamp order: each once its selection is here or its
-        wait is over."""
+        """Hand waiting frames to the branch worker in stamp order: each once its
+        selection is here or its wait is over."""
         now = self.get_clock().now().nanoseconds
         while self.waiting:
             head = self.waiting[0]
@@ -202,7 +221,31 @@ class FusionNode(Node):
             if selection is None and now < head.deadline_ns:
                 return
             self.waiting.popleft()
-            self._run(head.frame, selection)
+            with self.queue_ready:
+                if len(self.queue) >= self.max_queued:
+                    self.queue.popleft()
+                    self.dropped_busy += 1
+                self.queue.append((head.frame, selection))
+                self.queue_ready.notify()
+
+    def _work(self) -> None:
+        """The branches run here, so the executor keeps taking sensor messages meanwhile
+        (their best-effort queues would overflow while a frame is being fused)."""
+        while True:
+            with self.queue_ready:
+                while not (self.queue or self.stopping):
+                    self.queue_ready.wait()
+                if self.stopping:
+                    return
+                frame, selection = self.queue.popleft()
+            self._run(frame, selection)
+
+    def destroy_node(self) -> None:
+        with self.queue_ready:
+            self.stopping = True
+            self.queue_ready.notify()
+        self.worker.join(timeout=5.0)
+        super().destroy_node()
 
     def _run(self, frame: SensorFrame, selection: Selection | None) -> None:
         pipeline = self.pipeline
@@ -238,11 +281,12 @@ class FusionNode(Node):
         pipeline = self.pipeline
         fallbacks = sum(self.fallbacks.values())
         level, message = DiagnosticStatus.OK, f"{self.frames} frames"
-        if self.over_budget or fallbacks or self.bad_selections:
+        if self.over_budget or fallbacks or self.bad_selections or self.dropped_busy:
             level = DiagnosticStatus.WARN
             message = (
                 f"{self.over_budget} over budget, {fallbacks} fallbacks, "
-                f"{self.bad_selections} unusable selections"
+                f"{self.bad_selections} unusable selections, "
+                f"{self.dropped_busy} dropped while busy"
             )
         latency = np.array(self.latency_ms or [np.nan])
         values = {
@@ -256,5 +300,6 @@ class FusionNode(Node):
             "latency_ms_p50": f"{np.percentile(latency, 50):.1f}",
             "latency_ms_p99": f"{np.percentile(latency, 99):.1f}",
             "frames_waiting": len(self.waiting),
+            "frames_dropped_busy": self.dropped_busy,
         }
         return [*self.input.statuses("fusion"), status("fusion: output", level, message, values)]

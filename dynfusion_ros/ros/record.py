@@ -93,6 +93,9 @@ def _stop_on_sigterm() -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dynfusion_ros.ros.dds import use_package_transports
+
+    use_package_transports()
     import rclpy
     from rclpy.parameter import Parameter
 
@@ -117,6 +120,8 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        for stop in (signal.SIGINT, signal.SIGTERM):  # a second signal must not cut the close
+            signal.signal(stop, signal.SIG_IGN)
         writer.close()
         node.destroy_node()
         rclpy.try_shutdown()

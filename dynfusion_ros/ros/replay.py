@@ -14,7 +14,7 @@ import argparse
 import importlib
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from rosbags.rosbag2 import Reader, ReaderError
@@ -74,11 +74,16 @@ class Player:
             msg.clock.sec, msg.clock.nanosec = divmod(bag_ns, 1_000_000_000)
             self.clock.publish(msg)
 
-    def play(self, reader: Reader, rate: float) -> Iterator[str]:
-        """Publish every message at its time; yields each topic as it goes out."""
+    def play(
+        self, reader: Reader, rate: float, skip: Callable[[str, int], bool] | None = None
+    ) -> Iterator[tuple[str, int]]:
+        """Publish every message at its time, but those ``skip(topic, log_ns)`` names;
+        yields (topic, log time) of each as it goes out."""
         start_wall, start_bag = time.monotonic(), reader.start_time
         next_clock = 0.0
         for connection, log_ns, raw in reader.messages(connections=self.connections):
+            if skip is not None and skip(connection.topic, log_ns):
+                continue
             due = start_wall + (log_ns - start_bag) / 1e9 / rate
             while (now := time.monotonic()) < due:
                 if self.clock is not None and now >= next_clock:
@@ -87,10 +92,13 @@ class Player:
                 time.sleep(min(due - now, CLOCK_PERIOD_S))
             self.publish_clock(log_ns)
             self.publishers[connection.topic].publish(bytes(raw))
-            yield connection.topic
+            yield connection.topic, log_ns
 
 
 def run(args: argparse.Namespace) -> int:
+    from dynfusion_ros.ros.dds import use_package_transports
+
+    use_package_transports()
     import rclpy
     from tqdm import tqdm
 

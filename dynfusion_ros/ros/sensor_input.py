@@ -23,7 +23,7 @@ from tf2_msgs.msg import TFMessage
 from dynfusion_ros.core.types import Modality, SensorFrame
 from dynfusion_ros.ros.convert import ConversionError, stamp_ns
 from dynfusion_ros.ros.diagnostics import status
-from dynfusion_ros.ros.frames import FrameBuilder
+from dynfusion_ros.ros.frames import FrameBuilder, assemble
 from dynfusion_ros.ros.parameters import Param
 from dynfusion_ros.ros.sync import FRAME_SENSORS, FrameSync, SyncedFrame, SyncSettings
 
@@ -235,26 +235,26 @@ class SensorInput:
             self.report("/tf_static", str(error))
 
     def _on_sensor(self, modality: Modality, msg) -> None:
+        """Convert at the door: a malformed message is dropped before it can key a frame
+        or displace a good one."""
         now = self.now_ns()
         try:
             stamp = stamp_ns(msg.header)
+            data = self.builder.convert(modality, msg)
         except ConversionError as error:
+            self.sync.health[modality].received += 1
             self.sync.drop(modality, f"malformed {error.field}")
             self.report(self.topics[modality], str(error))
             return
-        self._emit(self.sync.add(modality, stamp, msg, now))
+        self._emit(self.sync.add(modality, stamp, data, now))
 
     def _poll(self) -> None:
         self._emit(self.sync.poll(self.now_ns()))
 
     def _emit(self, frames: list[SyncedFrame]) -> None:
         for synced in frames:
-            imu = [msg for _, msg in synced.imu]
-            frame, problems = self.builder.build(synced.stamp_ns, synced.messages, imu)
-            for modality, error in problems.items():
-                self.sync.drop(modality, f"malformed {error.field}")
-                self.report(self.topics[modality], str(error))
-            self.on_frame(synced, frame)
+            imu = [sample for _, sample in synced.imu]
+            self.on_frame(synced, assemble(synced.stamp_ns, synced.messages, imu))
 
     def statuses(self, prefix: str) -> list[DiagnosticStatus]:
         """One status per sensor: rate, silence, frames without it, drops by reason."""

@@ -11,7 +11,7 @@ never stalls the output, and one silent for ``silent_after_s`` is not waited for
 
 Plain Python, no rclpy: the node passes each message with its header stamp and the
 node clock's ``now`` (ROS time, so ``use_sim_time`` replays work), and calls ``poll``
-from a timer. Messages stay unconverted until a frame uses them.
+from a timer. What it passes with each stamp is opaque here and comes back in frames.
 
 What the sync refuses, and counts per sensor with the reason:
 - a stamp equal to the sensor's previous one (duplicate) or older (out of order);
@@ -97,7 +97,7 @@ class SensorHealth:
 
 @dataclass
 class SyncedFrame:
-    """The messages of one frame, still unconverted."""
+    """The messages of one frame, as they were handed to ``add``."""
 
     stamp_ns: int
     reference: Modality

@@ -81,6 +81,7 @@ def energy_record_to_msg(record: EnergyRecord, frame_id: str = "base_link") -> E
         total_energy_j=record.total_energy_j,
         budget_j=float(record.budget_j),
         over_budget=record.over_budget,
+        measured_energy_j=float(record.measured_energy_j),
         meter=record.meter,
     )
 
@@ -96,4 +97,5 @@ def msg_to_energy_record(msg) -> EnergyRecord:
         branch_energy_j=dict(zip(msg.branch_names, map(float, msg.branch_energy_j), strict=True)),
         budget_j=float(msg.budget_j),
         meter=msg.meter,
+        measured_energy_j=float(msg.measured_energy_j),
     )

@@ -1,0 +1,131 @@
+"""Evaluate what the nodes *published*: a rosbag2 recorded from their topics, scored
+against the ground truth replayed beside them.
+
+Frames are the ground-truth frames of the drive (one per frame period, as the offline
+evaluator takes them); a frame the nodes published nothing for counts with no
+detections, so lost frames cost accuracy here exactly as they would on the road. The
+summary is the one `dynfusion evaluate` prints, from the messages: branch usage from
+/dynfusion/selection, energy from /dynfusion/energy, latency from each detection
+array's log time (the recorder's clock) minus its stamp.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rosbags.rosbag2 import Reader
+
+from dynfusion_ros.core.types import NS_PER_S, Detection, EnergyRecord, Selection
+from dynfusion_ros.eval.detection_metrics import ScoredFrame
+from dynfusion_ros.eval.evaluation import Evaluation, FrameFacts, summarise
+from dynfusion_ros.ros.convert import (
+    detection_array_to_detections,
+    msg_to_energy_record,
+    msg_to_selection,
+    stamp_ns,
+)
+from dynfusion_ros.ros.typestore import bag_typestore
+
+TOPICS = {
+    "detections": "/dynfusion/detections",
+    "selection": "/dynfusion/selection",
+    "energy": "/dynfusion/energy",
+    "truth": "/ground_truth/objects",
+    "context": "/scenario/context",
+}
+MATCH_NS = 2_000_000  # a published stamp within 2 ms of a truth stamp is that frame
+FRAME_PERIOD_NS = NS_PER_S // 10
+
+
+@dataclass
+class Recording:
+    """The messages of a recording, by stamp."""
+
+    detections: dict[int, tuple[list[Detection], int]] = field(default_factory=dict)
+    selections: dict[int, Selection] = field(default_factory=dict)
+    energy: dict[int, EnergyRecord] = field(default_factory=dict)
+    truth: dict[int, list[Detection]] = field(default_factory=dict)
+    contexts: list[tuple[int, str]] = field(default_factory=list)  # (stamp, situation)
+
+    @classmethod
+    def read(cls, bag: Path) -> Recording:
+        store, recording = bag_typestore(), cls()
+        wanted = set(TOPICS.values())
+        with Reader(bag) as reader:
+            connections = [c for c in reader.connections if c.topic in wanted]
+            missing = {TOPICS["detections"], TOPICS["truth"]} - {c.topic for c in connections}
+            if missing:
+                raise ValueError(f"{bag}: no {', '.join(sorted(missing))} recorded")
+            for connection, log_ns, raw in reader.messages(connections=connections):
+                recording._take(
+                    connection.topic, store.deserialize_cdr(raw, connection.msgtype), log_ns
+                )
+        return recording
+
+    def _take(self, topic: str, msg, log_ns: int) -> None:
+        if topic == TOPICS["detections"]:
+            self.detections[stamp_ns(msg.header)] = (detection_array_to_detections(msg), log_ns)
+        elif topic == TOPICS["selection"]:
+            selection = msg_to_selection(msg)
+            self.selections[selection.stamp_ns] = selection
+        elif topic == TOPICS["energy"]:
+            record = msg_to_energy_record(msg)
+            self.energy[record.stamp_ns] = record
+        elif topic == TOPICS["truth"]:
+            self.truth[stamp_ns(msg.header)] = detection_array_to_detections(msg)
+        else:
+            situation = msg.faults[0] if len(msg.faults) else msg.context
+            self.contexts.append((stamp_ns(msg.header), situation))
+
+    def frame_stamps(self) -> list[int]:
+        """One truth stamp per frame period (truth also comes at radar stamps)."""
+        stamps, last = [], None
+        for stamp in sorted(self.truth):
+            if last is None or stamp >= last + FRAME_PERIOD_NS - MATCH_NS:
+                stamps.append(stamp)
+                last = stamp
+        return stamps
+
+    def situation(self, stamp: int) -> str:
+        index = bisect_right(self.contexts, (stamp, "\uffff")) - 1
+        return self.contexts[index][1] if index >= 0 else "unlabelled"
+
+    def published(self, stamp: int) -> int | None:
+        """The published stamp that is this frame's, if any."""
+        for candidate in (stamp, *range(stamp - MATCH_NS, stamp + MATCH_NS + 1, MATCH_NS)):
+            if candidate in self.detections:
+                return candidate
+        return None
+
+
+def evaluate_recording(bag: Path, branch_names: tuple[str, ...]) -> tuple[Evaluation, int]:
+    """The evaluation of a recording, and how many truth frames got no output."""
+    recording = Recording.read(bag)
+    scored, facts, lost = [], [], 0
+    for stamp in recording.frame_stamps():
+        truth, column = recording.truth[stamp], recording.situation(stamp)
+        published = recording.published(stamp)
+        if published is None:
+            lost += 1
+            scored.append(ScoredFrame([], truth, column))
+            continue
+        detections, log_ns = recording.detections[published]
+        scored.append(ScoredFrame(detections, truth, column))
+        energy = recording.energy.get(published)
+        if energy is not None:  # what ran is what was spent on (a fallback has no selection)
+            selection = recording.selections.get(published)
+            latency_ms = (log_ns - published) / 1e6
+            facts.append(
+                FrameFacts(tuple(energy.branch_energy_j), energy, latency_ms, selection is None)
+            )
+    last = recording.selections[max(recording.selections)] if recording.selections else None
+    evaluation = summarise(
+        scored,
+        facts,
+        policy=last.policy if last else "unknown",
+        budget_j=(last.budget_j or None) if last else None,
+        branch_names=branch_names,
+    )
+    return evaluation, lost

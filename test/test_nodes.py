@@ -1,0 +1,210 @@
+"""The nodes end to end over DDS: `dynfusion run` in its own process, a simulated drive
+replayed into it from this one. The budget is changed through the parameter service,
+the lidar stops mid-run, malformed messages arrive; the output goes on throughout."""
+
+from __future__ import annotations
+
+import math
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+DRIVE_S = 6.0
+BUDGET_CHANGE_S = 2.0  # bag time after the start
+MALFORMED_S = 3.0
+LIDAR_STOP_S = 4.0
+RADAR_ONLY_J = 0.06  # above radar alone (about 0.048 J on the shipped profile), below the rest
+START_TIMEOUT_S = 90.0
+
+
+@pytest.fixture(scope="module")
+def drive(simulate_bag):
+    return simulate_bag("clear", DRIVE_S, 21)
+
+
+class Listener:
+    """A node in this process: replays the bag, listens to the outputs, sets parameters."""
+
+    def __init__(self) -> None:
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+        from dynfusion_msgs.msg import BranchSelection, EnergyReport
+        from rclpy.executors import MultiThreadedExecutor
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+        from vision_msgs.msg import Detection3DArray, LabelInfo
+
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node("test_listener", context=self.context)
+        self.received: dict[str, list] = {}
+        latched = QoSProfile(
+            depth=1,
+            reliability=ReliabilityPolicy.RELIABLE,
+            durability=DurabilityPolicy.TRANSIENT_LOCAL,
+        )
+        reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        for topic, kind, qos in (
+            ("/dynfusion/selection", BranchSelection, reliable),
+            ("/dynfusion/detections", Detection3DArray, reliable),
+            ("/dynfusion/energy", EnergyReport, reliable),
+            ("/dynfusion/label_info", LabelInfo, latched),
+            ("/diagnostics", DiagnosticArray, reliable),
+        ):
+            self.received[topic] = []
+            self.node.create_subscription(kind, topic, self.received[topic].append, qos)
+        self.executor = MultiThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+
+    def wait_for(self, predicate, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(0.05)
+        return False
+
+    def set_parameter(self, node: str, name: str, value):
+        from rclpy.parameter import Parameter
+        from rclpy.parameter_client import AsyncParameterClient
+
+        client = AsyncParameterClient(self.node, node)
+        assert client.wait_for_services(timeout_sec=10.0)
+        future = client.set_parameters([Parameter(name, value=value)])
+        assert self.wait_for(future.done, 10.0)
+        return future.result().results[0]
+
+    def close(self) -> None:
+        import rclpy
+
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.context)
+
+
+def _stamp_s(msg) -> float:
+    return msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+
+
+def _malformed(now_s: float):
+    """A truncated lidar cloud, a NaN IMU sample and an image in an unknown encoding."""
+    from sensor_msgs.msg import Image, Imu, PointCloud2, PointField
+
+    from dynfusion_ros.ros.convert import header_msg
+
+    stamp = round(now_s * 1e9)
+    cloud = PointCloud2(header=header_msg(stamp, "lidar_link"), height=1, width=1000)
+    cloud.fields = [
+        PointField(name=n, offset=4 * i, datatype=PointField.FLOAT32, count=1)
+        for i, n in enumerate("xyz")
+    ]
+    cloud.point_step, cloud.row_step, cloud.data = 12, 12000, bytes(120)  # 10 of 1000 points
+    imu = Imu(header=header_msg(stamp, "imu_link"))
+    imu.angular_velocity.x = math.nan
+    image = Image(header=header_msg(stamp, "camera_optical"), height=2, width=2, step=8)
+    image.encoding, image.data = "yuv422_yuy2", bytes(16)
+    return {"/lidar/points": cloud, "/imu/data": imu, "/camera/image_raw": image}
+
+
+def test_nodes_replay_budget_dead_sensor_and_malformed_input(drive):
+    from rosbags.rosbag2 import Reader
+
+    from dynfusion_ros.ros.replay import Player
+
+    nodes = subprocess.Popen(
+        [sys.executable, "-m", "dynfusion_ros.cli", "run", "-p", "use_sim_time:=true"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    listener = Listener()
+    try:
+        started = listener.wait_for(
+            lambda: listener.received["/dynfusion/label_info"], START_TIMEOUT_S
+        )
+        assert started, "the fusion node never published its LabelInfo"
+        refused = listener.set_parameter("/context_estimator", "energy_budget_j", -1.0)
+        assert not refused.successful and "positive" in refused.reason
+        time.sleep(1.0)  # discovery between the player's publishers and the nodes
+        with Reader(drive) as reader:
+            player = Player(listener.node, reader, None, clock=True)
+            start = reader.start_time / 1e9
+            lidar_stop = start + LIDAR_STOP_S
+
+            def stopped_lidar(topic: str, log_ns: int) -> bool:
+                return topic == "/lidar/points" and log_ns / 1e9 > lidar_stop
+
+            budget_set_at = malformed_sent = None
+            for _, log_ns in player.play(reader, 1.0, skip=stopped_lidar):
+                now = log_ns / 1e9
+                if budget_set_at is None and now - start >= BUDGET_CHANGE_S:
+                    result = listener.set_parameter(
+                        "/context_estimator", "energy_budget_j", RADAR_ONLY_J
+                    )
+                    assert result.successful, result.reason
+                    budget_set_at = now
+                if malformed_sent is None and now - start >= MALFORMED_S:
+                    for topic, msg in _malformed(now).items():
+                        player.publishers[topic].publish(msg)
+                    malformed_sent = now
+        end = start + DRIVE_S
+        listener.wait_for(lambda: False, 2.0)  # the last frames drain
+        assert nodes.poll() is None, "a node died:\n" + (
+            nodes.stdout.read() if nodes.stdout else ""
+        )
+    finally:
+        nodes.send_signal(signal.SIGINT)
+        try:
+            output, _ = nodes.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            nodes.kill()
+            output, _ = nodes.communicate()
+        listener.close()
+    assert nodes.returncode == 0, output
+
+    selections = listener.received["/dynfusion/selection"]
+    detections = listener.received["/dynfusion/detections"]
+    energy = listener.received["/dynfusion/energy"]
+    statuses = {s.name: s for array in listener.received["/diagnostics"] for s in array.status}
+    report = output + "\n".join(
+        f"{name}: {s.message} {[(kv.key, kv.value) for kv in s.values]}"
+        for name, s in statuses.items()
+    )
+    frames = round(DRIVE_S * 10)
+    assert len(selections) >= 0.8 * frames, report
+    assert len(detections) >= 0.8 * frames, report
+    grace = 0.5
+    before = [s for s in selections if _stamp_s(s) < budget_set_at]
+    after = [s for s in selections if _stamp_s(s) > budget_set_at + grace]
+    assert before and after
+    assert all(s.budget_j == pytest.approx(0.35) for s in before)
+    # richer than radar alone while the sensors allowed it (the first frames may lack some)
+    richer = [s.predicted_energy_j > RADAR_ONLY_J for s in before]
+    assert sum(richer) >= 0.8 * len(before), [
+        (s.predicted_energy_j, list(s.sensor_available)) for s in before
+    ]
+    assert all(s.budget_j == RADAR_ONLY_J and s.predicted_energy_j <= RADAR_ONLY_J for s in after)
+    assert all(
+        e.total_energy_j <= RADAR_ONLY_J for e in energy if _stamp_s(e) > budget_set_at + grace
+    )
+    # the lidar stopped: output goes on without it, and /diagnostics says so
+    late = [d for d in detections if _stamp_s(d) > lidar_stop + 1.0]
+    assert late and max(_stamp_s(d) for d in late) > end - 0.5
+    for node in ("context_estimator", "fusion"):
+        lidar = statuses[f"{node}: lidar"]
+        assert lidar.level == b"\x02" and "silent" in lidar.message
+        values = {kv.key: kv.value for kv in lidar.values}
+        assert int(values["frames_without"]) > 0
+    # malformed messages: dropped with a reason, nodes alive (checked above)
+    fusion_values = {
+        m: {kv.key: kv.value for kv in statuses[f"fusion: {m}"].values} for m in ("camera", "imu")
+    }
+    assert any(k.startswith("dropped: malformed") for k in fusion_values["camera"])
+    assert any(k.startswith("dropped: malformed") for k in fusion_values["imu"])
