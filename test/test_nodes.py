@@ -16,6 +16,8 @@ import pytest
 pytestmark = pytest.mark.slow
 
 DRIVE_S = 6.0
+RATE = 0.5  # half speed: headroom for a loaded 2-core CI machine (frames dropped while
+# the branches are busy are by design, and would make the counts below flaky)
 BUDGET_CHANGE_S = 2.0  # bag time after the start
 MALFORMED_S = 3.0
 LIDAR_STOP_S = 4.0
@@ -142,7 +144,7 @@ def test_nodes_replay_budget_dead_sensor_and_malformed_input(drive):
                 return topic == "/lidar/points" and log_ns / 1e9 > lidar_stop
 
             budget_set_at = malformed_sent = None
-            for _, log_ns in player.play(reader, 1.0, skip=stopped_lidar):
+            for _, log_ns in player.play(reader, RATE, skip=stopped_lidar):
                 now = log_ns / 1e9
                 if budget_set_at is None and now - start >= BUDGET_CHANGE_S:
                     result = listener.set_parameter(

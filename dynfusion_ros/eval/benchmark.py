@@ -289,6 +289,14 @@ def plot(rows: list[Row], path: Path) -> Path:
     return path
 
 
+def _shown(path: str | Path) -> str:
+    """A path as a reader of the report would type it: relative to here when inside."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def run(args: argparse.Namespace) -> int:
     from dynfusion_ros.core.branches import WeightsError
     from dynfusion_ros.core.energy import EnergyProfile
@@ -315,7 +323,7 @@ def run(args: argparse.Namespace) -> int:
     everything = gate.all_energy_j()
     table = markdown(rows, everything)
     (args.out / "benchmark.md").write_text(
-        f"Every branch: {1e3 * everything:.1f} mJ per frame ({profile.source}).\n\n"
+        f"Every branch: {1e3 * everything:.1f} mJ per frame ({_shown(profile.source)}).\n\n"
         + summary(rows)
         + "\n\n"
         + table

@@ -1,0 +1,66 @@
+"""Node parameters: checks refuse bad values with a reason; the shipped parameters file,
+the README table and the declarations agree."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dynfusion_ros.ros.bringup import ros_arguments
+from dynfusion_ros.ros.fusion_node import FUSION_PARAMS
+from dynfusion_ros.ros.gate_params import GATE_PARAMS
+from dynfusion_ros.ros.sensor_input import SENSOR_PARAMS, sync_settings
+
+ROOT = Path(__file__).parents[1]
+BOTH = {p.name: p for p in (*SENSOR_PARAMS, *GATE_PARAMS)}
+FUSION = {p.name: p for p in FUSION_PARAMS}
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "reason"),
+    [
+        ("energy_budget_j", -1.0, "positive number of joules"),
+        ("energy_budget_j", 0.0, "positive number of joules"),
+        ("policy", "oracle", "offline evaluation only"),
+        ("policy", "static:sonar", "unknown branch 'sonar'"),
+        ("hysteresis_frames", 0, "outside"),
+        ("reference_sensors", ["camera", "imu"], "needs sensors from camera, lidar, radar"),
+        ("camera_topic", "camera", "absolute topic"),
+        ("gate_model", "/no/such/gate.json", "no file"),
+    ],
+)
+def test_bad_values_are_refused_with_the_reason(name, value, reason):
+    assert reason in BOTH[name].refusal(value)
+
+
+def test_good_values_pass():
+    assert BOTH["energy_budget_j"].refusal(0.2) == ""
+    assert BOTH["policy"].refusal("static:lidar+lidar_radar") == ""
+    assert FUSION["fusion_method"].refusal("nms") == ""
+    assert "is not one of" in FUSION["device"].refusal("tpu")
+
+
+def test_shipped_parameters_file_matches_the_declarations():
+    sections = yaml.safe_load((ROOT / "config" / "dynfusion.yaml").read_text())
+    shared = sections["/**"]["ros__parameters"]
+    fusion = sections["fusion"]["ros__parameters"]
+    assert shared == {name: param.default for name, param in BOTH.items()}
+    assert fusion == {name: param.default for name, param in FUSION.items()}
+    settings = sync_settings(shared)  # the file's values make valid sync settings
+    assert settings.timeout_s == shared["frame_timeout_s"]
+
+
+def test_readme_documents_every_parameter():
+    readme = (ROOT / "README.md").read_text()
+    for name in (*BOTH, *FUSION):
+        assert f"| `{name}` |" in readme, name
+
+
+def test_run_arguments_are_checked(tmp_path):
+    assert ros_arguments(None, ["energy_budget_j:=0.3"])[-2:] == ["-p", "energy_budget_j:=0.3"]
+    with pytest.raises(ValueError, match="expected NAME:=VALUE"):
+        ros_arguments(None, ["energy_budget_j=0.3"])
+    with pytest.raises(ValueError, match="no parameters file"):
+        ros_arguments(tmp_path / "missing.yaml", [])
