@@ -59,7 +59,12 @@ def test_readme_documents_every_parameter():
 
 
 def test_run_arguments_are_checked(tmp_path):
-    assert ros_arguments(None, ["energy_budget_j:=0.3"])[-2:] == ["-p", "energy_budget_j:=0.3"]
+    arguments = ros_arguments(None, ["energy_budget_j:=0.3", "use_sim_time:=true"])
+    text = Path(arguments[-1]).read_text()
+    assert "&" not in text  # rcl refuses YAML aliases
+    overrides = yaml.safe_load(text)
+    for node in ("context_estimator", "fusion"):  # each node's own section: they win
+        assert overrides[node]["ros__parameters"] == {"energy_budget_j": 0.3, "use_sim_time": True}
     with pytest.raises(ValueError, match="expected NAME:=VALUE"):
         ros_arguments(None, ["energy_budget_j=0.3"])
     with pytest.raises(ValueError, match="no parameters file"):

@@ -9,14 +9,20 @@ section both nodes read, and a section per node.
 from __future__ import annotations
 
 import argparse
+import atexit
+import os
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import yaml
+
 from dynfusion_ros.resources import package_file
 
 PARAMS_FILE = Path("config/dynfusion.yaml")
+NODE_NAMES = ("context_estimator", "fusion")
 START_ERRORS = (ValueError, RuntimeError, OSError)  # parameters, model files, meters
 
 
@@ -38,16 +44,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def ros_arguments(params: Path | None, overrides: Sequence[str]) -> list[str]:
-    """rclpy's command line for a parameters file and NAME:=VALUE overrides."""
+    """rclpy's command line for a parameters file and NAME:=VALUE overrides.
+
+    The overrides go into a second parameters file, under each node's name: rcl ranks a
+    plain ``-p`` (a wildcard) below a node's own section of the first file, so
+    ``-p score_threshold:=0`` would not reach the fusion node."""
     params = params or package_file(PARAMS_FILE)
     if not params.is_file():
         raise ValueError(f"no parameters file {params}")
-    arguments = ["--ros-args", "--params-file", str(params)]
+    values = {}
     for override in overrides:
         name, separator, value = override.partition(":=")
         if not (separator and name and value):
             raise ValueError(f"-p {override!r}: expected NAME:=VALUE")
-        arguments += ["-p", override]
+        values[name] = yaml.safe_load(value)  # typed as ROS types them: 0.3, true, [a, b]
+    arguments = ["--ros-args", "--params-file", str(params)]
+    if values:
+        sections = {node: {"ros__parameters": dict(values)} for node in NODE_NAMES}  # no aliases
+        handle, path = tempfile.mkstemp(prefix="dynfusion-overrides-", suffix=".yaml")
+        with os.fdopen(handle, "w") as file:
+            yaml.safe_dump(sections, file)
+        atexit.register(os.remove, path)
+        arguments += ["--params-file", path]
     return arguments
 
 

@@ -184,6 +184,7 @@ class SensorInput:
         self.builder = FrameBuilder()
         self.topics = {m: values[f"{m.value}_topic"] for m in (*FRAME_SENSORS, Modality.IMU)}
         self.last_problem: dict[str, str] = {}  # topic -> what was last wrong with it
+        self.early_image: tuple[object, int] | None = None  # (image, arrival) before any CameraInfo
         sensor_qos = qos_profile_sensor_data
         imu_qos = QoSProfile(depth=IMU_QUEUE, reliability=ReliabilityPolicy.BEST_EFFORT)
         for modality, kind in (
@@ -227,6 +228,11 @@ class SensorInput:
             self.builder.take_camera_info(msg)
         except ConversionError as error:
             self.report(self.camera_info_topic, str(error))
+            return
+        if self.early_image is not None:
+            image, arrived = self.early_image
+            self.early_image = None
+            self._on_sensor(Modality.CAMERA, image, arrived)
 
     def _on_tf_static(self, msg) -> None:
         try:
@@ -234,10 +240,18 @@ class SensorInput:
         except ConversionError as error:
             self.report("/tf_static", str(error))
 
-    def _on_sensor(self, modality: Modality, msg) -> None:
+    def _on_sensor(self, modality: Modality, msg, arrived_ns: int | None = None) -> None:
         """Convert at the door: a malformed message is dropped before it can key a frame
-        or displace a good one."""
-        now = self.now_ns()
+        or displace a good one. An image that comes before the first CameraInfo (they
+        are published together) waits for it."""
+        now = self.now_ns() if arrived_ns is None else arrived_ns
+        if modality is Modality.CAMERA and self.builder.camera_model is None:
+            if self.early_image is not None:  # still none: the older image is lost
+                self.sync.health[modality].received += 1
+                self.sync.drop(modality, "no CameraInfo received yet")
+                self.report(self.topics[modality], f"no CameraInfo on {self.camera_info_topic}")
+            self.early_image = (msg, now)
+            return
         try:
             stamp = stamp_ns(msg.header)
             data = self.builder.convert(modality, msg)
