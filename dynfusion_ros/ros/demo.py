@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 from dynfusion_ros.eval.recording import TOPICS
+from dynfusion_ros.ros.processes import start, stop, wait_until_listening
 
 DRIVE = ("mixed", 30.0, 7)  # scenario, seconds, seed
-READY_TIMEOUT_S = 180.0
+# ready: both nodes take the camera, the recorder the truth and the detections
+LISTENING = {"/camera/image_raw": 2, TOPICS["truth"]: 1, TOPICS["detections"]: 1}
 DRAIN_S = 2.0  # after the last message, for the last frames to come out
 
 
@@ -50,36 +50,6 @@ def _simulate(drive: Path) -> None:
         raise RuntimeError("simulating the demo drive failed")
 
 
-def _start(arguments: list[str], log: Path) -> subprocess.Popen:
-    handle = log.open("w")
-    return subprocess.Popen(
-        [sys.executable, "-m", "dynfusion_ros.cli", *arguments], stdout=handle, stderr=handle
-    )
-
-
-def _stop(process: subprocess.Popen) -> int:
-    process.send_signal(signal.SIGINT)
-    try:
-        return process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        return process.wait()
-
-
-def _wait_ready(node, processes: dict[str, subprocess.Popen], logs: Path) -> None:
-    """Until the nodes subscribe to the sensors and the recorder to every topic."""
-    needs = {"/camera/image_raw": 2, TOPICS["truth"]: 1, TOPICS["detections"]: 1}
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        for name, process in processes.items():
-            if process.poll() is not None:
-                raise RuntimeError(f"{name} exited at start-up; see {logs / name}.log")
-        if all(node.count_subscribers(t) >= n for t, n in needs.items()):
-            return
-        time.sleep(0.2)
-    raise RuntimeError(f"the nodes were not ready after {READY_TIMEOUT_S:.0f} s; see {logs}")
-
-
 def _replay(drive: Path, recording: Path, overrides: list[str]) -> None:
     import rclpy
     from rosbags.rosbag2 import Reader
@@ -91,23 +61,23 @@ def _replay(drive: Path, recording: Path, overrides: list[str]) -> None:
     use_package_transports()
     logs = recording.parent
     parameters = [arg for o in ["use_sim_time:=true", *overrides] for arg in ("-p", o)]
-    processes = {"nodes": _start(["run", *parameters], logs / "nodes.log")}
+    processes = {"nodes": start(["run", *parameters], logs / "nodes.log")}
     record = ["record", "--use-sim-time", "--out", str(recording), *TOPICS.values()]
-    processes["recorder"] = _start(record, logs / "recorder.log")
+    processes["recorder"] = start(record, logs / "recorder.log")
     rclpy.init()
     node = rclpy.create_node("dynfusion_demo")
     try:
         with Reader(drive) as reader:
             player = Player(node, reader, None, clock=True)
             print("[demo] starting the nodes and the recorder")
-            _wait_ready(node, processes, logs)
+            wait_until_listening(node, LISTENING, processes, logs)
             total = sum(c.msgcount for c in player.connections)
             for _ in tqdm(player.play(reader, 1.0), total=total, desc="replay", unit="msg"):
                 pass
             time.sleep(DRAIN_S)
     finally:
         for name in ("recorder", "nodes"):
-            if _stop(processes[name]) not in (0, -signal.SIGINT):
+            if not stop(processes[name]):
                 print(f"[demo] warning: {name} did not stop cleanly; see {logs / name}.log")
         node.destroy_node()
         rclpy.try_shutdown()

@@ -145,6 +145,7 @@ class FusionNode(Node):
         self.over_budget = 0
         self.bad_selections = 0
         self.latency_ms: deque[float] = deque(maxlen=LATENCIES_KEPT)
+        self.compute_ms: deque[float] = deque(maxlen=LATENCIES_KEPT)
         self.dropped_busy = 0
         self.max_queued = values["max_queued_frames"]
         self.queue: deque[tuple[SensorFrame, Selection | None]] = deque()
@@ -269,6 +270,7 @@ class FusionNode(Node):
         self.over_budget += result.energy.over_budget
         now = self.get_clock().now().nanoseconds
         self.latency_ms.append((now - frame.stamp_ns) / 1e6)
+        self.compute_ms.append(result.latency_ms)
 
     def _follow(self, selection: Selection) -> None:
         """Keep the fallback's budget and policy those of the estimator's last choice."""
@@ -289,6 +291,7 @@ class FusionNode(Node):
                 f"{self.dropped_busy} dropped while busy"
             )
         latency = np.array(self.latency_ms or [np.nan])
+        compute = np.array(self.compute_ms or [np.nan])
         values = {
             "frames": self.frames,
             "frames_over_budget": self.over_budget,
@@ -299,6 +302,8 @@ class FusionNode(Node):
             "policy (fallback)": pipeline.policy.text,
             "latency_ms_p50": f"{np.percentile(latency, 50):.1f}",
             "latency_ms_p99": f"{np.percentile(latency, 99):.1f}",
+            "branches_and_fusion_ms_p50": f"{np.percentile(compute, 50):.1f}",
+            "branches_and_fusion_ms_p99": f"{np.percentile(compute, 99):.1f}",
             "frames_waiting": len(self.waiting),
             "frames_dropped_busy": self.dropped_busy,
         }

@@ -67,6 +67,7 @@ class Player:
                 )
         self.clock = node.create_publisher(Clock, "/clock", 10) if clock else None
         self.clock_class = Clock
+        self.started_wall_ns = 0
 
     def publish_clock(self, bag_ns: int) -> None:
         if self.clock is not None:
@@ -80,6 +81,7 @@ class Player:
         """Publish every message at its time, but those ``skip(topic, log_ns)`` names;
         yields (topic, log time) of each as it goes out."""
         start_wall, start_bag = time.monotonic(), reader.start_time
+        self.started_wall_ns = time.time_ns()  # the bag's start, on the system clock
         next_clock = 0.0
         for connection, log_ns, raw in reader.messages(connections=self.connections):
             if skip is not None and skip(connection.topic, log_ns):
