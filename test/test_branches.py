@@ -157,6 +157,25 @@ def test_runner_skips_branches_whose_sensor_is_missing(clear_frames):
     assert set(outputs.head_ms) == set(outputs.detections)
 
 
+def test_empty_and_thinned_clouds_run_without_error(clear_frames):
+    runner = BranchRunner(BranchNetwork(CONFIG))
+    frame = clear_frames[5].frame
+    empty = dataclasses.replace(
+        frame.lidar,
+        xyz=frame.lidar.xyz[:0],
+        fields={name: values[:0] for name, values in frame.lidar.fields.items()},
+    )
+    outputs = runner.run(dataclasses.replace(frame, lidar=empty), ["lidar", "lidar_radar"])
+    assert not outputs.skipped and set(outputs.detections) == {"lidar", "lidar_radar"}
+    thinned = frame.lidar.thinned(1000)
+    assert 500 < len(thinned) <= 1000
+    assert np.array_equal(thinned.xyz[1], frame.lidar.xyz[-(-len(frame.lidar) // 1000)])
+    assert set(thinned.fields) == set(frame.lidar.fields)
+    assert frame.lidar.thinned(10**9) is frame.lidar
+    outputs = runner.run(dataclasses.replace(frame, lidar=thinned), ["lidar"])
+    assert "lidar" in outputs.detections
+
+
 def test_weights_round_trip_and_clear_errors(clear_frames, tmp_path):
     network = BranchNetwork(CONFIG)
     path = save_weights(network, tmp_path / "m" / "branches.json", {"note": "test"})

@@ -182,8 +182,8 @@ def test_nodes_replay_budget_dead_sensor_and_malformed_input(drive):
     frames = round(DRIVE_S * 10)
     assert len(selections) >= 0.8 * frames, report
     assert len(detections) >= 0.8 * frames, report
-    grace = 0.5
-    before = [s for s in selections if _stamp_s(s) < budget_set_at]
+    grace = 0.5  # frames in flight when the budget changed may go either way
+    before = [s for s in selections if _stamp_s(s) < budget_set_at - grace]
     after = [s for s in selections if _stamp_s(s) > budget_set_at + grace]
     assert before and after
     assert all(s.budget_j == pytest.approx(0.35) for s in before)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -160,6 +160,21 @@ class PointScan:
 
     def __len__(self) -> int:
         return len(self.xyz)
+
+    def thinned(self, max_points: int) -> PointScan:
+        """At most ``max_points``, by taking every k-th point: a cloud far larger than a
+        sensor makes (a driver bug, a merged map) is used in part rather than stalling
+        the frame."""
+        if max_points < 1:
+            raise ValueError(f"max_points must be at least 1, got {max_points}")
+        if len(self) <= max_points:
+            return self
+        step = -(-len(self) // max_points)
+        return replace(
+            self,
+            xyz=self.xyz[::step],
+            fields={name: values[::step] for name, values in self.fields.items()},
+        )
 
     def in_base(self) -> np.ndarray:
         """Points transformed to base_link, (N, 3) float32."""

@@ -135,6 +135,21 @@ SENSOR_PARAMS = (
         2.0,
     ),
     Param(
+        "lidar_max_points",
+        500_000,
+        "Largest lidar cloud used whole; a larger one is thinned to this by taking every"
+        " k-th point, and reported.",
+        1000,
+        100_000_000,
+    ),
+    Param(
+        "radar_max_points",
+        10_000,
+        "Largest radar scan used whole; a larger one is thinned the same way.",
+        10,
+        10_000_000,
+    ),
+    Param(
         "max_stamp_delay_s",
         5.0,
         "Messages stamped further behind the node clock than this are dropped as stale (s).",
@@ -184,6 +199,9 @@ class SensorInput:
         self.builder = FrameBuilder()
         self.topics = {m: values[f"{m.value}_topic"] for m in (*FRAME_SENSORS, Modality.IMU)}
         self.last_problem: dict[str, str] = {}  # topic -> what was last wrong with it
+        self.max_points = {
+            m: values[f"{m.value}_max_points"] for m in (Modality.LIDAR, Modality.RADAR)
+        }
         self.early_image: tuple[object, int] | None = None  # (image, arrival) before any CameraInfo
         sensor_qos = qos_profile_sensor_data
         imu_qos = QoSProfile(depth=IMU_QUEUE, reliability=ReliabilityPolicy.BEST_EFFORT)
@@ -218,9 +236,11 @@ class SensorInput:
     def now_ns(self) -> int:
         return self.node.get_clock().now().nanoseconds
 
-    def report(self, topic: str, problem: str) -> None:
+    def report(self, topic: str, problem: str, *, dropped: bool = True) -> None:
+        """Log a problem with a topic once (until it changes) and keep it for diagnostics."""
         if self.last_problem.get(topic) != problem:
-            self.node.get_logger().warning(f"{topic}: {problem} (message dropped)")
+            outcome = "message dropped" if dropped else "message used in part"
+            self.node.get_logger().warning(f"{topic}: {problem} ({outcome})")
         self.last_problem[topic] = problem
 
     def _on_camera_info(self, msg) -> None:
@@ -260,6 +280,12 @@ class SensorInput:
             self.sync.drop(modality, f"malformed {error.field}")
             self.report(self.topics[modality], str(error))
             return
+        limit = self.max_points.get(modality)
+        if limit is not None and len(data) > limit:
+            self.sync.health[modality].thinned += 1
+            problem = f"{len(data)} points, more than {limit}: every k-th used"
+            self.report(self.topics[modality], problem, dropped=False)
+            data = data.thinned(limit)
         self._emit(self.sync.add(modality, stamp, data, now))
 
     def _poll(self) -> None:
@@ -292,6 +318,7 @@ class SensorInput:
                 "received": health.received,
                 "frames_with": health.used,
                 "frames_without": health.missing_frames,
+                "thinned": health.thinned,
                 **{f"dropped: {reason}": n for reason, n in sorted(health.dropped.items())},
             }
             if topic in self.last_problem:
