@@ -173,8 +173,8 @@ def sync_settings(values: dict) -> SyncSettings:
     return SyncSettings(
         reference_order=tuple(Modality(v) for v in values["reference_sensors"]),
         frame_period_s=values["frame_period_s"],
-        tolerance_s={**{m: tolerance for m in FRAME_SENSORS}, Modality.IMU: 0.0},
-        max_age_s={**per_sensor, Modality.IMU: values["frame_period_s"] * 2},
+        tolerance_s={m: tolerance for m in FRAME_SENSORS},
+        max_age_s=per_sensor,
         timeout_s=values["frame_timeout_s"],
         silent_after_s=values["silent_after_s"],
         max_future_s=values["max_stamp_lead_s"],

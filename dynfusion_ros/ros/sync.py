@@ -34,13 +34,8 @@ RATE_WINDOW = 20  # arrivals kept per sensor for the rate estimate
 BUFFER_LENGTH = 512  # messages kept per sensor while no frame takes them (2.5 s of 200 Hz IMU)
 
 
-def _per_sensor(camera: float, lidar: float, radar: float, imu: float) -> dict[Modality, float]:
-    return {
-        Modality.CAMERA: camera,
-        Modality.LIDAR: lidar,
-        Modality.RADAR: radar,
-        Modality.IMU: imu,
-    }
+def _per_sensor(camera: float, lidar: float, radar: float) -> dict[Modality, float]:
+    return {Modality.CAMERA: camera, Modality.LIDAR: lidar, Modality.RADAR: radar}
 
 
 @dataclass(frozen=True)
@@ -48,15 +43,12 @@ class SyncSettings:
     """How frames are assembled. Times in seconds."""
 
     reference_order: tuple[Modality, ...] = FRAME_SENSORS
-    frame_period_s: float = (
-        0.1  # a reference stamp closer than half this to the last frame keys none
-    )
+    # a reference stamp closer than half a period to the last frame keys none
+    frame_period_s: float = 0.1
     tolerance_s: dict[Modality, float] = field(
-        default_factory=lambda: _per_sensor(0.03, 0.03, 0.03, 0.0)
+        default_factory=lambda: _per_sensor(0.03, 0.03, 0.03)
     )
-    max_age_s: dict[Modality, float] = field(
-        default_factory=lambda: _per_sensor(0.12, 0.12, 0.1, 0.2)
-    )
+    max_age_s: dict[Modality, float] = field(default_factory=lambda: _per_sensor(0.12, 0.12, 0.1))
     timeout_s: float = 0.15  # how long a frame waits for its other sensors
     silent_after_s: float = 0.3  # a sensor not heard this long is silent: not waited for
     jump_back_s: float = 1.0
