@@ -25,6 +25,7 @@ import numpy as np
 from dynfusion_ros.eval.profiling import machine_description
 from dynfusion_ros.eval.recording import TOPICS, Recording
 from dynfusion_ros.ros.dds import use_package_transports
+from dynfusion_ros.ros.demo import simulate_demo_drive
 from dynfusion_ros.ros.processes import start, stop, wait_until_listening
 from dynfusion_ros.ros.replay import Player
 
@@ -83,8 +84,7 @@ def main() -> None:
     parser.add_argument("--policy", default="all")
     parser.add_argument("--rates", type=float, nargs="+", default=[1.0, 2.0, 4.0])
     args = parser.parse_args()
-    if not (args.drive / "metadata.yaml").exists():
-        raise SystemExit(f"no drive at {args.drive}: run `make demo` once, or pass --drive")
+    simulate_demo_drive(args.drive)  # the demo's drive, simulated once if missing
     use_package_transports()
     rclpy.init()
     node = rclpy.create_node("bench_nodes")

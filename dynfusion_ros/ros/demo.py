@@ -34,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policy", default=None, help="selection policy (default: dynamic)")
 
 
-def _simulate(drive: Path) -> None:
+def simulate_demo_drive(drive: Path) -> None:
+    """The demo drive into ``drive``, unless it is there already."""
     if (drive / "metadata.yaml").exists():
         print(f"[demo] using the simulated drive in {drive}")
         return
@@ -94,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"policy:={args.policy}")
     drive, recording = args.data / "drive", args.data / "run" / "recording"
     try:
-        _simulate(drive)
+        simulate_demo_drive(drive)
         shutil.rmtree(recording.parent, ignore_errors=True)
         recording.parent.mkdir(parents=True)
         _replay(drive, recording, overrides)
