@@ -5,6 +5,7 @@ the lidar stops mid-run, malformed messages arrive; the output goes on throughou
 from __future__ import annotations
 
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -23,6 +24,10 @@ MALFORMED_S = 3.0
 LIDAR_STOP_S = 4.0
 RADAR_ONLY_J = 0.06  # above radar alone (about 0.048 J on the shipped profile), below the rest
 START_TIMEOUT_S = 90.0
+# A domain of its own, apart from the session's: participants that earlier tests closed
+# linger in discovery for a while, and the nodes once crashed at exit (SIGSEGV inside the
+# middleware) when matched with such a stale peer.
+DOMAIN_ID = (int(os.environ["ROS_DOMAIN_ID"]) + 50) % 100
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +47,7 @@ class Listener:
         from vision_msgs.msg import Detection3DArray, LabelInfo
 
         self.context = rclpy.Context()
-        rclpy.init(context=self.context)
+        rclpy.init(context=self.context, domain_id=DOMAIN_ID)
         self.node = rclpy.create_node("test_listener", context=self.context)
         self.received: dict[str, list] = {}
         latched = QoSProfile(
@@ -95,6 +100,10 @@ def _stamp_s(msg) -> float:
     return msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
 
 
+def _has_radar(selection) -> bool:
+    return dict(zip(selection.sensor_names, selection.sensor_available, strict=True))["radar"]
+
+
 def _malformed(now_s: float):
     """A truncated lidar cloud, a NaN IMU sample and an image in an unknown encoding."""
     from sensor_msgs.msg import Image, Imu, PointCloud2, PointField
@@ -122,6 +131,7 @@ def test_nodes_replay_budget_dead_sensor_and_malformed_input(drive):
 
     nodes = subprocess.Popen(
         [sys.executable, "-m", "dynfusion_ros.cli", "run", "-p", "use_sim_time:=true"],
+        env={**os.environ, "ROS_DOMAIN_ID": str(DOMAIN_ID)},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -183,19 +193,24 @@ def test_nodes_replay_budget_dead_sensor_and_malformed_input(drive):
     assert len(selections) >= 0.8 * frames, report
     assert len(detections) >= 0.8 * frames, report
     grace = 0.5  # frames in flight when the budget changed may go either way
-    before = [s for s in selections if _stamp_s(s) < budget_set_at - grace]
+    settled = start + 1.0  # the first frames come while the nodes still learn CameraInfo & co
+    before = [s for s in selections if settled < _stamp_s(s) < budget_set_at - grace]
     after = [s for s in selections if _stamp_s(s) > budget_set_at + grace]
     assert before and after
     assert all(s.budget_j == pytest.approx(0.35) for s in before)
-    # richer than radar alone while the sensors allowed it (the first frames may lack some)
+    # richer than radar alone while every sensor is there
     richer = [s.predicted_energy_j > RADAR_ONLY_J for s in before]
     assert sum(richer) >= 0.8 * len(before), [
         (s.predicted_energy_j, list(s.sensor_available)) for s in before
     ]
-    assert all(s.budget_j == RADAR_ONLY_J and s.predicted_energy_j <= RADAR_ONLY_J for s in after)
-    assert all(
-        e.total_energy_j <= RADAR_ONLY_J for e in energy if _stamp_s(e) > budget_set_at + grace
-    )
+    assert all(s.budget_j == RADAR_ONLY_J for s in after)
+    # radar alone fits; a frame that lost its radar message runs the cheapest selection left
+    # and counts as over budget, as the budget rules say
+    with_radar = {_stamp_s(s) for s in after if _has_radar(s)}
+    assert len(with_radar) >= 0.8 * len(after)
+    assert all(s.predicted_energy_j <= RADAR_ONLY_J for s in after if _has_radar(s))
+    assert all(e.total_energy_j <= RADAR_ONLY_J for e in energy if _stamp_s(e) in with_radar)
+    assert all(s.predicted_energy_j > RADAR_ONLY_J for s in after if not _has_radar(s))
     # the lidar stopped: output goes on without it, and /diagnostics says so
     late = [d for d in detections if _stamp_s(d) > lidar_stop + 1.0]
     assert late and max(_stamp_s(d) for d in late) > end - 0.5

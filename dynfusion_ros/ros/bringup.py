@@ -111,6 +111,7 @@ def spin(factories: Sequence[Callable[[], object]], arguments: list[str]) -> int
         for node in nodes:
             node.destroy_node()
         rclpy.try_shutdown()
+    print("dynfusion: nodes stopped", file=sys.stderr, flush=True)
     return 0
 
 

@@ -41,7 +41,6 @@ class ContextEstimatorNode(Node):
         self.fallbacks: Counter[str] = Counter()
         self.unaffordable = 0  # frames where nothing available fitted the budget
         self.last_choice = ""
-        self.failures: Counter[str] = Counter()  # frames the gate raised on, by error
         publish_diagnostics(self, self._statuses)
 
     def _on_change(self, name: str, value: object) -> None:
@@ -52,12 +51,7 @@ class ContextEstimatorNode(Node):
         self.get_logger().info(f"{name} set to {value}")
 
     def _on_frame(self, _: SyncedFrame, frame: SensorFrame) -> None:
-        try:
-            choice = self.pipeline.choose(frame)
-        except Exception as error:  # one bad frame must not stop the node
-            self.failures[type(error).__name__] += 1
-            self.get_logger().error(f"frame {frame.stamp_ns}: {error!r} (no selection)")
-            return
+        choice = self.pipeline.choose(frame)
         self.publisher.publish(selection_to_msg(choice.selection))
         decision = choice.decision
         self.frames += 1
@@ -68,10 +62,7 @@ class ContextEstimatorNode(Node):
     def _statuses(self) -> list[DiagnosticStatus]:
         pipeline = self.pipeline
         level, message = DiagnosticStatus.OK, f"running {self.last_choice or 'nothing yet'}"
-        if self.failures:
-            level = DiagnosticStatus.ERROR
-            message = f"{sum(self.failures.values())} frames failed; see the log"
-        elif self.unaffordable:
+        if self.unaffordable:
             level = DiagnosticStatus.WARN
             message = f"{self.unaffordable} frames had nothing within the budget"
         values = {
@@ -82,7 +73,6 @@ class ContextEstimatorNode(Node):
             "frames_over_budget": self.unaffordable,
             "fallback_frames": sum(self.fallbacks.values()),
             **{f"fallback: {reason}": n for reason, n in self.fallbacks.items() if n},
-            **{f"failed: {name}": n for name, n in self.failures.items()},
         }
         return [
             *self.input.statuses("context_estimator"),

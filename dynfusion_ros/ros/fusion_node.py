@@ -117,6 +117,7 @@ FUSION_PARAMS = (
 
 @dataclass
 class _Waiting:
+    synced: SyncedFrame
     frame: SensorFrame
     deadline_ns: int
 
@@ -150,7 +151,8 @@ class FusionNode(Node):
         self.queue: deque[tuple[SensorFrame, Selection | None]] = deque()
         self.queue_ready = threading.Condition()
         self.stopping = False
-        self.failures: Counter[str] = Counter()  # frames the pipeline raised on, by error
+        self.worker = threading.Thread(target=self._work, name="fusion-branches", daemon=True)
+        self.worker.start()
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         latched = QoSProfile(
             depth=1,
@@ -169,8 +171,6 @@ class FusionNode(Node):
         self.input = SensorInput(self, values, self._on_frame, on_time_jump=self._reset)
         self.create_timer(POLL_PERIOD_S, self._drain)
         publish_diagnostics(self, self._statuses)
-        self.worker = threading.Thread(target=self._work, name="fusion-branches", daemon=True)
-        self.worker.start()
 
     def _publish_labels(self) -> None:
         now = self.get_clock().now().nanoseconds
@@ -207,9 +207,9 @@ class FusionNode(Node):
             self.selections.popitem(last=False)
         self._drain()
 
-    def _on_frame(self, _: SyncedFrame, frame: SensorFrame) -> None:
+    def _on_frame(self, synced: SyncedFrame, frame: SensorFrame) -> None:
         now = self.get_clock().now().nanoseconds
-        self.waiting.append(_Waiting(frame, now + self.wait_ns))
+        self.waiting.append(_Waiting(synced, frame, now + self.wait_ns))
         self._drain()
 
     def _drain(self) -> None:
@@ -239,11 +239,7 @@ class FusionNode(Node):
                 if self.stopping:
                     return
                 frame, selection = self.queue.popleft()
-            try:
-                self._run(frame, selection)
-            except Exception as error:  # one bad frame must not end the output
-                self.failures[type(error).__name__] += 1
-                self.get_logger().error(f"frame {frame.stamp_ns}: {error!r} (frame skipped)")
+            self._run(frame, selection)
 
     def destroy_node(self) -> None:
         with self.queue_ready:
@@ -287,10 +283,7 @@ class FusionNode(Node):
         pipeline = self.pipeline
         fallbacks = sum(self.fallbacks.values())
         level, message = DiagnosticStatus.OK, f"{self.frames} frames"
-        if self.failures:
-            level = DiagnosticStatus.ERROR
-            message = f"{sum(self.failures.values())} frames failed; see the log"
-        elif self.over_budget or fallbacks or self.bad_selections or self.dropped_busy:
+        if self.over_budget or fallbacks or self.bad_selections or self.dropped_busy:
             level = DiagnosticStatus.WARN
             message = (
                 f"{self.over_budget} over budget, {fallbacks} fallbacks, "
@@ -313,6 +306,5 @@ class FusionNode(Node):
             "branches_and_fusion_ms_p99": f"{np.percentile(compute, 99):.1f}",
             "frames_waiting": len(self.waiting),
             "frames_dropped_busy": self.dropped_busy,
-            **{f"failed: {name}": n for name, n in self.failures.items()},
         }
         return [*self.input.statuses("fusion"), status("fusion: output", level, message, values)]
