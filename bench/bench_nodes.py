@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,38 +25,23 @@ from dynfusion_ros.eval.profiling import machine_description
 from dynfusion_ros.eval.recording import TOPICS, Recording
 from dynfusion_ros.ros.dds import use_package_transports
 from dynfusion_ros.ros.demo import simulate_demo_drive
-from dynfusion_ros.ros.processes import start, stop, wait_until_listening
-from dynfusion_ros.ros.replay import Player
+from dynfusion_ros.ros.processes import replay_through_nodes
 
 
 def replay_once(node, drive: Path, rate: float, policy: str, work: Path) -> dict:
-    from rosbags.rosbag2 import Reader
-
     out = work / f"rate{rate:g}"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    overrides = ["use_sim_time:=true", f"policy:={policy}", "score_threshold:=0.0"]
-    processes = {
-        "nodes": start(["run", *[a for o in overrides for a in ("-p", o)]], out / "nodes.log")
-    }
-    recording = out / "recording"
-    topics = [TOPICS["detections"], TOPICS["truth"]]
-    processes["recorder"] = start(
-        ["record", "--out", str(recording), *topics], out / "recorder.log"
+    start_bag, start_wall = replay_through_nodes(
+        node,
+        drive,
+        out,
+        overrides=[f"policy:={policy}", "score_threshold:=0.0"],
+        topics=[TOPICS["detections"], TOPICS["truth"]],
+        rate=rate,
+        log_sim_time=False,  # system time, to compare with when each frame came round
     )
-    try:
-        with Reader(drive) as reader:
-            player = Player(node, reader, None, clock=True)
-            needs = {"/camera/image_raw": 2, TOPICS["truth"]: 1, TOPICS["detections"]: 1}
-            wait_until_listening(node, needs, processes, out)
-            time.sleep(1.0)  # let the nodes' first frames warm torch up on nothing
-            for _ in player.play(reader, rate):
-                pass
-            start_bag, start_wall = reader.start_time, player.started_wall_ns
-        time.sleep(2.0)
-    finally:
-        for process in processes.values():
-            stop(process)
+    recording = out / "recording"
     result = Recording.read(recording)
     frames = result.frame_stamps()
     latency = []

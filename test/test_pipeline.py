@@ -294,3 +294,15 @@ def test_train_gate_command_writes_a_loadable_gate(record, clear_bag, tmp_path, 
     assert quality.shape == (63,) and ((quality > 0) & (quality < 1)).all()
     assert main(arguments) == 0  # the rescored cache is reused
     assert "scoring every selection" not in capsys.readouterr().out
+
+
+def test_a_recording_pairs_published_frames_with_truth_within_two_milliseconds():
+    from dynfusion_ros.eval.recording import Recording
+
+    ms = 1_000_000
+    recording = Recording(detections={100 * ms: ([], 0), 201 * ms: ([], 0), 300 * ms: ([], 0)})
+    assert recording.published(100 * ms) == 100 * ms
+    assert recording.published(199 * ms) == 201 * ms  # 2 ms off: still that frame
+    assert recording.published(301 * ms + ms // 2) == 300 * ms
+    assert recording.published(250 * ms) is None
+    assert recording.published(0) is None

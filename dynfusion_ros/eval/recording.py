@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from rosbags.rosbag2 import Reader
@@ -93,11 +94,15 @@ class Recording:
         return self.contexts[index][1] if index >= 0 else "unlabelled"
 
     def published(self, stamp: int) -> int | None:
-        """The published stamp that is this frame's, if any."""
-        for candidate in (stamp, *range(stamp - MATCH_NS, stamp + MATCH_NS + 1, MATCH_NS)):
-            if candidate in self.detections:
-                return candidate
-        return None
+        """The published stamp nearest this frame's, if within MATCH_NS."""
+        stamps = self._published_stamps
+        index = bisect_right(stamps, stamp)
+        near = [s for s in stamps[max(0, index - 1) : index + 1] if abs(s - stamp) <= MATCH_NS]
+        return min(near, key=lambda s: abs(s - stamp)) if near else None
+
+    @cached_property
+    def _published_stamps(self) -> list[int]:  # read once the recording is whole
+        return sorted(self.detections)
 
 
 def evaluate_recording(bag: Path, branch_names: tuple[str, ...]) -> tuple[Evaluation, int]:

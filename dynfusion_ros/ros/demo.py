@@ -14,16 +14,12 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-import time
 from pathlib import Path
 
 from dynfusion_ros.eval.recording import TOPICS
-from dynfusion_ros.ros.processes import start, stop, wait_until_listening
+from dynfusion_ros.ros.processes import replay_through_nodes
 
 DRIVE = ("mixed", 30.0, 7)  # scenario, seconds, seed
-# ready: both nodes take the camera, the recorder the truth and the detections
-LISTENING = {"/camera/image_raw": 2, TOPICS["truth"]: 1, TOPICS["detections"]: 1}
-DRAIN_S = 2.0  # after the last message, for the last frames to come out
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,35 +47,19 @@ def simulate_demo_drive(drive: Path) -> None:
         raise RuntimeError("simulating the demo drive failed")
 
 
-def _replay(drive: Path, recording: Path, overrides: list[str]) -> None:
+def _replay(drive: Path, out: Path, overrides: list[str]) -> None:
     import rclpy
-    from rosbags.rosbag2 import Reader
-    from tqdm import tqdm
 
     from dynfusion_ros.ros.dds import use_package_transports
-    from dynfusion_ros.ros.replay import Player
 
     use_package_transports()
-    logs = recording.parent
-    parameters = [arg for o in ["use_sim_time:=true", *overrides] for arg in ("-p", o)]
-    processes = {"nodes": start(["run", *parameters], logs / "nodes.log")}
-    record = ["record", "--use-sim-time", "--out", str(recording), *TOPICS.values()]
-    processes["recorder"] = start(record, logs / "recorder.log")
     rclpy.init()
     node = rclpy.create_node("dynfusion_demo")
+    print("[demo] starting the nodes and the recorder")
     try:
-        with Reader(drive) as reader:
-            player = Player(node, reader, None, clock=True)
-            print("[demo] starting the nodes and the recorder")
-            wait_until_listening(node, LISTENING, processes, logs)
-            total = sum(c.msgcount for c in player.connections)
-            for _ in tqdm(player.play(reader, 1.0), total=total, desc="replay", unit="msg"):
-                pass
-            time.sleep(DRAIN_S)
+        topics = list(TOPICS.values())
+        replay_through_nodes(node, drive, out, overrides=overrides, topics=topics, progress=True)
     finally:
-        for name in ("recorder", "nodes"):
-            if not stop(processes[name]):
-                print(f"[demo] warning: {name} did not stop cleanly; see {logs / name}.log")
         node.destroy_node()
         rclpy.try_shutdown()
 
@@ -98,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         simulate_demo_drive(drive)
         shutil.rmtree(recording.parent, ignore_errors=True)
         recording.parent.mkdir(parents=True)
-        _replay(drive, recording, overrides)
+        _replay(drive, recording.parent, overrides)
         evaluation, lost = evaluate_recording(recording, tuple(BRANCHES))
     except (RuntimeError, ValueError, OSError) as error:
         print(f"dynfusion demo: error: {error}", file=sys.stderr)

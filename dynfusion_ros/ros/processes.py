@@ -1,6 +1,6 @@
 """The package's commands as child processes, for `dynfusion demo` and the node benchmark:
 start one with its output in a log, wait until the nodes and a recorder are listening,
-stop it as Ctrl-C would."""
+stop it as Ctrl-C would; and the whole round of a drive replayed through the nodes."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 
 READY_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = 30.0
+DRAIN_S = 2.0  # after the last message, for the last frames to come out
 
 
 def start(arguments: list[str], log: Path) -> subprocess.Popen:
@@ -48,3 +49,50 @@ def wait_until_listening(
             return
         time.sleep(0.2)
     raise RuntimeError(f"nothing was listening after {READY_TIMEOUT_S:.0f} s; see {logs}")
+
+
+def replay_through_nodes(
+    node,
+    drive: Path,
+    out: Path,
+    *,
+    overrides: list[str],
+    topics: list[str],
+    rate: float = 1.0,
+    log_sim_time: bool = True,
+    progress: bool = False,
+) -> tuple[int, int]:
+    """`dynfusion run` (on the replay's clock, with NAME:=VALUE ``overrides``) and a
+    recorder of ``topics`` into ``out/recording``, ``drive`` replayed into them at
+    ``rate`` from ``node``, then both stopped; logs in ``out``. Returns the bag's start
+    and the system time the replay began (ns), to put recorded times on the bag's."""
+    from rosbags.rosbag2 import Reader
+    from tqdm import tqdm
+
+    from dynfusion_ros.ros.replay import Player
+
+    parameters = [arg for o in ["use_sim_time:=true", *overrides] for arg in ("-p", o)]
+    processes = {"nodes": start(["run", *parameters], out / "nodes.log")}
+    record = ["record", "--out", str(out / "recording"), *topics]
+    if log_sim_time:
+        record.insert(1, "--use-sim-time")
+    processes["recorder"] = start(record, out / "recorder.log")
+    # ready: both nodes take the camera, the recorder every topic it records
+    needs = {"/camera/image_raw": 2, **{topic: 1 for topic in topics}}
+    try:
+        with Reader(drive) as reader:
+            player = Player(node, reader, None, clock=True)
+            wait_until_listening(node, needs, processes, out)
+            total = sum(c.msgcount for c in player.connections)
+            messages = player.play(reader, rate)
+            for _ in tqdm(messages, total=total, desc="replay", unit="msg", disable=not progress):
+                pass
+            started = (reader.start_time, player.started_wall_ns)
+        time.sleep(DRAIN_S)
+    finally:
+        for name in ("recorder", "nodes"):
+            if not stop(processes[name]):
+                print(
+                    f"warning: {name} did not stop cleanly; see {out / name}.log", file=sys.stderr
+                )
+    return started

@@ -267,8 +267,7 @@ class SensorInput:
         now = self.now_ns() if arrived_ns is None else arrived_ns
         if modality is Modality.CAMERA and self.builder.camera_model is None:
             if self.early_image is not None:  # still none: the older image is lost
-                self.sync.health[modality].received += 1
-                self.sync.drop(modality, "no CameraInfo received yet")
+                self.sync.refuse(modality, "no CameraInfo received yet")
                 self.report(self.topics[modality], f"no CameraInfo on {self.camera_info_topic}")
             self.early_image = (msg, now)
             return
@@ -276,8 +275,7 @@ class SensorInput:
             stamp = stamp_ns(msg.header)
             data = self.builder.convert(modality, msg)
         except ConversionError as error:
-            self.sync.health[modality].received += 1
-            self.sync.drop(modality, f"malformed {error.field}")
+            self.sync.refuse(modality, f"malformed {error.field}")
             self.report(self.topics[modality], str(error))
             return
         limit = self.max_points.get(modality)

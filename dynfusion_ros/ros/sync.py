@@ -153,8 +153,13 @@ class FrameSync:
         return None
 
     def drop(self, modality: Modality, reason: str) -> None:
-        """Count a message refused here or by its conversion (malformed)."""
+        """Count a received message as refused, with the reason."""
         self.health[modality].dropped[reason] += 1
+
+    def refuse(self, modality: Modality, reason: str) -> None:
+        """A message refused before it reached ``add`` (malformed, unusable yet)."""
+        self.health[modality].received += 1
+        self.drop(modality, reason)
 
     def add(
         self, modality: Modality, stamp_ns: int, message: object, now_ns: int
