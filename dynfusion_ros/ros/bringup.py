@@ -11,9 +11,12 @@ from __future__ import annotations
 import argparse
 import atexit
 import os
+import signal
 import sys
 import tempfile
 import threading
+import time
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -24,6 +27,7 @@ from dynfusion_ros.resources import package_file
 PARAMS_FILE = Path("config/dynfusion.yaml")
 NODE_NAMES = ("context_estimator", "fusion")
 START_ERRORS = (ValueError, RuntimeError, OSError)  # parameters, model files, meters
+STOP_POLL_S = 0.1  # how soon the executors notice a stop (s)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -70,51 +74,76 @@ def ros_arguments(params: Path | None, overrides: Sequence[str]) -> list[str]:
 
 
 def spin(factories: Sequence[Callable[[], object]], arguments: list[str]) -> int:
-    """Create the nodes and spin them until Ctrl-C, each on its own thread with its own
-    executor; a start-up error is one line, exit 2.
+    """Create the nodes and spin them until Ctrl-C or SIGTERM, each on its own thread
+    with its own executor; a start-up error is one line, exit 2.
 
     Not one MultiThreadedExecutor: with it, on an 8 s drive (2 cores), the context
     estimator's selections came 220 ms after their frame's stamp (p50); with one
     single-threaded executor per node, 61 ms, of which 55 ms is the lidar's own delivery.
-    Each node still runs beside the other; the fusion node's branches run on a worker
-    thread."""
+
+    The stop is ordered by hand. rclpy's own signal handler shuts the context down at
+    once, under the fusion worker's feet, and ``Executor.shutdown`` destroys its guard
+    condition without waiting for a spin that is still waiting on it: either crashed the
+    process at exit now and then (SIGSEGV). Here a signal only sets ``stop``; each
+    executor leaves its loop within ``STOP_POLL_S``, and only then are the executors,
+    the nodes (the fusion worker first) and the context torn down."""
     from dynfusion_ros.ros.dds import use_package_transports
 
     use_package_transports()
     import rclpy
-    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
 
-    rclpy.init(args=arguments)
+    rclpy.init(args=arguments, signal_handler_options=SignalHandlerOptions.NO)
     nodes = []
     try:
         for factory in factories:
             nodes.append(factory())
-    except START_ERRORS as error:
-        print(f"dynfusion: cannot start: {error}", file=sys.stderr)
+    except (*START_ERRORS, KeyboardInterrupt) as error:
+        print(f"dynfusion: cannot start: {error or 'interrupted'}", file=sys.stderr)
         for node in nodes:
             node.destroy_node()
         rclpy.try_shutdown()
         return 2
+    stop = threading.Event()
+    failed: list[str] = []
+    signalled: list[int] = []  # a handler that took a lock could deadlock the main thread
+    for signal_number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signal_number, lambda number, _: signalled.append(number))
     executors = [SingleThreadedExecutor() for _ in nodes]
+    threads = []
     for executor, node in zip(executors, nodes, strict=True):
         executor.add_node(node)
-    threads = [threading.Thread(target=e.spin, daemon=True) for e in executors[1:]]
-    for thread in threads:
+        thread = threading.Thread(
+            target=_spin_until, args=(executor, stop, failed), name=node.get_name()
+        )
         thread.start()
-    try:
-        executors[0].spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        for executor in executors:
-            executor.shutdown(timeout_sec=5.0)
-        for thread in threads:
-            thread.join(timeout=5.0)
-        for node in nodes:
-            node.destroy_node()
-        rclpy.try_shutdown()
+        threads.append(thread)
+    while not (signalled or stop.is_set()):
+        time.sleep(STOP_POLL_S)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    for executor in executors:
+        executor.shutdown(timeout_sec=0)
+    for node in nodes:
+        node.destroy_node()
+    rclpy.try_shutdown()
     print("dynfusion: nodes stopped", file=sys.stderr, flush=True)
-    return 0
+    return 1 if failed else 0
+
+
+def _spin_until(executor, stop: threading.Event, failed: list[str]) -> None:
+    """Spin until ``stop``; an exception that escapes a callback stops every node (the
+    process then exits 1) rather than leaving this one deaf while the others run."""
+    try:
+        while not stop.is_set():
+            executor.spin_once(timeout_sec=STOP_POLL_S)
+    except Exception:
+        failed.append(threading.current_thread().name)
+        traceback.print_exc()
+        print(f"dynfusion: {failed[-1]} failed; stopping", file=sys.stderr, flush=True)
+        stop.set()
 
 
 def run(args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from dynfusion_ros.core.pipeline import DynamicFusionPipeline
 from dynfusion_ros.core.types import SensorFrame
 from dynfusion_ros.ros.convert import selection_to_msg
-from dynfusion_ros.ros.diagnostics import publish_diagnostics, status
+from dynfusion_ros.ros.diagnostics import FrameFailures, publish_diagnostics, status
 from dynfusion_ros.ros.gate_params import GATE_PARAMS, make_gate
 from dynfusion_ros.ros.parameters import declare
 from dynfusion_ros.ros.sensor_input import SENSOR_PARAMS, SensorInput
@@ -41,6 +41,7 @@ class ContextEstimatorNode(Node):
         self.fallbacks: Counter[str] = Counter()
         self.unaffordable = 0  # frames where nothing available fitted the budget
         self.last_choice = ""
+        self.failures = FrameFailures(self)
         publish_diagnostics(self, self._statuses)
 
     def _on_change(self, name: str, value: object) -> None:
@@ -51,6 +52,9 @@ class ContextEstimatorNode(Node):
         self.get_logger().info(f"{name} set to {value}")
 
     def _on_frame(self, _: SyncedFrame, frame: SensorFrame) -> None:
+        self.failures.guard(frame.stamp_ns, self._select, frame)
+
+    def _select(self, frame: SensorFrame) -> None:
         choice = self.pipeline.choose(frame)
         self.publisher.publish(selection_to_msg(choice.selection))
         decision = choice.decision
@@ -62,7 +66,9 @@ class ContextEstimatorNode(Node):
     def _statuses(self) -> list[DiagnosticStatus]:
         pipeline = self.pipeline
         level, message = DiagnosticStatus.OK, f"running {self.last_choice or 'nothing yet'}"
-        if self.unaffordable:
+        if self.failures:
+            level, message = DiagnosticStatus.ERROR, self.failures.summary()
+        elif self.unaffordable:
             level = DiagnosticStatus.WARN
             message = f"{self.unaffordable} frames had nothing within the budget"
         values = {
@@ -73,6 +79,7 @@ class ContextEstimatorNode(Node):
             "frames_over_budget": self.unaffordable,
             "fallback_frames": sum(self.fallbacks.values()),
             **{f"fallback: {reason}": n for reason, n in self.fallbacks.items() if n},
+            **self.failures.values(),
         }
         return [
             *self.input.statuses("context_estimator"),

@@ -6,6 +6,7 @@ so a node hands ``publish_diagnostics`` a function returning its statuses.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -34,3 +35,30 @@ def publish_diagnostics(node: Node, statuses: Callable[[], list[DiagnosticStatus
         publisher.publish(array)
 
     node.create_timer(DIAGNOSTICS_PERIOD_S, tick)
+
+
+class FrameFailures:
+    """Frames a node's pipeline raised on. A bug or an input no check foresaw must cost
+    that frame only: the error is logged with the frame's stamp, counted by type, and
+    the node's status turns ERROR on /diagnostics."""
+
+    def __init__(self, node: Node) -> None:
+        self.logger = node.get_logger()
+        self.counts: Counter[str] = Counter()
+
+    def guard(self, stamp_ns: int, work: Callable[..., None], *arguments: object) -> None:
+        """``work(*arguments)`` for the frame of ``stamp_ns``, whatever it raises."""
+        try:
+            work(*arguments)
+        except Exception as error:  # any error: skip the frame, keep running
+            self.counts[type(error).__name__] += 1
+            self.logger.error(f"frame {stamp_ns} skipped: {type(error).__name__}: {error}")
+
+    def __bool__(self) -> bool:
+        return bool(self.counts)
+
+    def summary(self) -> str:
+        return f"{sum(self.counts.values())} frames failed; see the node's log"
+
+    def values(self) -> dict[str, int]:
+        return {f"failed: {name}": n for name, n in self.counts.items()}

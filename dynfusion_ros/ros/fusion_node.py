@@ -39,7 +39,7 @@ from dynfusion_ros.ros.convert import (
     label_info,
     msg_to_selection,
 )
-from dynfusion_ros.ros.diagnostics import publish_diagnostics, status
+from dynfusion_ros.ros.diagnostics import FrameFailures, publish_diagnostics, status
 from dynfusion_ros.ros.gate_params import GATE_PARAMS, file_or_empty, make_gate
 from dynfusion_ros.ros.parameters import Param, declare
 from dynfusion_ros.ros.sensor_input import POLL_PERIOD_S, SENSOR_PARAMS, SensorInput
@@ -151,8 +151,7 @@ class FusionNode(Node):
         self.queue: deque[tuple[SensorFrame, Selection | None]] = deque()
         self.queue_ready = threading.Condition()
         self.stopping = False
-        self.worker = threading.Thread(target=self._work, name="fusion-branches", daemon=True)
-        self.worker.start()
+        self.failures = FrameFailures(self)
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         latched = QoSProfile(
             depth=1,
@@ -171,6 +170,8 @@ class FusionNode(Node):
         self.input = SensorInput(self, values, self._on_frame, on_time_jump=self._reset)
         self.create_timer(POLL_PERIOD_S, self._drain)
         publish_diagnostics(self, self._statuses)
+        self.worker = threading.Thread(target=self._work, name="fusion-branches", daemon=True)
+        self.worker.start()
 
     def _publish_labels(self) -> None:
         now = self.get_clock().now().nanoseconds
@@ -239,13 +240,13 @@ class FusionNode(Node):
                 if self.stopping:
                     return
                 frame, selection = self.queue.popleft()
-            self._run(frame, selection)
+            self.failures.guard(frame.stamp_ns, self._run, frame, selection)
 
     def destroy_node(self) -> None:
         with self.queue_ready:
             self.stopping = True
             self.queue_ready.notify()
-        self.worker.join(timeout=5.0)
+        self.worker.join()  # at most one frame: it must not publish on a destroyed node
         super().destroy_node()
 
     def _run(self, frame: SensorFrame, selection: Selection | None) -> None:
@@ -283,7 +284,9 @@ class FusionNode(Node):
         pipeline = self.pipeline
         fallbacks = sum(self.fallbacks.values())
         level, message = DiagnosticStatus.OK, f"{self.frames} frames"
-        if self.over_budget or fallbacks or self.bad_selections or self.dropped_busy:
+        if self.failures:
+            level, message = DiagnosticStatus.ERROR, self.failures.summary()
+        elif self.over_budget or fallbacks or self.bad_selections or self.dropped_busy:
             level = DiagnosticStatus.WARN
             message = (
                 f"{self.over_budget} over budget, {fallbacks} fallbacks, "
@@ -306,5 +309,6 @@ class FusionNode(Node):
             "branches_and_fusion_ms_p99": f"{np.percentile(compute, 99):.1f}",
             "frames_waiting": len(self.waiting),
             "frames_dropped_busy": self.dropped_busy,
+            **self.failures.values(),
         }
         return [*self.input.statuses("fusion"), status("fusion: output", level, message, values)]

@@ -1,0 +1,118 @@
+"""A frame the pipeline raises on costs that frame only: each node, in this process with
+its own context, keeps publishing for the frames after it and reports the failure."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+from diagnostic_msgs.msg import DiagnosticStatus
+
+DOMAIN_ID = (int(os.environ["ROS_DOMAIN_ID"]) + 30) % 100
+TIMEOUT_S = 30.0
+
+
+@pytest.fixture
+def ros_context():
+    import rclpy
+
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=DOMAIN_ID)
+    yield context
+    rclpy.shutdown(context=context)
+
+
+def _spin(node, listener, received: list, until) -> None:
+    """Spin both nodes until ``until()`` or the timeout."""
+    from rclpy.executors import SingleThreadedExecutor
+
+    executor = SingleThreadedExecutor(context=node.context)
+    executor.add_node(node)
+    executor.add_node(listener)
+    deadline = time.monotonic() + TIMEOUT_S
+    while not until() and time.monotonic() < deadline:
+        executor.spin_once(timeout_sec=0.05)
+    executor.shutdown(timeout_sec=0)
+
+
+def _failing_on(stamp_ns: int, work):
+    def failing(frame, *arguments):
+        if frame.stamp_ns == stamp_ns:
+            raise RuntimeError("injected")
+        return work(frame, *arguments)
+
+    return failing
+
+
+def _listener(context, topic: str, kind, received: list):
+    import rclpy
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+    listener = rclpy.create_node("test_failures_listener", context=context)
+    qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+    listener.create_subscription(kind, topic, received.append, qos)
+    return listener
+
+
+def _status(statuses, name: str):
+    return next(s for s in statuses if s.name == name)
+
+
+def test_fusion_skips_a_frame_the_pipeline_raises_on_and_goes_on(ros_context, clear_frames):
+    from rclpy.parameter import Parameter
+    from vision_msgs.msg import Detection3DArray
+
+    from dynfusion_ros.ros.fusion_node import FusionNode
+
+    overrides = [Parameter("selection_wait_s", value=0.0), Parameter("max_queued_frames", value=10)]
+    node = FusionNode(context=ros_context, parameter_overrides=overrides)
+    received: list = []
+    listener = _listener(ros_context, "/dynfusion/detections", Detection3DArray, received)
+    frames = [labelled.frame for labelled in clear_frames[:3]]
+    node.pipeline.execute = _failing_on(frames[0].stamp_ns, node.pipeline.execute)
+    try:
+        _spin(node, listener, received, lambda: node.detections_pub.get_subscription_count())
+        for frame in frames:
+            node._on_frame(None, frame)  # as the sensor input hands over an assembled frame
+        _spin(node, listener, received, lambda: len(received) == 2)
+        assert [m.header.stamp.nanosec for m in received] == [
+            f.stamp_ns % 1_000_000_000 for f in frames[1:]
+        ]
+        assert node.worker.is_alive()
+        output = _status(node._statuses(), "fusion: output")
+        assert output.level == DiagnosticStatus.ERROR
+        assert {v.key: v.value for v in output.values}["failed: RuntimeError"] == "1"
+    finally:
+        listener.destroy_node()
+        node.destroy_node()
+    assert not node.worker.is_alive()  # destroy_node stops the worker before the node
+
+
+def test_context_estimator_skips_a_frame_the_gate_raises_on_and_goes_on(
+    ros_context, clear_frames
+):
+    from dynfusion_msgs.msg import BranchSelection
+
+    from dynfusion_ros.ros.context_estimator_node import SELECTION_TOPIC, ContextEstimatorNode
+
+    node = ContextEstimatorNode(context=ros_context)
+    received: list = []
+    listener = _listener(ros_context, SELECTION_TOPIC, BranchSelection, received)
+    frames = [labelled.frame for labelled in clear_frames[:3]]
+    node.pipeline.choose = _failing_on(frames[1].stamp_ns, node.pipeline.choose)
+    try:
+        _spin(node, listener, received, lambda: node.publisher.get_subscription_count())
+        for frame in frames:
+            node._on_frame(None, frame)
+        _spin(node, listener, received, lambda: len(received) == 2)
+        assert [m.header.stamp.nanosec for m in received] == [
+            frames[0].stamp_ns % 1_000_000_000,
+            frames[2].stamp_ns % 1_000_000_000,
+        ]
+        gate = _status(node._statuses(), "context_estimator: gate")
+        assert gate.level == DiagnosticStatus.ERROR
+        assert "1 frames failed" in gate.message
+    finally:
+        listener.destroy_node()
+        node.destroy_node()
