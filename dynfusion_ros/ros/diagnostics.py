@@ -12,6 +12,8 @@ from collections.abc import Callable
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
 
+from dynfusion_ros.ros.timers import steady_timer
+
 DIAGNOSTICS_PERIOD_S = 1.0
 
 
@@ -34,7 +36,7 @@ def publish_diagnostics(node: Node, statuses: Callable[[], list[DiagnosticStatus
         array.header.stamp = node.get_clock().now().to_msg()
         publisher.publish(array)
 
-    node.create_timer(DIAGNOSTICS_PERIOD_S, tick)
+    steady_timer(node, DIAGNOSTICS_PERIOD_S, tick)
 
 
 class FrameFailures:

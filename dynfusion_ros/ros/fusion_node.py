@@ -44,6 +44,7 @@ from dynfusion_ros.ros.gate_params import GATE_PARAMS, file_or_empty, make_gate
 from dynfusion_ros.ros.parameters import Param, declare
 from dynfusion_ros.ros.sensor_input import POLL_PERIOD_S, SENSOR_PARAMS, SensorInput
 from dynfusion_ros.ros.sync import SyncedFrame
+from dynfusion_ros.ros.timers import steady_timer
 
 SELECTIONS_KEPT = 100  # selections waiting for their frame
 LATENCIES_KEPT = 200  # frames in the latency percentiles on /diagnostics
@@ -168,7 +169,7 @@ class FusionNode(Node):
             BranchSelection, SELECTION_TOPIC, self._on_selection, SELECTION_QOS
         )
         self.input = SensorInput(self, values, self._on_frame, on_time_jump=self._reset)
-        self.create_timer(POLL_PERIOD_S, self._drain)
+        steady_timer(self, POLL_PERIOD_S, self._drain)
         publish_diagnostics(self, self._statuses)
         self.worker = threading.Thread(target=self._work, name="fusion-branches", daemon=True)
         self.worker.start()

@@ -26,6 +26,7 @@ from dynfusion_ros.ros.diagnostics import status
 from dynfusion_ros.ros.frames import FrameBuilder, assemble
 from dynfusion_ros.ros.parameters import Param
 from dynfusion_ros.ros.sync import FRAME_SENSORS, FrameSync, SyncedFrame, SyncSettings
+from dynfusion_ros.ros.timers import steady_timer
 
 POLL_PERIOD_S = 0.01  # how often waiting frames are checked against their timeout
 IMU_QUEUE = 50  # 200-400 Hz: a frame period of samples and then some
@@ -202,7 +203,8 @@ class SensorInput:
         self.max_points = {
             m: values[f"{m.value}_max_points"] for m in (Modality.LIDAR, Modality.RADAR)
         }
-        self.early_image: tuple[object, int] | None = None  # (image, arrival) before any CameraInfo
+        # per sensor, the newest message that came before its calibration, and its arrival
+        self.early: dict[Modality, tuple[object, int]] = {}
         sensor_qos = qos_profile_sensor_data
         imu_qos = QoSProfile(depth=IMU_QUEUE, reliability=ReliabilityPolicy.BEST_EFFORT)
         for modality, kind in (
@@ -227,7 +229,7 @@ class SensorInput:
         )
         node.create_subscription(TFMessage, "/tf_static", self._on_tf_static, static)
         self.camera_info_topic = values["camera_info_topic"]
-        node.create_timer(POLL_PERIOD_S, self._poll)
+        steady_timer(node, POLL_PERIOD_S, self._poll)
 
     def _time_jumped(self, warning: str) -> None:
         self.node.get_logger().warning(warning)
@@ -249,27 +251,44 @@ class SensorInput:
         except ConversionError as error:
             self.report(self.camera_info_topic, str(error))
             return
-        if self.early_image is not None:
-            image, arrived = self.early_image
-            self.early_image = None
-            self._on_sensor(Modality.CAMERA, image, arrived)
+        self._release_early()
 
     def _on_tf_static(self, msg) -> None:
         try:
             self.builder.take_transforms(msg)
         except ConversionError as error:
             self.report("/tf_static", str(error))
+            return
+        self._release_early()
+
+    def _missing_calibration(self, modality: Modality) -> str:
+        """What a message of this sensor cannot be converted without, yet; "" if nothing."""
+        if modality is Modality.CAMERA and self.builder.camera_model is None:
+            return f"CameraInfo on {self.camera_info_topic}"
+        if modality is not Modality.IMU and not self.builder.extrinsics:
+            return "/tf_static"
+        return ""
+
+    def _release_early(self) -> None:
+        """Hand on, in arrival order, the held messages whose calibration is now here."""
+        ready = [m for m in self.early if not self._missing_calibration(m)]
+        for modality in sorted(ready, key=lambda m: self.early[m][1]):
+            msg, arrived = self.early.pop(modality)
+            self._on_sensor(modality, msg, arrived)
 
     def _on_sensor(self, modality: Modality, msg, arrived_ns: int | None = None) -> None:
         """Convert at the door: a malformed message is dropped before it can key a frame
-        or displace a good one. An image that comes before the first CameraInfo (they
-        are published together) waits for it."""
+        or displace a good one. A message that comes before its calibration (the first
+        CameraInfo, the first /tf_static: at start-up they often come just after the
+        first data) waits for it, the newest one per sensor; the frames of the first
+        instants would otherwise go without camera and lidar."""
         now = self.now_ns() if arrived_ns is None else arrived_ns
-        if modality is Modality.CAMERA and self.builder.camera_model is None:
-            if self.early_image is not None:  # still none: the older image is lost
-                self.sync.refuse(modality, "no CameraInfo received yet")
-                self.report(self.topics[modality], f"no CameraInfo on {self.camera_info_topic}")
-            self.early_image = (msg, now)
+        missing = self._missing_calibration(modality)
+        if missing:
+            if modality in self.early:  # still none: the older message is lost
+                self.sync.refuse(modality, f"no {missing.split()[0]} received yet")
+                self.report(self.topics[modality], f"no {missing} received yet")
+            self.early[modality] = (msg, now)
             return
         try:
             stamp = stamp_ns(msg.header)

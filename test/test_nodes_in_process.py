@@ -1,5 +1,7 @@
-"""A frame the pipeline raises on costs that frame only: each node, in this process with
-its own context, keeps publishing for the frames after it and reports the failure."""
+"""The nodes' inputs and outputs in this process, each test with its own context: a frame
+the pipeline raises on costs that frame only (each node keeps publishing for the frames
+after it and reports the failure), and sensor data that comes before its calibration
+waits for it."""
 
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ def ros_context():
     rclpy.shutdown(context=context)
 
 
-def _spin(node, listener, received: list, until) -> None:
+def _spin(node, listener, until) -> None:
     """Spin both nodes until ``until()`` or the timeout."""
     from rclpy.executors import SingleThreadedExecutor
 
@@ -72,10 +74,10 @@ def test_fusion_skips_a_frame_the_pipeline_raises_on_and_goes_on(ros_context, cl
     frames = [labelled.frame for labelled in clear_frames[:3]]
     node.pipeline.execute = _failing_on(frames[0].stamp_ns, node.pipeline.execute)
     try:
-        _spin(node, listener, received, lambda: node.detections_pub.get_subscription_count())
+        _spin(node, listener, node.detections_pub.get_subscription_count)
         for frame in frames:
             node._on_frame(None, frame)  # as the sensor input hands over an assembled frame
-        _spin(node, listener, received, lambda: len(received) == 2)
+        _spin(node, listener, lambda: len(received) == 2)
         assert [m.header.stamp.nanosec for m in received] == [
             f.stamp_ns % 1_000_000_000 for f in frames[1:]
         ]
@@ -89,9 +91,7 @@ def test_fusion_skips_a_frame_the_pipeline_raises_on_and_goes_on(ros_context, cl
     assert not node.worker.is_alive()  # destroy_node stops the worker before the node
 
 
-def test_context_estimator_skips_a_frame_the_gate_raises_on_and_goes_on(
-    ros_context, clear_frames
-):
+def test_context_estimator_skips_a_frame_the_gate_raises_on_and_goes_on(ros_context, clear_frames):
     from dynfusion_msgs.msg import BranchSelection
 
     from dynfusion_ros.ros.context_estimator_node import SELECTION_TOPIC, ContextEstimatorNode
@@ -102,10 +102,10 @@ def test_context_estimator_skips_a_frame_the_gate_raises_on_and_goes_on(
     frames = [labelled.frame for labelled in clear_frames[:3]]
     node.pipeline.choose = _failing_on(frames[1].stamp_ns, node.pipeline.choose)
     try:
-        _spin(node, listener, received, lambda: node.publisher.get_subscription_count())
+        _spin(node, listener, node.publisher.get_subscription_count)
         for frame in frames:
             node._on_frame(None, frame)
-        _spin(node, listener, received, lambda: len(received) == 2)
+        _spin(node, listener, lambda: len(received) == 2)
         assert [m.header.stamp.nanosec for m in received] == [
             frames[0].stamp_ns % 1_000_000_000,
             frames[2].stamp_ns % 1_000_000_000,
@@ -115,4 +115,56 @@ def test_context_estimator_skips_a_frame_the_gate_raises_on_and_goes_on(
         assert "1 frames failed" in gate.message
     finally:
         listener.destroy_node()
+        node.destroy_node()
+
+
+def _bag_messages(bag) -> list[tuple[str, object, int]]:
+    """(topic, rclpy message, log time) of a bag, in log order."""
+    from rclpy.serialization import deserialize_message
+    from rosbags.rosbag2 import Reader
+
+    from dynfusion_ros.ros.replay import message_class
+
+    with Reader(bag) as reader:
+        return [
+            (c.topic, deserialize_message(bytes(raw), message_class(c.msgtype)), log_ns)
+            for c, log_ns, raw in reader.messages()
+        ]
+
+
+def test_sensor_data_that_comes_before_its_calibration_waits_for_it(ros_context, clear_bag):
+    """At start-up the first images and clouds often come before /tf_static and
+    CameraInfo; they are held, not dropped, so the first frame has every sensor."""
+    import rclpy
+
+    from dynfusion_ros.ros.parameters import declare
+    from dynfusion_ros.ros.sensor_input import SENSOR_PARAMS, SensorInput
+
+    node = rclpy.create_node("test_early_input", context=ros_context)
+    frames = []
+    values = declare(node, SENSOR_PARAMS, lambda *_: None)
+    sensor_input = SensorInput(node, values, lambda _, frame: frames.append(frame))
+    sensors = {topic: modality for modality, topic in sensor_input.topics.items()}
+    del sensors["/imu/data"]
+    handlers = {"/tf_static": sensor_input._on_tf_static}
+    handlers["/camera/camera_info"] = sensor_input._on_camera_info
+    messages = _bag_messages(clear_bag)
+    calibration = [m for m in messages if m[0] in handlers]
+    data = [m for m in messages if m[0] in sensors]
+    try:
+        first_stamp = data[0][1].header.stamp
+        firsts = [m for m in data if m[1].header.stamp == first_stamp]
+        assert {topic for topic, _, _ in firsts} >= {"/camera/image_raw", "/radar/points"}
+        for topic, msg, log_ns in firsts:  # the first data, before any calibration
+            sensor_input._on_sensor(sensors[topic], msg, log_ns)
+        assert not frames
+        for topic, msg, _ in calibration[:2]:
+            handlers[topic](msg)
+        for topic, msg, log_ns in data[len(firsts) :]:
+            sensor_input._on_sensor(sensors[topic], msg, log_ns)
+        first = frames[0]
+        assert first.stamp_ns == first_stamp.sec * 1_000_000_000 + first_stamp.nanosec
+        assert first.camera is not None and first.lidar is not None and first.radar is not None
+        assert not any(h.dropped for h in sensor_input.sync.health.values())
+    finally:
         node.destroy_node()
