@@ -228,6 +228,18 @@ def test_shipped_weights_find_the_cars(clear_frames):
     assert evaluate_detections(scored).ap_per_class["car"] > 0.5
 
 
+def test_warm_up_runs_every_stem_and_head_and_changes_no_result(clear_frames):
+    runner = BranchRunner.load(default_model_path("branches.json"))
+    frame = clear_frames[0].frame
+    cold = runner.run(frame, runner.branch_names).detections
+    runner.warm_up()
+    warm = runner.run(frame, runner.branch_names).detections
+    assert set(warm) == set(runner.branch_names)
+    assert {name: [(d.score, d.box) for d in found] for name, found in warm.items()} == {
+        name: [(d.score, d.box) for d in found] for name, found in cold.items()
+    }
+
+
 def test_train_and_score_commands_end_to_end(clear_bag, tmp_path, capsys):
     from dynfusion_ros.cli import main
 

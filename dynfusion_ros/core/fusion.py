@@ -58,14 +58,19 @@ class _Pool:
         limit = np.array([MATCH_DISTANCE_M[ObjectClass(c)] for c in classes])
         distance = np.hypot(xy[:, None, 0] - xy[None, :, 0], xy[:, None, 1] - xy[None, :, 1])
         near = (classes[:, None] == classes[None, :]) & (distance < limit[:, None])
-        leaders: list[int] = []
-        for index in range(len(pooled)):
-            hits = np.flatnonzero(near[index, leaders]) if leaders else ()
-            if len(hits):
-                self.clusters[hits[0]].append(index)
-            else:
-                leaders.append(index)
+        # the stronger detections near each one, in order; then the greedy pass is on
+        # Python ints (one numpy call per detection was most of a frame's fusion time)
+        stronger: list[list[int]] = [[] for _ in pooled]
+        for index, other in zip(*np.nonzero(np.tril(near, -1)), strict=True):
+            stronger[index].append(int(other))
+        cluster_of: dict[int, int] = {}  # leader -> its cluster
+        for index, candidates in enumerate(stronger):
+            leader = next((other for other in candidates if other in cluster_of), None)
+            if leader is None:
+                cluster_of[index] = len(self.clusters)
                 self.clusters.append([index])
+            else:
+                self.clusters[cluster_of[leader]].append(index)
 
 
 def non_maximum_suppression(

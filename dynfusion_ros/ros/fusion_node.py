@@ -129,6 +129,7 @@ class FusionNode(Node):
         values = declare(self, (*SENSOR_PARAMS, *GATE_PARAMS, *FUSION_PARAMS), self._on_change)
         branches = values["branches_model"] or default_model_path("branches.json")
         runner = BranchRunner.load(branches, device=values["device"])
+        runner.warm_up()
         self.pipeline = DynamicFusionPipeline(
             runner,
             make_gate(values, runner.branch_names),

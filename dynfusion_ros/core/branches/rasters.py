@@ -123,3 +123,19 @@ def camera_lift(
     normalised[:, 1] = 2.0 * (pixels[:, 1] + 0.5) / model.height - 1.0
     normalised[~visible] = OUTSIDE
     return normalised.reshape(len(heights), rows, cols, 2).astype(np.float32)
+
+
+def blank_inputs(config: DetectorConfig) -> dict[str, np.ndarray]:
+    """Every stem's input for a frame where nothing was seen (no point, a black image
+    that no BEV cell lands in), at the shapes real frames have: to run the network once
+    before the first frame."""
+    width, height = config.camera_input
+    head = _head_grid(config)
+    return {
+        "camera": np.zeros((3, height, width), dtype=np.uint8),
+        "camera_lift": np.full(
+            (len(config.lift_heights_m), *head.shape, 2), OUTSIDE, dtype=np.float32
+        ),
+        "lidar": np.zeros((LIDAR_CHANNELS, *config.grid.shape), dtype=np.float32),
+        "radar": np.zeros((RADAR_CHANNELS, *head.shape), dtype=np.float32),
+    }

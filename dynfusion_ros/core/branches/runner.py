@@ -13,6 +13,7 @@ import torch
 from dynfusion_ros.core.branches.boxes import decode
 from dynfusion_ros.core.branches.inputs import LiftCache, stem_input
 from dynfusion_ros.core.branches.network import BranchNetwork
+from dynfusion_ros.core.branches.rasters import blank_inputs
 from dynfusion_ros.core.branches.registry import branch, stems_for
 from dynfusion_ros.core.branches.weights import load_network
 from dynfusion_ros.core.types import Detection, Modality, SensorFrame
@@ -89,6 +90,20 @@ class BranchRunner:
             outputs.detections[name] = self.head_detections(name, features)
             outputs.head_ms[name] = (time.perf_counter() - start) * 1e3
         return outputs
+
+    @torch.inference_mode()
+    def warm_up(self) -> None:
+        """Run every stem and head once on blank inputs. The first call at each layer
+        shape is slow (cuDNN and oneDNN choose their kernels, the allocator grows): a node
+        pays it here, at start-up, rather than on the first frames of a drive."""
+        inputs = {
+            key: torch.from_numpy(value)[None].to(self.device)
+            for key, value in blank_inputs(self.config).items()
+        }
+        features = {stem: self.network.stem(stem, inputs) for stem in self.config.stem_channels}
+        for name in self.branch_names:
+            self.network.head(name, features)
+        self._sync()
 
     def _sync(self) -> None:
         if self.device.type == "cuda":

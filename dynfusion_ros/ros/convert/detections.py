@@ -10,10 +10,10 @@ velocity is not carried.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 
 from vision_msgs.msg import (
-    BoundingBox3D,
     Detection3D,
     Detection3DArray,
     LabelInfo,
@@ -26,10 +26,7 @@ from dynfusion_ros.ros.convert.errors import ConversionError, core_errors_as
 from dynfusion_ros.ros.convert.geometry import (
     finite_xyz,
     finite_xyzw,
-    pose_msg,
     quaternion_yaw,
-    vector3_msg,
-    yaw_quaternion,
 )
 from dynfusion_ros.ros.convert.stamps import header_msg
 
@@ -69,25 +66,25 @@ def detection_array_to_detections(msg) -> list[Detection]:
 def detections_to_array(
     detections: Iterable[Detection], stamp_ns: int, frame_id: str = "base_link"
 ) -> Detection3DArray:
+    """Fills the default sub-messages in place: building each Pose, Quaternion and box
+    anew made this a third of the branches' own time for a hundred detections."""
     header = header_msg(stamp_ns, frame_id)
-    array = Detection3DArray(header=header)
+    messages = []
     for detection in detections:
         box = detection.box
-        pose = pose_msg((box.x, box.y, box.z), yaw_quaternion(box.yaw))
+        message = Detection3D(header=header)
+        centre = message.bbox.center
+        position, orientation, size = centre.position, centre.orientation, message.bbox.size
+        position.x, position.y, position.z = float(box.x), float(box.y), float(box.z)
+        orientation.z, orientation.w = math.sin(box.yaw / 2.0), math.cos(box.yaw / 2.0)
+        size.x, size.y, size.z = float(box.length), float(box.width), float(box.height)
         hypothesis = ObjectHypothesisWithPose()
         hypothesis.hypothesis.class_id = str(int(detection.object_class))
         hypothesis.hypothesis.score = float(detection.score)
-        hypothesis.pose.pose = pose
-        array.detections.append(
-            Detection3D(
-                header=header,
-                results=[hypothesis],
-                bbox=BoundingBox3D(
-                    center=pose, size=vector3_msg((box.length, box.width, box.height))
-                ),
-            )
-        )
-    return array
+        hypothesis.pose.pose = centre
+        message.results.append(hypothesis)
+        messages.append(message)
+    return Detection3DArray(header=header, detections=messages)
 
 
 def label_info(
