@@ -109,6 +109,9 @@ def main() -> None:
     parser.add_argument("--policy", default="all")
     parser.add_argument("--rates", type=float, nargs="+", default=[1.0, 2.0, 4.0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument(
+        "--keep", type=Path, default=None, help="keep the recordings and logs here (rateR/)"
+    )
     args = parser.parse_args()
     simulate_demo_drive(args.drive)  # the demo's drive, simulated once if missing
     use_package_transports()
@@ -116,7 +119,8 @@ def main() -> None:
     node = rclpy.create_node("bench_nodes")
     print(f"machine: {machine_description()}")
     print(f"drive: {args.drive}, policy {args.policy}, branches on {args.device}")
-    with tempfile.TemporaryDirectory() as work:
+    with tempfile.TemporaryDirectory() as temporary:
+        work = args.keep or temporary
         for rate in args.rates:
             r = replay_once(node, args.drive, rate, args, Path(work))
             print(
