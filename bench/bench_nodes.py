@@ -43,6 +43,7 @@ def replay_once(node, drive: Path, rate: float, args: argparse.Namespace, work: 
         topics=[TOPICS["detections"], TOPICS["selection"], TOPICS["truth"], "/diagnostics"],
         rate=rate,
         log_sim_time=False,  # system time, to compare with when each frame came round
+        separate=args.separate,
     )
     result = Recording.read(out / "recording")
     frames = result.frame_stamps()
@@ -110,6 +111,11 @@ def main() -> None:
     parser.add_argument("--rates", type=float, nargs="+", default=[1.0, 2.0, 4.0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument(
+        "--separate",
+        action="store_true",
+        help="one process per node, as the launch files run them (default: dynfusion run)",
+    )
+    parser.add_argument(
         "--keep", type=Path, default=None, help="keep the recordings and logs here (rateR/)"
     )
     args = parser.parse_args()
@@ -118,7 +124,8 @@ def main() -> None:
     rclpy.init()
     node = rclpy.create_node("bench_nodes")
     print(f"machine: {machine_description()}")
-    print(f"drive: {args.drive}, policy {args.policy}, branches on {args.device}")
+    layout = "one process per node" if args.separate else "both nodes in one process"
+    print(f"drive: {args.drive}, policy {args.policy}, branches on {args.device}, {layout}")
     with tempfile.TemporaryDirectory() as temporary:
         work = args.keep or temporary
         for rate in args.rates:

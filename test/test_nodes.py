@@ -1,6 +1,7 @@
-"""The nodes end to end over DDS: `dynfusion run` in its own process, a simulated drive
-replayed into it from this one. The budget is changed through the parameter service,
-the lidar stops mid-run, malformed messages arrive; the output goes on throughout."""
+"""The nodes end to end over DDS: each node in a process of its own, as the launch files
+run them (`dynfusion run --node NAME`), a simulated drive replayed into them from this
+one. The budget is changed through the parameter service, the lidar stops mid-run,
+malformed messages arrive; the output goes on throughout."""
 
 from __future__ import annotations
 
@@ -124,18 +125,34 @@ def _malformed(now_s: float):
     return {"/lidar/points": cloud, "/imu/data": imu, "/camera/image_raw": image}
 
 
+def _stop(process: subprocess.Popen) -> str:
+    """Ctrl-C, as a terminal or launch would send it; its output."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+    try:
+        output, _ = process.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        output, _ = process.communicate()
+    return output
+
+
 def test_nodes_replay_budget_dead_sensor_and_malformed_input(drive):
     from rosbags.rosbag2 import Reader
 
     from dynfusion_ros.ros.replay import Player
 
-    nodes = subprocess.Popen(
-        [sys.executable, "-m", "dynfusion_ros.cli", "run", "-p", "use_sim_time:=true"],
-        env={**os.environ, "ROS_DOMAIN_ID": str(DOMAIN_ID)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    command = [sys.executable, "-m", "dynfusion_ros.cli", "run", "-p", "use_sim_time:=true"]
+    nodes = {
+        name: subprocess.Popen(
+            [*command, "--node", name],
+            env={**os.environ, "ROS_DOMAIN_ID": str(DOMAIN_ID)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for name in ("context_estimator", "fusion")
+    }
     listener = Listener()
     try:
         started = listener.wait_for(
@@ -168,18 +185,13 @@ def test_nodes_replay_budget_dead_sensor_and_malformed_input(drive):
                     malformed_sent = now
         end = start + DRIVE_S
         listener.wait_for(lambda: False, 2.0)  # the last frames drain
-        assert nodes.poll() is None, "a node died:\n" + (
-            nodes.stdout.read() if nodes.stdout else ""
-        )
+        died = [name for name, process in nodes.items() if process.poll() is not None]
     finally:
-        nodes.send_signal(signal.SIGINT)
-        try:
-            output, _ = nodes.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            nodes.kill()
-            output, _ = nodes.communicate()
+        outputs = {name: _stop(process) for name, process in nodes.items()}
         listener.close()
-    assert nodes.returncode == 0, output
+    output = "\n".join(f"--- {name}:\n{text}" for name, text in outputs.items())
+    assert not died, f"{died} died during the replay:\n{output}"
+    assert all(process.returncode == 0 for process in nodes.values()), output
 
     selections = listener.received["/dynfusion/selection"]
     detections = listener.received["/dynfusion/detections"]

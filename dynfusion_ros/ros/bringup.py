@@ -39,6 +39,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="ROS 2 parameters file (default: the shipped config/dynfusion.yaml)",
     )
     parser.add_argument(
+        "--node",
+        choices=("both", *NODE_NAMES),
+        default="both",
+        help="run both nodes in this process (default) or one of them, one process per node"
+        " as the launch files do",
+    )
+    parser.add_argument(
         "--executor",
         choices=EXECUTORS,
         default=EXECUTORS[0],
@@ -184,7 +191,9 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"dynfusion run: error: {error}", file=sys.stderr)
         return 2
-    return spin((ContextEstimatorNode, FusionNode), arguments, args.executor)
+    nodes = {"context_estimator": ContextEstimatorNode, "fusion": FusionNode}
+    chosen = tuple(nodes.values()) if args.node == "both" else (nodes[args.node],)
+    return spin(chosen, arguments, args.executor)
 
 
 def context_estimator_main() -> None:

@@ -61,18 +61,26 @@ def replay_through_nodes(
     rate: float = 1.0,
     log_sim_time: bool = True,
     progress: bool = False,
+    separate: bool = False,
 ) -> tuple[int, int]:
-    """`dynfusion run` (on the replay's clock, with NAME:=VALUE ``overrides``) and a
-    recorder of ``topics`` into ``out/recording``, ``drive`` replayed into them at
-    ``rate`` from ``node``, then both stopped; logs in ``out``. Returns the bag's start
-    and the system time the replay began (ns), to put recorded times on the bag's."""
+    """`dynfusion run` (on the replay's clock, with NAME:=VALUE ``overrides``; with
+    ``separate``, one process per node) and a recorder of ``topics`` into
+    ``out/recording``, ``drive`` replayed into them at ``rate`` from ``node``, then all
+    stopped; logs in ``out``. Returns the bag's start and the system time the replay
+    began (ns), to put recorded times on the bag's."""
     from rosbags.rosbag2 import Reader
     from tqdm import tqdm
 
     from dynfusion_ros.ros.replay import Player
 
     parameters = [arg for o in ["use_sim_time:=true", *overrides] for arg in ("-p", o)]
-    processes = {"nodes": start(["run", *parameters], out / "nodes.log")}
+    if separate:
+        processes = {
+            name: start(["run", "--node", name, *parameters], out / f"{name}.log")
+            for name in ("context_estimator", "fusion")
+        }
+    else:
+        processes = {"nodes": start(["run", *parameters], out / "nodes.log")}
     record = ["record", "--out", str(out / "recording"), *topics]
     if log_sim_time:
         record.insert(1, "--use-sim-time")
@@ -90,7 +98,7 @@ def replay_through_nodes(
             started = (reader.start_time, player.started_wall_ns)
         time.sleep(DRAIN_S)
     finally:
-        for name in ("recorder", "nodes"):
+        for name in ("recorder", *(n for n in processes if n != "recorder")):
             if not stop(processes[name]):
                 print(
                     f"warning: {name} did not stop cleanly; see {out / name}.log", file=sys.stderr
