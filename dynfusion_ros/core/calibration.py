@@ -16,7 +16,8 @@ clusters of every branch (``train/calibration.py``).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,9 +35,9 @@ def evidence(
     values = np.zeros((3, len(branch_names)))
     for index, name in enumerate(branch_names):
         if name in best:
-            score = float(np.clip(best[name], SCORE_FLOOR, 1 - SCORE_FLOOR))
+            score = min(max(float(best[name]), SCORE_FLOOR), 1 - SCORE_FLOOR)
             values[0, index] = 1.0
-            values[1, index] = np.log(score / (1 - score))
+            values[1, index] = math.log(score / (1 - score))
         elif name in ran:
             values[2, index] = 1.0
     return values.reshape(-1)
@@ -54,14 +55,21 @@ class ScoreCalibration:
         digest = hashlib.sha1(self.bias.tobytes() + self.weights.tobytes()).hexdigest()
         return f"calibration-{digest[:12]}"
 
-    def probability(
-        self, object_class: ObjectClass, best: Mapping[str, float], ran: Iterable[str]
-    ) -> float:
-        """P(a true object) given each ran branch's best score in the cluster."""
-        logit = self.bias[int(object_class)] + self.weights[int(object_class)] @ evidence(
-            self.branch_names, best, ran
-        )
-        return float(1.0 / (1.0 + np.exp(-np.clip(logit, -30, 30))))
+    def probabilities(
+        self,
+        classes: Sequence[ObjectClass],
+        best: Sequence[Mapping[str, float]],
+        ran: Iterable[str],
+    ) -> list[float]:
+        """P(a true object) for each cluster, given its class and each ran branch's best
+        score in it; one matrix product for the frame's clusters."""
+        if not classes:
+            return []
+        ran = tuple(ran)
+        rows = np.stack([evidence(self.branch_names, found, ran) for found in best])
+        index = np.array([int(c) for c in classes])
+        logit = self.bias[index] + np.einsum("ij,ij->i", self.weights[index], rows)
+        return (1.0 / (1.0 + np.exp(-np.clip(logit, -30, 30)))).tolist()
 
 
 def scoring_name(calibration: ScoreCalibration | None) -> str:

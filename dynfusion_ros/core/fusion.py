@@ -107,15 +107,13 @@ def weighted_box_fusion(
     clusters = fused_clusters(per_branch, weights)
     if calibration is None:
         return [merged for merged, _ in clusters]
-    ran = tuple(per_branch)
+    merged = [box for box, _ in clusters]
+    scores = calibration.probabilities(
+        [m.object_class for m in merged], [best for _, best in clusters], per_branch
+    )
     return [
-        Detection(
-            merged.object_class,
-            calibration.probability(merged.object_class, best, ran),
-            merged.box,
-            merged.velocity,
-        )
-        for merged, best in clusters
+        Detection(m.object_class, score, m.box, m.velocity)
+        for m, score in zip(merged, scores, strict=True)
     ]
 
 

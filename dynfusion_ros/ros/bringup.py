@@ -23,6 +23,7 @@ from pathlib import Path
 import yaml
 
 from dynfusion_ros.resources import package_file
+from dynfusion_ros.ros.realtime import freeze_start_up_objects
 
 PARAMS_FILE = Path("config/dynfusion.yaml")
 NODE_NAMES = ("context_estimator", "fusion")
@@ -127,6 +128,7 @@ def spin(
             node.destroy_node()
         rclpy.try_shutdown()
         return 2
+    freeze_start_up_objects()
     stop = threading.Event()
     failed: list[str] = []
     signalled: list[int] = []  # a handler that took a lock could deadlock the main thread

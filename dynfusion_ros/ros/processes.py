@@ -71,6 +71,7 @@ def replay_through_nodes(
     from rosbags.rosbag2 import Reader
     from tqdm import tqdm
 
+    from dynfusion_ros.ros.realtime import freeze_start_up_objects
     from dynfusion_ros.ros.replay import Player
 
     parameters = [arg for o in ["use_sim_time:=true", *overrides] for arg in ("-p", o)]
@@ -91,6 +92,7 @@ def replay_through_nodes(
         with Reader(drive) as reader:
             player = Player(node, reader, None, clock=True)
             wait_until_listening(node, needs, processes, out)
+            freeze_start_up_objects()  # no full collection may hold a message back
             total = sum(c.msgcount for c in player.connections)
             messages = player.play(reader, rate)
             for _ in tqdm(messages, total=total, desc="replay", unit="msg", disable=not progress):

@@ -20,6 +20,7 @@ from pathlib import Path
 from rosbags.rosbag2 import Writer
 from rosbags.rosbag2.writer import StoragePlugin
 
+from dynfusion_ros.ros.realtime import freeze_start_up_objects
 from dynfusion_ros.ros.typestore import bag_typestore
 
 DISCOVERY_PERIOD_S = 0.1
@@ -111,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
     writer = Writer(args.out, version=9, storage_plugin=StoragePlugin.MCAP)
     writer.open()
     recorder = Recorder(node, writer, args.topics)
+    freeze_start_up_objects()  # a full collection would delay what is recorded, and when
     end = time.monotonic() + args.duration if args.duration else float("inf")
     try:
         while time.monotonic() < end:

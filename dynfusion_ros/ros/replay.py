@@ -19,6 +19,8 @@ from pathlib import Path
 
 from rosbags.rosbag2 import Reader, ReaderError
 
+from dynfusion_ros.ros.realtime import freeze_start_up_objects
+
 CLOCK_PERIOD_S = 0.01  # /clock every 10 ms of wall time, as `ros2 bag play --clock 100`
 STATIC_TOPICS = ("/tf_static",)
 
@@ -117,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
     node = rclpy.create_node("dynfusion_replay")
     try:
         player = Player(node, reader, args.topics, args.clock)
+        freeze_start_up_objects()  # a full collection would hold every message back
         while True:
             total = sum(c.msgcount for c in player.connections)
             for _ in tqdm(player.play(reader, args.rate), total=total, disable=args.quiet):

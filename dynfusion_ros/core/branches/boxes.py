@@ -92,11 +92,10 @@ def decode(
     y = grid.y_min + (col + np.clip(dy, 0.0, 1.0)) * cell_m
     sizes = np.exp(np.clip(np.stack([log_l, log_w, log_h]), -3.0, 3.0))
     yaw = np.arctan2(sin_yaw, cos_yaw)
+    # Python floats, not numpy scalars: they are read one by one from here on (fusion,
+    # messages), where a numpy scalar costs several times a float
+    columns = zip(x.tolist(), y.tolist(), z.tolist(), *sizes.tolist(), yaw.tolist(), strict=True)
     return [
-        Detection(
-            ObjectClass(int(class_index[i])),
-            float(top[i]),
-            Box3D(x[i], y[i], z[i], sizes[0, i], sizes[1, i], sizes[2, i], yaw[i]),
-        )
-        for i in range(len(top))
+        Detection(ObjectClass(c), score, Box3D(*box))
+        for c, score, box in zip(class_index.tolist(), top.tolist(), columns, strict=True)
     ]
