@@ -21,7 +21,8 @@ DRIVE_S = 6.0
 RATE = 0.5  # half speed: headroom for a loaded 2-core CI machine (frames dropped while
 # the branches are busy are by design, and would make the counts below flaky)
 BUDGET_CHANGE_S = 2.0  # bag time after the start
-MALFORMED_S = 3.0
+MALFORMED_S = (3.0, 3.3, 3.6)  # sent thrice: the sensor topics are best effort, and a
+# single message may be lost on a loaded machine
 LIDAR_STOP_S = 4.0
 RADAR_ONLY_J = 0.06  # above radar alone (about 0.048 J on the shipped profile), below the rest
 START_TIMEOUT_S = 90.0
@@ -170,7 +171,7 @@ def test_nodes_replay_budget_dead_sensor_and_malformed_input(drive):
             def stopped_lidar(topic: str, log_ns: int) -> bool:
                 return topic == "/lidar/points" and log_ns / 1e9 > lidar_stop
 
-            budget_set_at = malformed_sent = None
+            budget_set_at, malformed_due = None, list(MALFORMED_S)
             for _, log_ns in player.play(reader, RATE, skip=stopped_lidar):
                 now = log_ns / 1e9
                 if budget_set_at is None and now - start >= BUDGET_CHANGE_S:
@@ -179,10 +180,10 @@ def test_nodes_replay_budget_dead_sensor_and_malformed_input(drive):
                     )
                     assert result.successful, result.reason
                     budget_set_at = now
-                if malformed_sent is None and now - start >= MALFORMED_S:
+                if malformed_due and now - start >= malformed_due[0]:
                     for topic, msg in _malformed(now).items():
                         player.publishers[topic].publish(msg)
-                    malformed_sent = now
+                    malformed_due.pop(0)
         end = start + DRIVE_S
         listener.wait_for(lambda: False, 2.0)  # the last frames drain
         died = [name for name, process in nodes.items() if process.poll() is not None]
@@ -235,5 +236,6 @@ def test_nodes_replay_budget_dead_sensor_and_malformed_input(drive):
     fusion_values = {
         m: {kv.key: kv.value for kv in statuses[f"fusion: {m}"].values} for m in ("camera", "imu")
     }
-    assert any(k.startswith("dropped: malformed") for k in fusion_values["camera"])
-    assert any(k.startswith("dropped: malformed") for k in fusion_values["imu"])
+    for sensor in ("camera", "imu"):
+        dropped = fusion_values[sensor]
+        assert any(k.startswith("dropped: malformed") for k in dropped), (sensor, dropped)
