@@ -35,14 +35,10 @@ from tf2_msgs.msg import TFMessage
 from tqdm import tqdm
 
 from dynfusion_ros import __version__
+from dynfusion_ros.core.rotations import matrix_quaternion, yaw_quaternion
 from dynfusion_ros.core.types import Detection, ImuSample, OdometryEstimate
 from dynfusion_ros.ros.convert.detections import detections_to_array
-from dynfusion_ros.ros.convert.geometry import (
-    matrix_quaternion,
-    quaternion_msg,
-    vector3_msg,
-    yaw_quaternion,
-)
+from dynfusion_ros.ros.convert.geometry import quaternion_msg, vector3_msg
 from dynfusion_ros.ros.convert.image import array_to_image, model_to_camera_info
 from dynfusion_ros.ros.convert.imu import sample_to_imu
 from dynfusion_ros.ros.convert.odometry import estimate_to_odometry

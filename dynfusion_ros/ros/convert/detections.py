@@ -21,13 +21,10 @@ from vision_msgs.msg import (
     VisionClass,
 )
 
+from dynfusion_ros.core.rotations import quaternion_yaw
 from dynfusion_ros.core.types import Box3D, Detection, ObjectClass
 from dynfusion_ros.ros.convert.errors import ConversionError, core_errors_as
-from dynfusion_ros.ros.convert.geometry import (
-    finite_xyz,
-    finite_xyzw,
-    quaternion_yaw,
-)
+from dynfusion_ros.ros.convert.geometry import finite_xyz, finite_xyzw
 from dynfusion_ros.ros.convert.stamps import header_msg
 
 

@@ -1,0 +1,324 @@
+"""The odometry's prediction: an error-state Kalman filter (ESKF) driven by the IMU.
+
+The nominal state is base_link's position ``p`` and velocity ``v`` in odom, its attitude
+``R`` (odom from base_link) and the accelerometer and gyro biases. The covariance is kept
+on a 15-dimensional *error* state (dp, dv, dtheta, dba, dbg), dtheta a small rotation in
+base_link (true attitude ``R @ Exp(dtheta)``). The error stays near zero, so the
+linearisation holds where it is used, and the attitude has three uncertain directions,
+not a quaternion's four.
+
+Corrections (radar doppler, lidar registration, visual odometry) come in as
+``update(name, residual, H, noise)`` and are tested against the prediction first: a
+residual whose Mahalanobis distance lies beyond the chi-square quantile
+``gate_probability`` is rejected and counted, as robot_localization's thresholds do.
+
+The IMU is taken as mounted at base_link with the rotation of ``R_base_imu``; its lever
+arm is neglected. For a mount above base_link on a ground vehicle (the yaw rate is
+parallel to the lever arm) the centripetal term it would add is zero.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.stats import chi2
+
+from dynfusion_ros.core.rotations import matrix_quaternion, skew, so3_exp
+from dynfusion_ros.core.types import NS_PER_S, ImuSample, OdometryEstimate
+
+GRAVITY_MPS2 = 9.80665
+GRAVITY = np.array([0.0, 0.0, -GRAVITY_MPS2])  # in odom (z up, REP-103)
+STATE_SIZE = 15
+POSITION, VELOCITY, ATTITUDE = slice(0, 3), slice(3, 6), slice(6, 9)
+ACCEL_BIAS, GYRO_BIAS = slice(9, 12), slice(12, 15)
+MAX_SPECIFIC_FORCE_MPS2 = 16 * GRAVITY_MPS2  # beyond what any vehicle IMU reports
+MAX_ANGULAR_RATE_RADPS = 35.0  # 2000 deg/s, the widest common gyro range
+AT_REST_FORCE_MPS2 = 0.15  # |specific force| this close to g: the accelerometer shows gravity
+
+
+@dataclass(frozen=True)
+class ImuNoise:
+    """The IMU's errors (continuous-time densities, as data sheets give them) and how
+    uncertain the state is when the filter starts."""
+
+    accel_noise_density: float = 0.004  # m/s^2/sqrt(Hz)
+    gyro_noise_density: float = 0.0005  # rad/s/sqrt(Hz)
+    accel_bias_walk: float = 0.0006  # m/s^3/sqrt(Hz)
+    gyro_bias_walk: float = 0.00004  # rad/s^2/sqrt(Hz)
+    initial_velocity_sigma: float = 10.0  # m/s: the start speed is not known
+    initial_attitude_sigma: float = 0.03  # rad, roll and pitch (yaw 0 defines odom)
+    initial_accel_bias_sigma: float = 0.1  # m/s^2
+    initial_gyro_bias_sigma: float = 0.005  # rad/s
+
+    def __post_init__(self) -> None:
+        for name, value in vars(self).items():
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive number, got {value}")
+
+
+@dataclass(frozen=True)
+class Update:
+    """What became of one correction: taken or rejected by the Mahalanobis test."""
+
+    name: str
+    accepted: bool
+    distance_squared: float
+    threshold: float
+
+
+@dataclass
+class _State:
+    stamp_ns: int
+    position: np.ndarray
+    velocity: np.ndarray
+    attitude: np.ndarray  # 3x3, odom from base_link
+    accel_bias: np.ndarray
+    gyro_bias: np.ndarray
+    covariance: np.ndarray  # 15x15
+    angular_rate: np.ndarray = field(default_factory=lambda: np.zeros(3))  # raw, base_link
+    specific_force: np.ndarray = field(default_factory=lambda: np.zeros(3))  # raw, base_link
+    sample_period_s: float = 0.005  # between the last two IMU samples
+
+
+class ImuFilter:
+    """IMU propagation, gated corrections, the estimate with its covariance.
+
+    ``skipped`` counts the IMU samples not used and ``rejected`` the corrections the
+    gate refused, by reason, for /diagnostics; ``warnings`` holds what the caller
+    should log (a gap bridged, a filter re-started), emptied by whoever reads it."""
+
+    def __init__(
+        self,
+        noise: ImuNoise | None = None,
+        *,
+        R_base_imu: np.ndarray | None = None,
+        max_gap_s: float = 0.5,
+        gate_probability: float = 0.999,
+    ) -> None:
+        if not 0.5 <= gate_probability < 1.0:
+            raise ValueError(f"gate_probability must be in [0.5, 1), got {gate_probability}")
+        if not max_gap_s > 0:
+            raise ValueError(f"max_gap_s must be positive, got {max_gap_s}")
+        self.noise = noise or ImuNoise()
+        self.R_base_imu = np.eye(3) if R_base_imu is None else np.asarray(R_base_imu, float)
+        self.max_gap_ns = round(max_gap_s * NS_PER_S)
+        self.gate_probability = gate_probability
+        self.state: _State | None = None
+        self.skipped: Counter[str] = Counter()
+        self.rejected: Counter[str] = Counter()
+        self.accepted: Counter[str] = Counter()
+        self.warnings: list[str] = []
+
+    @property
+    def started(self) -> bool:
+        return self.state is not None
+
+    def reset(self) -> None:
+        """Forget the state (a time jump): the next IMU sample starts the filter again."""
+        self.state = None
+
+    # --- prediction -----------------------------------------------------------------
+
+    def propagate(self, sample: ImuSample) -> bool:
+        """Take one IMU sample; False (and counted in ``skipped``) when it is unusable."""
+        problem = _implausible(sample.linear_acceleration, sample.angular_velocity)
+        if problem:
+            self.skipped[problem] += 1
+            return False
+        force = self.R_base_imu @ sample.linear_acceleration
+        rate = self.R_base_imu @ sample.angular_velocity
+        state = self.state
+        if state is None:
+            self.state = self._start(sample.stamp_ns, force, rate)
+            return True
+        if sample.stamp_ns <= state.stamp_ns:
+            self.skipped["stamp not after the previous sample (out of order)"] += 1
+            return False
+        gap = sample.stamp_ns - state.stamp_ns
+        if gap > self.max_gap_ns:
+            self._bridge(gap)
+        else:
+            self._integrate(gap / NS_PER_S)
+            state.sample_period_s = gap / NS_PER_S
+        state.stamp_ns, state.angular_rate, state.specific_force = sample.stamp_ns, rate, force
+        return True
+
+    def propagate_to(self, stamp_ns: int) -> None:
+        """Carry the state forward to ``stamp_ns`` on the last IMU reading (a frame
+        stamp a few ms after the newest sample); nothing when it is not later."""
+        state = self.state
+        if state is not None and stamp_ns > state.stamp_ns:
+            if stamp_ns - state.stamp_ns > self.max_gap_ns:
+                self._bridge(stamp_ns - state.stamp_ns)
+            else:
+                self._integrate((stamp_ns - state.stamp_ns) / NS_PER_S)
+            state.stamp_ns = stamp_ns
+
+    def _start(self, stamp_ns: int, force: np.ndarray, rate: np.ndarray) -> _State:
+        """Roll and pitch from gravity when the accelerometer shows only gravity, else
+        level (a vehicle that starts while accelerating); yaw 0 defines odom."""
+        attitude = np.eye(3)
+        if abs(np.linalg.norm(force) - GRAVITY_MPS2) < AT_REST_FORCE_MPS2:
+            roll = math.atan2(force[1], force[2])
+            pitch = math.atan2(-force[0], math.hypot(force[1], force[2]))
+            attitude = so3_exp(np.array([0.0, pitch, 0.0])) @ so3_exp(np.array([roll, 0.0, 0.0]))
+        noise = self.noise
+        variances = np.concatenate(
+            [
+                np.zeros(3),
+                np.full(3, noise.initial_velocity_sigma**2),
+                [noise.initial_attitude_sigma**2] * 2 + [1e-8],
+                np.full(3, noise.initial_accel_bias_sigma**2),
+                np.full(3, noise.initial_gyro_bias_sigma**2),
+            ]
+        )
+        return _State(
+            stamp_ns,
+            np.zeros(3),
+            np.zeros(3),
+            attitude,
+            np.zeros(3),
+            np.zeros(3),
+            np.diag(variances),
+            rate,
+            force,
+        )
+
+    def _integrate(self, dt: float) -> None:
+        state, noise = self.state, self.noise
+        omega = state.angular_rate - state.gyro_bias
+        accel_base = state.specific_force - state.accel_bias
+        R = state.attitude
+        accel = R @ accel_base + GRAVITY
+        state.position = state.position + state.velocity * dt + 0.5 * accel * dt * dt
+        state.velocity = state.velocity + accel * dt
+        step = so3_exp(omega * dt)
+        state.attitude = R @ step
+        F = np.eye(STATE_SIZE)
+        F[POSITION, VELOCITY] = np.eye(3) * dt
+        F[VELOCITY, ATTITUDE] = -R @ skew(accel_base) * dt
+        F[VELOCITY, ACCEL_BIAS] = -R * dt
+        F[ATTITUDE, ATTITUDE] = step.T
+        F[ATTITUDE, GYRO_BIAS] = -np.eye(3) * dt
+        Q = np.zeros(STATE_SIZE)
+        Q[VELOCITY] = noise.accel_noise_density**2 * dt
+        Q[ATTITUDE] = noise.gyro_noise_density**2 * dt
+        Q[ACCEL_BIAS] = noise.accel_bias_walk**2 * dt
+        Q[GYRO_BIAS] = noise.gyro_bias_walk**2 * dt
+        covariance = F @ state.covariance @ F.T
+        covariance[np.diag_indices(STATE_SIZE)] += Q
+        state.covariance = 0.5 * (covariance + covariance.T)
+
+    def _bridge(self, gap_ns: int) -> None:
+        """No IMU for longer than ``max_gap_s``: integrating one old reading over the gap
+        would be a guess. Position moves on at the last velocity; velocity and position
+        uncertainty grow by what the start's speed uncertainty allows."""
+        state, gap_s = self.state, gap_ns / NS_PER_S
+        self.warnings.append(
+            f"IMU gap of {gap_s:.2f} s (more than {self.max_gap_ns / NS_PER_S:.2f} s): "
+            "bridged at constant velocity, velocity uncertainty re-opened"
+        )
+        self.skipped["gap bridged"] += 1
+        sigma = self.noise.initial_velocity_sigma
+        state.position = state.position + state.velocity * gap_s
+        state.covariance[POSITION, POSITION] += np.eye(3) * (sigma * gap_s) ** 2
+        state.covariance[VELOCITY, VELOCITY] += np.eye(3) * sigma**2
+
+    # --- correction -----------------------------------------------------------------
+
+    def update(self, name: str, residual: np.ndarray, H: np.ndarray, noise: np.ndarray) -> Update:
+        """Correct with a measurement's residual (measured minus predicted), its Jacobian
+        on the error state and its noise covariance, if it passes the gate."""
+        state = self._require()
+        residual = np.asarray(residual, float)
+        S = H @ state.covariance @ H.T + noise
+        try:
+            distance = float(residual @ np.linalg.solve(S, residual))
+        except np.linalg.LinAlgError:
+            distance = math.inf
+        threshold = float(chi2.ppf(self.gate_probability, len(residual)))
+        if not (math.isfinite(distance) and distance <= threshold):
+            self.rejected[name] += 1
+            return Update(name, False, distance, threshold)
+        gain = np.linalg.solve(S, H @ state.covariance).T
+        correction = gain @ residual
+        keep = np.eye(STATE_SIZE) - gain @ H
+        covariance = keep @ state.covariance @ keep.T + gain @ noise @ gain.T  # Joseph form
+        state.covariance = 0.5 * (covariance + covariance.T)
+        state.position = state.position + correction[POSITION]
+        state.velocity = state.velocity + correction[VELOCITY]
+        state.attitude = state.attitude @ so3_exp(correction[ATTITUDE])
+        state.accel_bias = state.accel_bias + correction[ACCEL_BIAS]
+        state.gyro_bias = state.gyro_bias + correction[GYRO_BIAS]
+        self.accepted[name] += 1
+        return Update(name, True, distance, threshold)
+
+    def _require(self) -> _State:
+        if self.state is None:
+            raise RuntimeError("the filter has not started: it needs an IMU sample first")
+        return self.state
+
+    # --- what the corrections and the publisher read ----------------------------------
+
+    @property
+    def angular_velocity(self) -> np.ndarray:
+        """Bias-corrected angular rate in base_link (rad/s)."""
+        state = self._require()
+        return state.angular_rate - state.gyro_bias
+
+    @property
+    def body_velocity(self) -> np.ndarray:
+        """base_link's velocity in base_link (m/s)."""
+        state = self._require()
+        return state.attitude.T @ state.velocity
+
+    def body_velocity_jacobian(self) -> np.ndarray:
+        """(3, 15): how ``body_velocity`` moves with the error state (velocity seen
+        through the attitude, and the attitude error itself)."""
+        state = self._require()
+        H = np.zeros((3, STATE_SIZE))
+        H[:, VELOCITY] = state.attitude.T
+        H[:, ATTITUDE] = skew(state.attitude.T @ state.velocity)
+        return H
+
+    def estimate(self) -> OdometryEstimate:
+        """Pose in odom and twist in base_link with 6x6 covariances in nav_msgs' order
+        (x, y, z, then rotations about x, y, z: odom's axes for the pose, base_link's
+        for the twist)."""
+        state = self._require()
+        R, P = state.attitude, state.covariance
+        pose_index = np.r_[0:3, 6:9]
+        to_odom = np.eye(6)
+        to_odom[3:, 3:] = R  # dtheta is in base_link; the pose covariance is about odom's axes
+        pose_covariance = to_odom @ P[np.ix_(pose_index, pose_index)] @ to_odom.T
+        body_velocity = R.T @ state.velocity
+        twist_jacobian = np.zeros((6, STATE_SIZE))
+        twist_jacobian[:3, VELOCITY] = R.T
+        twist_jacobian[:3, ATTITUDE] = skew(body_velocity)
+        twist_jacobian[3:, GYRO_BIAS] = -np.eye(3)
+        twist_covariance = twist_jacobian @ P @ twist_jacobian.T
+        # the rate is one raw sample: its white noise too
+        gyro_variance = self.noise.gyro_noise_density**2 / state.sample_period_s
+        twist_covariance[3:, 3:] += np.eye(3) * gyro_variance
+        return OdometryEstimate(
+            stamp_ns=state.stamp_ns,
+            position=state.position,
+            orientation=matrix_quaternion(R),
+            linear_velocity=body_velocity,
+            angular_velocity=state.angular_rate - state.gyro_bias,
+            pose_covariance=0.5 * (pose_covariance + pose_covariance.T),
+            twist_covariance=0.5 * (twist_covariance + twist_covariance.T),
+        )
+
+
+def _implausible(force: np.ndarray, rate: np.ndarray) -> str:
+    if not (np.isfinite(force).all() and np.isfinite(rate).all()):
+        return "NaN or infinite value"
+    if np.linalg.norm(force) > MAX_SPECIFIC_FORCE_MPS2:
+        return "acceleration beyond 16 g"
+    if np.linalg.norm(rate) > MAX_ANGULAR_RATE_RADPS:
+        return "angular rate beyond 2000 deg/s"
+    return ""

@@ -1,0 +1,92 @@
+"""The radar correction: ego velocity from the doppler of static returns.
+
+A return from something that stands still has range rate ``-d . v`` (``d`` the unit
+direction from the radar to it, ``v`` the radar's velocity; positive doppler recedes).
+Moving cars, people, ghosts and clutter break that rule, so the fit is RANSAC on two
+returns at a time, then least squares on the consensus. Automotive radars resolve
+azimuth well and elevation poorly, so the fit is planar: the radar's horizontal
+velocity in base_link, from each return's horizontal direction.
+
+The radar sits ahead of base_link, so while turning it moves sideways as base_link does
+not: ``v_radar = v_base + omega x r``. The measurement model carries that term and its
+dependence on the gyro bias.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from dynfusion_ros.core.odometry.filter import GYRO_BIAS, ImuFilter, Update
+from dynfusion_ros.core.rotations import skew
+from dynfusion_ros.core.types import PointScan
+
+MIN_RANGE_M = 1.0  # nearer returns: bumper clutter, directions unreliable
+MIN_INLIERS = 6
+INLIER_THRESHOLD_MPS = 0.3  # about three doppler noise sigmas of a typical radar
+MIN_DOPPLER_SIGMA_MPS = 0.05  # floor on the fitted noise, so a lucky fit is not overtrusted
+MIN_AZIMUTH_SPREAD_RAD = 0.2  # both velocity components need returns at several bearings
+RANSAC_ITERATIONS = 60
+
+
+@dataclass(frozen=True)
+class DopplerFit:
+    """The radar's horizontal velocity in base_link (m/s), its 2x2 covariance, and how
+    many returns agreed with it."""
+
+    velocity: np.ndarray
+    covariance: np.ndarray
+    inliers: int
+    returns: int
+
+
+def fit_radar_velocity(scan: PointScan, rng: np.random.Generator) -> DopplerFit | str:
+    """The fit, or why there is none (too few returns, one bearing, no consensus)."""
+    doppler = scan.fields.get("doppler")
+    if doppler is None:
+        return "the radar scan has no doppler field"
+    directions = scan.xyz @ scan.T_base_sensor[:3, :3].T.astype(np.float32)
+    ranges = np.linalg.norm(directions, axis=1).astype(np.float64)
+    usable = (ranges > MIN_RANGE_M) & np.isfinite(doppler)
+    if usable.sum() < MIN_INLIERS:
+        return f"{int(usable.sum())} usable radar returns (at least {MIN_INLIERS} needed)"
+    # the horizontal part of each unit direction: exact when the radar does not climb
+    A = -directions[usable, :2].astype(np.float64) / ranges[usable, None]
+    b = doppler[usable].astype(np.float64)
+    best = _ransac(A, b, rng)
+    if best.sum() < MIN_INLIERS:
+        return f"no consensus among the radar returns ({int(best.sum())} agree)"
+    azimuth = np.arctan2(A[best, 1], A[best, 0])
+    if np.ptp(azimuth) < MIN_AZIMUTH_SPREAD_RAD:
+        return "the agreeing radar returns lie along one bearing"
+    velocity, *_ = np.linalg.lstsq(A[best], b[best], rcond=None)
+    residual = b[best] - A[best] @ velocity
+    sigma = max(MIN_DOPPLER_SIGMA_MPS, float(np.sqrt(residual @ residual / (best.sum() - 2))))
+    covariance = sigma**2 * np.linalg.inv(A[best].T @ A[best])
+    return DopplerFit(velocity, covariance, int(best.sum()), int(usable.sum()))
+
+
+def _ransac(A: np.ndarray, b: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    best = np.zeros(len(b), dtype=bool)
+    for _ in range(RANSAC_ITERATIONS):
+        pair = rng.choice(len(b), 2, replace=False)
+        try:
+            velocity = np.linalg.solve(A[pair], b[pair])
+        except np.linalg.LinAlgError:
+            continue
+        inliers = np.abs(b - A @ velocity) < INLIER_THRESHOLD_MPS
+        if inliers.sum() > best.sum():
+            best = inliers
+    return best
+
+
+def radar_velocity_update(
+    filter_: ImuFilter, fit: DopplerFit, T_base_radar: np.ndarray, name: str = "radar"
+) -> Update:
+    """Correct the filter with the fitted radar velocity (horizontal, base_link)."""
+    lever = np.asarray(T_base_radar, float)[:3, 3]
+    predicted = filter_.body_velocity + np.cross(filter_.angular_velocity, lever)
+    H = filter_.body_velocity_jacobian()
+    H[:, GYRO_BIAS] = skew(lever)
+    return filter_.update(name, fit.velocity - predicted[:2], H[:2], fit.covariance)

@@ -1,0 +1,219 @@
+"""The IMU-driven error-state filter and the radar-doppler correction, on exact signals
+where the answer is known, on bad input, and on a simulated drive."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from dynfusion_ros.core.odometry.constraints import ground_vehicle_update
+from dynfusion_ros.core.odometry.filter import GRAVITY_MPS2, ImuFilter, ImuNoise
+from dynfusion_ros.core.odometry.radar_velocity import fit_radar_velocity, radar_velocity_update
+from dynfusion_ros.core.rotations import (
+    matrix_quaternion,
+    quaternion_matrix,
+    quaternion_yaw,
+    so3_exp,
+    so3_log,
+)
+from dynfusion_ros.core.types import ImuSample, PointScan
+
+RATE_HZ = 200
+STEP_NS = 1_000_000_000 // RATE_HZ
+
+
+def _sample(k: int, accel=(0.0, 0.0, GRAVITY_MPS2), rate=(0.0, 0.0, 0.0)) -> ImuSample:
+    return ImuSample(k * STEP_NS, np.array(rate, float), np.array(accel, float))
+
+
+def _run(filter_: ImuFilter, seconds: float, **signal) -> None:
+    for k in range(round(seconds * RATE_HZ) + 1):
+        filter_.propagate(_sample(k, **signal))
+
+
+def test_rotations_round_trip():
+    rng = np.random.default_rng(1)
+    for vector in [np.zeros(3), np.array([1e-10, 0, 0]), *rng.normal(0, 1.0, (20, 3))]:
+        rotation = so3_exp(vector)
+        assert rotation @ rotation.T == pytest.approx(np.eye(3), abs=1e-12)
+        assert so3_exp(so3_log(rotation)) == pytest.approx(rotation, abs=1e-9)
+        assert quaternion_matrix(matrix_quaternion(rotation)) == pytest.approx(rotation, abs=1e-9)
+    assert quaternion_yaw(matrix_quaternion(so3_exp(np.array([0, 0, 0.7])))) == pytest.approx(0.7)
+
+
+def test_at_rest_the_filter_stays_put_and_its_uncertainty_grows_honestly():
+    filter_ = ImuFilter()
+    _run(filter_, 10.0)
+    estimate = filter_.estimate()
+    assert np.abs(estimate.position).max() < 1e-9
+    assert np.abs(estimate.linear_velocity).max() < 1e-9
+    # nothing corrects the start speed (10 m/s, 1 sigma): position sigma about 100 m
+    assert math.sqrt(estimate.pose_covariance[0, 0]) == pytest.approx(100.0, rel=0.05)
+    assert np.all(np.linalg.eigvalsh(estimate.pose_covariance) > 0)
+    assert np.all(np.linalg.eigvalsh(estimate.twist_covariance) > 0)
+
+
+def test_a_tilted_start_is_levelled_from_gravity():
+    pitch = 0.1  # nose up: gravity shows partly along -x
+    force = GRAVITY_MPS2 * np.array([-math.sin(pitch), 0.0, math.cos(pitch)])
+    filter_ = ImuFilter()
+    _run(filter_, 2.0, accel=force)
+    estimate = filter_.estimate()
+    assert np.abs(estimate.position).max() < 1e-6  # gravity fully explained
+    rotation = quaternion_matrix(estimate.orientation)
+    assert math.asin(-rotation[2, 0]) == pytest.approx(pitch, abs=1e-9)
+
+
+def test_constant_acceleration_and_turn_integrate_exactly():
+    filter_ = ImuFilter()
+    filter_.propagate(_sample(0))  # starts at rest: gravity alone says which way is up
+    for k in range(1, 2 * RATE_HZ + 1):
+        filter_.propagate(_sample(k, accel=(1.0, 0.0, GRAVITY_MPS2)))
+    estimate = filter_.estimate()
+    accelerating = 2.0 - 1.0 / RATE_HZ  # each reading holds until the next sample
+    assert estimate.position[0] == pytest.approx(0.5 * accelerating**2, rel=1e-9)
+    assert estimate.linear_velocity[0] == pytest.approx(accelerating, rel=1e-9)
+    turning = ImuFilter()
+    _run(turning, 3.0, rate=(0.0, 0.0, 0.2))
+    assert quaternion_yaw(turning.estimate().orientation) == pytest.approx(0.6, rel=1e-9)
+
+
+def test_bad_imu_samples_are_skipped_and_counted():
+    filter_ = ImuFilter()
+    _run(filter_, 1.0)
+    last = round(1.0 * RATE_HZ)
+    assert not filter_.propagate(_sample(last + 1, accel=(math.nan, 0.0, 9.8)))
+    assert not filter_.propagate(_sample(last + 1, rate=(0.0, 0.0, math.inf)))
+    assert not filter_.propagate(_sample(last + 1, accel=(500.0, 0.0, 0.0)))
+    assert not filter_.propagate(_sample(last - 3))  # out of order
+    assert filter_.skipped == {
+        "NaN or infinite value": 2,
+        "acceleration beyond 16 g": 1,
+        "stamp not after the previous sample (out of order)": 1,
+    }
+    assert filter_.propagate(_sample(last + 1))
+    assert np.isfinite(filter_.estimate().position).all()
+
+
+def test_a_gap_is_bridged_with_a_warning_and_reopened_uncertainty():
+    filter_ = ImuFilter(ImuNoise(initial_velocity_sigma=0.5))
+    _run(filter_, 1.0)
+    before = filter_.estimate().twist_covariance[0, 0]
+    assert filter_.propagate(_sample(round(3.0 * RATE_HZ)))  # 2 s without IMU
+    assert filter_.warnings and "gap of 2.00 s" in filter_.warnings[0]
+    assert filter_.estimate().twist_covariance[0, 0] >= before + 0.5**2
+
+
+def test_the_gate_rejects_an_inconsistent_correction_and_takes_a_consistent_one():
+    filter_ = ImuFilter(ImuNoise(initial_velocity_sigma=1.0))
+    _run(filter_, 0.5)
+    H = np.zeros((3, 15))
+    H[:, 3:6] = np.eye(3)  # velocity in odom
+    noise = np.eye(3) * 0.01
+    far = filter_.update("test", np.array([40.0, 0.0, 0.0]), H, noise)
+    assert not far.accepted and far.distance_squared > far.threshold
+    assert filter_.rejected["test"] == 1
+    near = filter_.update("test", np.array([0.5, 0.0, 0.0]), H, noise)
+    assert near.accepted
+    assert filter_.estimate().linear_velocity[0] == pytest.approx(0.5, rel=0.02)
+    assert filter_.estimate().twist_covariance[0, 0] < 0.02
+
+
+def _radar_scan(velocity_xy, rng, *, static=60, movers=15) -> PointScan:
+    """Returns around a radar moving at ``velocity_xy`` (its own axes): static ones obey
+    doppler = -d.v, movers have doppler of their own."""
+    azimuth = rng.uniform(-1.0, 1.0, static + movers)
+    distance = rng.uniform(5.0, 60.0, static + movers)
+    xyz = np.stack(
+        [
+            distance * np.cos(azimuth),
+            distance * np.sin(azimuth),
+            rng.uniform(-0.5, 1.0, len(azimuth)),
+        ],
+        axis=1,
+    ).astype(np.float32)
+    unit = xyz / np.linalg.norm(xyz, axis=1, keepdims=True)
+    doppler = -(unit[:, :2] @ np.asarray(velocity_xy)) + rng.normal(0.0, 0.1, len(xyz))
+    doppler[static:] = rng.uniform(-20.0, 20.0, movers)
+    T = np.eye(4)
+    T[:3, 3] = (3.7, 0.0, 0.5)
+    return PointScan(0, xyz, {"doppler": doppler.astype(np.float32)}, "radar", T)
+
+
+def test_radar_velocity_fit_ignores_moving_returns():
+    rng = np.random.default_rng(3)
+    fit = fit_radar_velocity(_radar_scan((12.0, -0.8), rng), rng)
+    assert not isinstance(fit, str)
+    assert fit.velocity == pytest.approx([12.0, -0.8], abs=0.1)
+    assert 50 <= fit.inliers <= 62
+    assert np.all(np.sqrt(np.diag(fit.covariance)) < 0.1)
+
+
+def test_radar_velocity_fit_says_why_it_cannot():
+    rng = np.random.default_rng(4)
+    few = _radar_scan((10.0, 0.0), rng, static=3, movers=0)
+    assert "usable radar returns" in fit_radar_velocity(few, rng)
+    scan = _radar_scan((10.0, 0.0), rng)
+    no_doppler = PointScan(0, scan.xyz, {}, "radar", scan.T_base_sensor)
+    assert "no doppler" in fit_radar_velocity(no_doppler, rng)
+    scattered = _radar_scan((10.0, 0.0), rng, static=0, movers=40)
+    assert isinstance(fit_radar_velocity(scattered, rng), str)
+
+
+def test_radar_update_accounts_for_the_lever_arm_while_turning():
+    """Turning at 0.3 rad/s, base_link still, the radar 3.7 m ahead moves sideways at
+    1.11 m/s: the filter must read that as a turn, not as base_link sliding."""
+    rng = np.random.default_rng(5)
+    filter_ = ImuFilter(ImuNoise(initial_velocity_sigma=2.0))
+    _run(filter_, 0.2, rate=(0.0, 0.0, 0.3))
+    fit = fit_radar_velocity(_radar_scan((0.0, 0.3 * 3.7), rng), rng)
+    update = radar_velocity_update(filter_, fit, np.array(_radar_scan((0, 0), rng).T_base_sensor))
+    assert update.accepted
+    assert np.abs(filter_.body_velocity[:2]).max() < 0.1
+
+
+def test_the_ground_vehicle_constraint_stops_vertical_drift():
+    """An accelerometer reading 0.05 m/s^2 too high sends the IMU-only height off
+    quadratically; a car does not climb on a flat road."""
+    drifting, constrained = ImuFilter(), ImuFilter()
+    for k in range(10 * RATE_HZ + 1):
+        sample = _sample(k, accel=(0.0, 0.0, GRAVITY_MPS2 + (0.05 if k else 0.0)))
+        drifting.propagate(sample)
+        constrained.propagate(sample)
+        if k % 20 == 0:
+            assert ground_vehicle_update(constrained).accepted
+    assert drifting.estimate().position[2] == pytest.approx(0.5 * 0.05 * 10.0**2, rel=0.01)
+    assert abs(constrained.estimate().position[2]) < 0.05
+    assert constrained.accepted["ground_vehicle"] == 101  # every 20th of 2001 samples
+
+
+@pytest.mark.slow
+def test_radar_corrections_keep_a_simulated_drive_close_to_the_truth(simulate_bag):
+    from dynfusion_ros.eval.trajectory import Trajectory, read_odometry, trajectory_errors
+    from dynfusion_ros.ros.bag_frames import read_frames
+
+    bag = simulate_bag("clear", 12.0, 5)
+    truth = read_odometry(bag)
+    errors = {}
+    for use_radar in (False, True):
+        filter_, rng, estimates = ImuFilter(), np.random.default_rng(0), []
+        for labelled in read_frames(bag):
+            frame = labelled.frame
+            for sample in frame.imu:
+                filter_.propagate(sample)
+            if not filter_.started:
+                continue
+            filter_.propagate_to(frame.stamp_ns)
+            ground_vehicle_update(filter_)
+            if use_radar and frame.radar is not None:
+                fit = fit_radar_velocity(frame.radar, rng)
+                if not isinstance(fit, str):
+                    radar_velocity_update(filter_, fit, frame.radar.T_base_sensor)
+            estimates.append(filter_.estimate())
+        errors[use_radar] = trajectory_errors(truth, Trajectory.from_estimates(estimates))
+    with_radar, imu_only = errors[True], errors[False]
+    assert with_radar.poses >= 100 and with_radar.path_length_m > 30.0
+    assert with_radar.ate_pct < 1.0, with_radar
+    assert with_radar.ate_rmse_m < 0.5 * imu_only.ate_rmse_m, (with_radar, imu_only)
