@@ -138,10 +138,8 @@ class ImuFilter:
             self.skipped["stamp not after the previous sample (out of order)"] += 1
             return False
         gap = sample.stamp_ns - state.stamp_ns
-        if gap > self.max_gap_ns:
-            self._bridge(gap)
-        else:
-            self._integrate(gap / NS_PER_S)
+        self._advance(gap)
+        if gap <= self.max_gap_ns:
             state.sample_period_s = gap / NS_PER_S
         state.stamp_ns, state.angular_rate, state.specific_force = sample.stamp_ns, rate, force
         return True
@@ -151,11 +149,14 @@ class ImuFilter:
         stamp a few ms after the newest sample); nothing when it is not later."""
         state = self.state
         if state is not None and stamp_ns > state.stamp_ns:
-            if stamp_ns - state.stamp_ns > self.max_gap_ns:
-                self._bridge(stamp_ns - state.stamp_ns)
-            else:
-                self._integrate((stamp_ns - state.stamp_ns) / NS_PER_S)
+            self._advance(stamp_ns - state.stamp_ns)
             state.stamp_ns = stamp_ns
+
+    def _advance(self, gap_ns: int) -> None:
+        if gap_ns > self.max_gap_ns:
+            self._bridge(gap_ns)
+        else:
+            self._integrate(gap_ns / NS_PER_S)
 
     def _start(self, stamp_ns: int, force: np.ndarray, rate: np.ndarray) -> _State:
         """Roll and pitch from gravity when the accelerometer shows only gravity, else
