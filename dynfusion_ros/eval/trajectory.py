@@ -64,34 +64,18 @@ def read_odometry(bag: Path, topic: str = "/ground_truth/odometry") -> Trajector
     """Every nav_msgs/Odometry on ``topic`` of a rosbag2, in stamp order."""
     from rosbags.rosbag2 import Reader
 
+    from dynfusion_ros.ros.convert.odometry import odometry_to_estimate
     from dynfusion_ros.ros.typestore import bag_typestore
 
-    store, rows = bag_typestore(), []
+    store, estimates = bag_typestore(), []
     with Reader(bag) as reader:
         wanted = [c for c in reader.connections if c.topic == topic]
         if not wanted:
             raise ValueError(f"{bag}: no {topic} topic")
         for connection, _, raw in reader.messages(connections=wanted):
-            msg = store.deserialize_cdr(raw, connection.msgtype)
-            pose = msg.pose.pose
-            rows.append(
-                (
-                    msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec,
-                    (pose.position.x, pose.position.y, pose.position.z),
-                    (
-                        pose.orientation.x,
-                        pose.orientation.y,
-                        pose.orientation.z,
-                        pose.orientation.w,
-                    ),
-                )
-            )
-    rows.sort(key=lambda row: row[0])
-    return Trajectory(
-        np.array([r[0] for r in rows], dtype=np.int64),
-        np.array([r[1] for r in rows], dtype=float).reshape(-1, 3),
-        np.array([r[2] for r in rows], dtype=float).reshape(-1, 4),
-    )
+            estimates.append(odometry_to_estimate(store.deserialize_cdr(raw, connection.msgtype)))
+    estimates.sort(key=lambda estimate: estimate.stamp_ns)
+    return Trajectory.from_estimates(estimates)
 
 
 def trajectory_errors(truth: Trajectory, estimate: Trajectory) -> TrajectoryErrors:

@@ -71,6 +71,7 @@ def replay_through_nodes(
     from rosbags.rosbag2 import Reader
     from tqdm import tqdm
 
+    from dynfusion_ros.ros.bringup import NODE_NAMES
     from dynfusion_ros.ros.realtime import freeze_start_up_objects
     from dynfusion_ros.ros.replay import Player
 
@@ -78,7 +79,7 @@ def replay_through_nodes(
     if separate:
         processes = {
             name: start(["run", "--node", name, *parameters], out / f"{name}.log")
-            for name in ("context_estimator", "fusion")
+            for name in NODE_NAMES
         }
     else:
         processes = {"nodes": start(["run", *parameters], out / "nodes.log")}

@@ -309,7 +309,7 @@ class ImuFilter:
             position=state.position,
             orientation=matrix_quaternion(R),
             linear_velocity=body_velocity,
-            angular_velocity=state.angular_rate - state.gyro_bias,
+            angular_velocity=self.angular_velocity,
             pose_covariance=0.5 * (pose_covariance + pose_covariance.T),
             twist_covariance=0.5 * (twist_covariance + twist_covariance.T),
         )
