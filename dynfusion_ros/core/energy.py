@@ -77,10 +77,27 @@ class EnergyProfile:
         stems = sum(self.stems_j[stem.value] for stem in stems_for(names))
         return float(stems + sum(self.heads_j[name] for name in names) + self.overhead_total_j)
 
-    def components_j(self, stems: Iterable[str], heads: Iterable[str]) -> dict[str, float]:
-        """Per component that ran, its price: ``stem/<name>``, ``head/<name>``, ``overhead``."""
+    def odometry_energy_j(self, corrections: Iterable[str]) -> float:
+        """The odometry corrections' price; one without a measured price is an error
+        naming it (the budget cannot hold what it cannot price)."""
+        total = 0.0
+        for name in corrections:
+            if name not in self.odometry_j:
+                raise EnergyProfileError(
+                    f"{self.source}: no energy for odometry correction {name!r}; run "
+                    "`dynfusion profile` to measure it"
+                )
+            total += float(self.odometry_j[name])
+        return total
+
+    def components_j(
+        self, stems: Iterable[str], heads: Iterable[str], corrections: Iterable[str] = ()
+    ) -> dict[str, float]:
+        """Per component that ran, its price: ``stem/<name>``, ``head/<name>``,
+        ``odometry/<name>``, ``overhead``."""
         parts = {f"stem/{s}": float(self.stems_j[s]) for s in stems}
         parts.update({f"head/{h}": float(self.heads_j[h]) for h in heads})
+        parts.update({f"odometry/{c}": self.odometry_energy_j([c]) for c in corrections})
         parts["overhead"] = self.overhead_total_j
         return parts
 

@@ -1,0 +1,89 @@
+"""``OdometryEstimator``: one frame of odometry, with the corrections a selection chose.
+
+Per frame: the IMU samples since the previous frame drive the filter to the frame stamp,
+the ground-vehicle constraint (free) holds height and side-slip, and then each chosen
+correction runs on its sensor's data. A correction that cannot use its data says why
+(too few returns, no consensus, a blind sweep); one the filter finds inconsistent with
+its prediction is rejected by the chi-square gate. Either way the frame goes on with
+the others, and every outcome is counted for /diagnostics.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dynfusion_ros.core.odometry.constraints import ground_vehicle_update
+from dynfusion_ros.core.odometry.filter import ImuFilter, ImuNoise
+from dynfusion_ros.core.odometry.lidar_registration import LidarRegistration
+from dynfusion_ros.core.odometry.radar_velocity import fit_radar_velocity, radar_velocity_update
+from dynfusion_ros.core.types import OdometryEstimate, SensorFrame
+
+CORRECTIONS: tuple[str, ...] = ("radar", "lidar")
+"""Every odometry correction, cheapest first. Each reads the sensor of its name."""
+
+ACCEPTED, REJECTED = "accepted", "rejected"
+
+
+@dataclass(frozen=True)
+class OdometryStep:
+    """What one frame did to the odometry."""
+
+    estimate: OdometryEstimate | None  # None until the first IMU sample
+    ran: tuple[str, ...]  # corrections that ran on this frame
+    outcomes: dict[str, str] = field(default_factory=dict)  # accepted, rejected or why not
+
+
+class OdometryEstimator:
+    """The IMU filter and its corrections, fed one ``SensorFrame`` at a time."""
+
+    def __init__(
+        self, noise: ImuNoise | None = None, *, gate_probability: float = 0.999, seed: int = 0
+    ) -> None:
+        self.filter = ImuFilter(noise, gate_probability=gate_probability)
+        self.rng = np.random.default_rng(seed)  # RANSAC: seeded, so a replay repeats
+        self.lidar: LidarRegistration | None = None
+        self.outcomes: Counter[tuple[str, str]] = Counter()  # (correction, outcome)
+
+    def reset(self) -> None:
+        """Forget the stream (a new bag, a backwards time jump)."""
+        self.filter.reset()
+        self.lidar = None
+
+    def step(self, frame: SensorFrame, corrections: Sequence[str]) -> OdometryStep:
+        """Propagate to the frame and apply ``corrections`` (names from CORRECTIONS)."""
+        unknown = set(corrections) - set(CORRECTIONS)
+        if unknown:
+            raise ValueError(f"unknown odometry corrections {sorted(unknown)}; use {CORRECTIONS}")
+        filter_ = self.filter
+        for sample in frame.imu:
+            filter_.propagate(sample)
+        if not filter_.started:
+            return OdometryStep(None, ())
+        filter_.propagate_to(frame.stamp_ns)
+        ground_vehicle_update(filter_)
+        outcomes = {name: self._correct(name, frame) for name in corrections}
+        for name, outcome in outcomes.items():
+            self.outcomes[name, outcome] += 1
+        return OdometryStep(filter_.estimate(), tuple(corrections), outcomes)
+
+    def _correct(self, name: str, frame: SensorFrame) -> str:
+        if name == "radar":
+            if frame.radar is None:
+                return "no radar scan in this frame"
+            fit = fit_radar_velocity(frame.radar, self.rng)
+            if isinstance(fit, str):
+                return fit
+            update = radar_velocity_update(self.filter, fit, frame.radar.T_base_sensor)
+        else:
+            if frame.lidar is None:
+                return "no lidar sweep in this frame"
+            if self.lidar is None:
+                self.lidar = LidarRegistration(frame.lidar.T_base_sensor)
+            update = self.lidar.correct(self.filter, frame.lidar)
+            if isinstance(update, str):
+                return update
+        return ACCEPTED if update.accepted else REJECTED
