@@ -29,6 +29,10 @@ FUSION = {p.name: p for p in FUSION_PARAMS}
         ("reference_sensors", ["camera", "imu"], "needs sensors from camera, lidar, radar"),
         ("camera_topic", "camera", "absolute topic"),
         ("gate_model", "/no/such/gate.json", "no file"),
+        ("odometry_corrections", "sonar", "unknown odometry policy 'sonar'"),
+        ("odometry_corrections", "radar+radar", "names a correction twice"),
+        ("odometry_budget_share", 1.5, "outside"),
+        ("odometry_lidar_interval_s", -0.1, "outside"),
     ],
 )
 def test_bad_values_are_refused_with_the_reason(name, value, reason):
@@ -38,6 +42,7 @@ def test_bad_values_are_refused_with_the_reason(name, value, reason):
 def test_good_values_pass():
     assert BOTH["energy_budget_j"].refusal(0.2) == ""
     assert BOTH["policy"].refusal("static:lidar+lidar_radar") == ""
+    assert BOTH["odometry_corrections"].refusal("lidar+radar") == ""
     assert FUSION["fusion_method"].refusal("nms") == ""
     assert "is not one of" in FUSION["device"].refusal("tpu")
 

@@ -277,6 +277,17 @@ class Gate:
     def all_energy_j(self) -> float:
         return self.profile.selection_energy_j(self.branch_names)
 
+    def _usable(self, features: ContextFeatures) -> tuple[np.ndarray, np.ndarray]:
+        """(which sensors are available, which selections have every stem they need)."""
+        available = np.array([features.available(s) for s in SENSORS])
+        return available, ~(self.stem_mask & ~available).any(axis=1)
+
+    def cheapest_usable_j(self, features: ContextFeatures) -> float:
+        """The least a frame with these sensors can spend on branches, overhead included."""
+        _, usable = self._usable(features)
+        energies = self.energy_j[usable]
+        return float(energies.min()) if energies.size else self.profile.overhead_total_j
+
     def _predict(self, features: ContextFeatures) -> tuple[np.ndarray, dict[str, float], str]:
         if self.model is None:
             return self.prior, {}, "no gate model loaded"
@@ -295,8 +306,7 @@ class Gate:
         """The selection for this frame. ``true_quality`` (per selection, from ground
         truth) is required by, and only used by, the oracle policy."""
         quality, contexts, fallback = self._predict(features)
-        available = np.array([features.available(s) for s in SENSORS])
-        usable = ~(self.stem_mask & ~available).any(axis=1)
+        available, usable = self._usable(features)
         singles = {n: float(quality[i]) for n, i in self.singles.items()}
         label = max(contexts, key=contexts.get) if contexts else ""
         common = {"branch_utility": singles, "context_label": label, "context_scores": contexts}

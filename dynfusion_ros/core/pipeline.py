@@ -1,8 +1,9 @@
 """``DynamicFusionPipeline``: the per-frame flow that the nodes and the evaluator share.
 
-frame -> context features -> selection under the budget -> chosen branches -> late
-fusion -> detections, with the selection and the frame's energy record. Nothing else in
-the package re-implements a step, so what ``dynfusion evaluate`` prints is what the
+frame -> context features -> odometry corrections and branches chosen under one budget
+-> chosen branches -> late fusion -> detections; the IMU filter stepped with the chosen
+corrections -> odometry; with the selection and the frame's energy record. Nothing else
+in the package re-implements a step, so what ``dynfusion evaluate`` prints is what the
 nodes publish.
 
 The collaborators are injected (the branch runner, the context estimator), so a
@@ -27,6 +28,8 @@ from dynfusion_ros.core.context import ContextEstimator, ContextFeatures
 from dynfusion_ros.core.energy import EnergyMeter, EnergyProfile
 from dynfusion_ros.core.fusion import METHODS, fuse
 from dynfusion_ros.core.gate import SENSORS, Decision, Gate, GateModel, Policy
+from dynfusion_ros.core.odometry.estimator import CORRECTIONS, OdometryEstimator, OdometryStep
+from dynfusion_ros.core.odometry.planner import CorrectionLimits, CorrectionPlanner, OdometryPolicy
 from dynfusion_ros.core.quality import selection_qualities
 from dynfusion_ros.core.types import Detection, EnergyRecord, Modality, Selection, SensorFrame
 
@@ -64,6 +67,7 @@ class FrameResult:
     branch_detections: dict[str, list[Detection]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)  # branch -> why it could not run
     latency_ms: float = float("nan")
+    odometry: OdometryStep | None = None  # None where this pipeline runs no odometry
 
 
 def check_budget(budget_j: float | None) -> float | None:
@@ -106,7 +110,13 @@ class DynamicFusionPipeline:
         meter: EnergyMeter | None = None,
         context: Callable[[SensorFrame], ContextFeatures] | None = None,
         selection_scorer: SelectionScorer | None = None,
+        odometry_policy: OdometryPolicy | str | None = None,
+        odometry: OdometryEstimator | None = None,
+        correction_limits: CorrectionLimits | None = None,
     ) -> None:
+        """``odometry_policy`` None: no corrections are planned (nor paid for).
+        ``odometry``: the estimator that runs them, in the process that executes frames
+        (the fusion node, the evaluator); the context estimator plans without one."""
         if fusion_method not in METHODS:
             raise ValueError(f"unknown fusion method {fusion_method!r}; choose from {METHODS}")
         self.runner, self.gate, self.meter = runner, gate, meter
@@ -116,6 +126,9 @@ class DynamicFusionPipeline:
         self.calibration = gate.model.calibration if gate.model else None
         self.policy = policy
         self.budget_j = budget_j
+        self.odometry, self.planner = odometry, CorrectionPlanner()
+        self.correction_limits = correction_limits or CorrectionLimits()
+        self.odometry_policy = odometry_policy
 
     @classmethod
     def from_files(
@@ -148,6 +161,18 @@ class DynamicFusionPipeline:
         self.gate.reset()
 
     @property
+    def odometry_policy(self) -> OdometryPolicy | None:
+        return self._odometry_policy
+
+    @odometry_policy.setter
+    def odometry_policy(self, policy: OdometryPolicy | str | None) -> None:
+        if isinstance(policy, str):
+            policy = OdometryPolicy.parse(policy)
+        if policy is not None and policy.kind != "none":
+            self.gate.profile.odometry_energy_j(CORRECTIONS)  # every price known, or an error
+        self._odometry_policy = policy
+
+    @property
     def budget_j(self) -> float | None:
         return self._budget_j
 
@@ -160,6 +185,9 @@ class DynamicFusionPipeline:
         self.gate.reset()
         if isinstance(self.context, ContextEstimator):
             self.context.reset()
+        self.planner.reset()
+        if self.odometry is not None:
+            self.odometry.reset()
 
     def score_selections(
         self, _: SensorFrame, per_branch: Mapping[str, list[Detection]], truth: list[Detection]
@@ -185,9 +213,25 @@ class DynamicFusionPipeline:
                 raise ValueError("the oracle policy needs ground truth (offline evaluation only)")
             outputs = self._runner().run(frame, self.gate.branch_names)
             true_quality = self.selection_scorer(frame, outputs.detections, truth)
-        decision = self.gate.decide(features, self.policy, self.budget_j, true_quality)
-        selection = self._selection(frame, features, decision)
+        corrections = self.plan_odometry(features)
+        odometry_j = self.gate.profile.odometry_energy_j(corrections)
+        budget = None if self.budget_j is None else self.budget_j - odometry_j
+        decision = self.gate.decide(features, self.policy, budget, true_quality)
+        selection = self._selection(frame, features, decision, corrections, odometry_j)
         return Choice(selection, decision, features, outputs, started, sample)
+
+    def plan_odometry(self, features: ContextFeatures) -> tuple[str, ...]:
+        """The odometry corrections this frame runs; their energy comes off the budget
+        before the gate spends the rest on branches."""
+        policy = self.odometry_policy
+        if policy is None:
+            return ()
+        prices, limits, budget = self.gate.profile.odometry_j, self.correction_limits, self.budget_j
+        allowance = None
+        if budget is not None:
+            spare = budget - self.gate.cheapest_usable_j(features)
+            allowance = max(0.0, min(limits.max_budget_share * budget, spare))
+        return self.planner.plan(features, policy, allowance, prices, limits)
 
     def adopt(self, selection: Selection) -> Choice:
         """A selection made elsewhere (the fusion node receives it from the context
@@ -195,6 +239,9 @@ class DynamicFusionPipeline:
         unknown = set(selection.branch_names) - set(self.gate.branch_names)
         if unknown:
             raise ValueError(f"selection names unknown branches {sorted(unknown)}")
+        unknown = set(selection.odometry_corrections) - set(CORRECTIONS)
+        if unknown:
+            raise ValueError(f"selection names unknown odometry corrections {sorted(unknown)}")
         chosen = tuple(
             n for n, c in zip(selection.branch_names, selection.chosen, strict=True) if c
         )
@@ -215,13 +262,16 @@ class DynamicFusionPipeline:
         outputs = choice.outputs or self._runner().run(frame, decision.chosen)
         ran = {n: outputs.detections[n] for n in decision.chosen if n in outputs.detections}
         detections = fuse(ran, self.fusion_method, calibration=self.calibration)
+        odometry = None
+        if self.odometry is not None:
+            odometry = self.odometry.step(frame, choice.selection.odometry_corrections)
         meter = self.meter
         measured = meter.joules_since(choice.meter_sample) if meter else float("nan")
         profile = self.gate.profile
         stems = [stem.value for stem in stems_for(ran)]
         energy = EnergyRecord(
             frame.stamp_ns,
-            profile.components_j(stems, ran),
+            profile.components_j(stems, ran, odometry.ran if odometry else ()),
             profile.branch_energy_j(ran),
             choice.selection.budget_j,
             meter.name if meter else "profile",
@@ -236,6 +286,7 @@ class DynamicFusionPipeline:
             ran,
             {n: outputs.skipped[n] for n in decision.chosen if n in outputs.skipped},
             (time.perf_counter() - choice.started) * 1e3,
+            odometry,
         )
 
     def _runner(self) -> Runner:
@@ -248,7 +299,12 @@ class DynamicFusionPipeline:
         return self.execute(frame, self.choose(frame, truth))
 
     def _selection(
-        self, frame: SensorFrame, features: ContextFeatures, decision: Decision
+        self,
+        frame: SensorFrame,
+        features: ContextFeatures,
+        decision: Decision,
+        corrections: tuple[str, ...],
+        odometry_j: float,
     ) -> Selection:
         names = self.gate.branch_names
         return Selection(
@@ -258,10 +314,11 @@ class DynamicFusionPipeline:
             chosen=tuple(n in decision.chosen for n in names),
             predicted_utility=tuple(decision.branch_utility.get(n, float("nan")) for n in names),
             selection_utility=decision.utility,
-            predicted_energy_j=decision.energy_j,
+            predicted_energy_j=decision.energy_j + odometry_j,
             budget_j=self.budget_j or 0.0,
             context_label=decision.context_label,
             context_scores=dict(decision.context_scores),
             sensor_available={m: features.available(m) for m in (*SENSORS, Modality.IMU)},
             sensor_age_s={m: frame.staleness_s(m) for m in SENSORS},
+            odometry_corrections=corrections,
         )

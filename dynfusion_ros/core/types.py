@@ -342,6 +342,7 @@ class Selection:
     context_scores: Mapping[str, float] = field(default_factory=dict)
     sensor_available: Mapping[Modality, bool] = field(default_factory=dict)
     sensor_age_s: Mapping[Modality, float] = field(default_factory=dict)
+    odometry_corrections: tuple[str, ...] = ()  # run on this frame, within predicted energy
 
     def __post_init__(self) -> None:
         n = len(self.branch_names)

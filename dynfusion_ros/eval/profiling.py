@@ -1,8 +1,12 @@
-"""`dynfusion profile`: measure the energy of every stem, head and per-frame overhead on
-this machine, with a meter, and write the energy profile the gate plans with.
+"""`dynfusion profile`: measure the energy of every stem, head, odometry correction and
+per-frame overhead on this machine, with a meter, and write the energy profile the gate
+plans with.
 
 Each component runs on the same frames many times between two meter readings, so that
-whole-package meters (RAPL, rails) see enough energy to be meaningful.
+whole-package meters (RAPL, rails) see enough energy to be meaningful. The odometry
+keeps state from frame to frame, so it is measured differently: whole passes over the
+frames in order, once with no correction (the IMU filter: overhead, it always runs)
+and once per correction; a correction's price is what it adds to the filter alone.
 """
 
 from __future__ import annotations
@@ -67,6 +71,22 @@ def _joules(meter, calls: list[Callable[[], object]], batch: int = 10) -> float:
     return float(statistics.median(spent))
 
 
+def _odometry_j(meter, frames: list, repeat: int) -> tuple[float, dict[str, float]]:
+    """(the IMU filter's energy per frame, each correction's), from ``repeat`` passes
+    over consecutive frames, each pass metered whole and started afresh."""
+    from dynfusion_ros.core.odometry.estimator import CORRECTIONS, OdometryEstimator
+
+    def per_frame(corrections: tuple[str, ...]) -> float:
+        estimator = OdometryEstimator()
+        one_pass = [estimator.reset]  # time runs backwards into the next pass
+        one_pass += [lambda f=f: estimator.step(f, corrections) for f in frames]
+        per_call = _joules(meter, one_pass * repeat, batch=len(one_pass))
+        return per_call * len(one_pass) / len(frames)
+
+    filter_j = per_frame(())
+    return filter_j, {name: max(per_frame((name,)) - filter_j, 0.0) for name in CORRECTIONS}
+
+
 def measure(args: argparse.Namespace):
     import numpy as np
     import torch
@@ -114,6 +134,7 @@ def measure(args: argparse.Namespace):
     outputs = runner.run(frames[0], BRANCHES).detections
     fusion_j = _joules(meter, [lambda: fuse(outputs)] * len(passes)) / len(BRANCHES)
     heads_j = {name: joules + fusion_j for name, joules in heads_j.items()}
+    filter_j, odometry_j = _odometry_j(meter, frames, args.repeat)
     measured = {
         "machine": machine_description(),
         "meter": meter.name,
@@ -124,12 +145,16 @@ def measure(args: argparse.Namespace):
         "bag": str(args.bag),
         "date": datetime.date.today().isoformat(),
     }
-    overhead = {"context": context_j, "gate": gate_j}
-    rounded = {k: float(np.round(v, 6)) for k, v in overhead.items()}
+    overhead = {"context": context_j, "gate": gate_j, "imu_filter": filter_j}
+
+    def rounded(table: dict[str, float]) -> dict[str, float]:
+        return {k: float(np.round(v, 6)) for k, v in table.items()}
+
     return EnergyProfile(
-        {k: float(np.round(v, 6)) for k, v in stems_j.items()},
-        {k: float(np.round(v, 6)) for k, v in heads_j.items()},
-        rounded,
+        rounded(stems_j),
+        rounded(heads_j),
+        rounded(overhead),
+        rounded(odometry_j),
         measured=measured,
     )
 
@@ -147,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
     profile.save(args.out)
     everything = profile.selection_energy_j(profile.heads_j)
     print(f"meter {profile.measured['meter']} on {profile.measured['machine']}")
-    for table in ("stems_j", "heads_j", "overhead_j"):
+    for table in ("stems_j", "heads_j", "overhead_j", "odometry_j"):
         values = getattr(profile, table)
         print(f"{table[:-2]:<9}" + "  ".join(f"{k} {1e3 * v:.2f} mJ" for k, v in values.items()))
     print(

@@ -19,7 +19,12 @@ from dynfusion_ros.core.pipeline import DynamicFusionPipeline
 from dynfusion_ros.core.types import SensorFrame
 from dynfusion_ros.ros.convert import selection_to_msg
 from dynfusion_ros.ros.diagnostics import FrameFailures, publish_diagnostics, status
-from dynfusion_ros.ros.gate_params import GATE_PARAMS, make_gate
+from dynfusion_ros.ros.gate_params import (
+    GATE_PARAMS,
+    apply_choice_change,
+    choice_options,
+    make_gate,
+)
 from dynfusion_ros.ros.parameters import declare
 from dynfusion_ros.ros.sensor_input import SENSOR_PARAMS, SensorInput
 from dynfusion_ros.ros.sync import SyncedFrame
@@ -32,9 +37,7 @@ class ContextEstimatorNode(Node):
     def __init__(self, **node_options) -> None:
         super().__init__("context_estimator", **node_options)
         values = declare(self, (*SENSOR_PARAMS, *GATE_PARAMS), self._on_change)
-        self.pipeline = DynamicFusionPipeline(
-            None, make_gate(values), policy=values["policy"], budget_j=values["energy_budget_j"]
-        )
+        self.pipeline = DynamicFusionPipeline(None, make_gate(values), **choice_options(values))
         self.publisher = self.create_publisher(BranchSelection, SELECTION_TOPIC, SELECTION_QOS)
         self.input = SensorInput(self, values, self._on_frame, on_time_jump=self.pipeline.reset)
         self.frames = 0
@@ -45,10 +48,7 @@ class ContextEstimatorNode(Node):
         publish_diagnostics(self, self._statuses)
 
     def _on_change(self, name: str, value: object) -> None:
-        if name == "energy_budget_j":
-            self.pipeline.budget_j = value
-        elif name == "policy":
-            self.pipeline.policy = value
+        apply_choice_change(self.pipeline, name, value)
         self.get_logger().info(f"{name} set to {value}")
 
     def _on_frame(self, _: SyncedFrame, frame: SensorFrame) -> None:
@@ -61,7 +61,8 @@ class ContextEstimatorNode(Node):
         self.frames += 1
         self.fallbacks[decision.fallback] += bool(decision.fallback)
         self.unaffordable += decision.over_budget
-        self.last_choice = "+".join(decision.chosen)
+        corrections = "+".join(choice.selection.odometry_corrections) or "IMU only"
+        self.last_choice = f"{'+'.join(decision.chosen)}, odometry {corrections}"
 
     def _statuses(self) -> list[DiagnosticStatus]:
         pipeline = self.pipeline
@@ -74,6 +75,8 @@ class ContextEstimatorNode(Node):
         values = {
             "policy": pipeline.policy.text,
             "energy_budget_j": pipeline.budget_j,
+            "odometry_corrections": pipeline.odometry_policy.text,
+            "odometry_budget_share": pipeline.correction_limits.max_budget_share,
             "cheapest_selection_j": f"{pipeline.gate.cheapest_energy_j:.4f}",
             "frames": self.frames,
             "frames_over_budget": self.unaffordable,

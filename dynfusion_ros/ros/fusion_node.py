@@ -9,7 +9,11 @@ and ``policy``). Every fallback is counted with its reason on /diagnostics.
 
 Publishes vision_msgs/Detection3DArray on /dynfusion/detections (base_link, the frame's
 stamp), vision_msgs/LabelInfo on /dynfusion/label_info (transient local) and
-dynfusion_msgs/EnergyReport on /dynfusion/energy, one of each per frame.
+dynfusion_msgs/EnergyReport on /dynfusion/energy, one of each per frame; and the
+odometry: the IMU filter, corrected as the selection says, as nav_msgs/Odometry on
+/dynfusion/odometry (odom -> base_link) and as the odom -> base_link transform on /tf.
+The transform goes out as tf2_msgs/TFMessage with the QoS tf2_ros's broadcaster uses,
+so it needs no tf2_ros (absent from the PyPI wheels) and any TF listener takes it.
 """
 
 from __future__ import annotations
@@ -21,13 +25,21 @@ from dataclasses import dataclass
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus
 from dynfusion_msgs.msg import BranchSelection, EnergyReport
+from nav_msgs.msg import Odometry
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from tf2_msgs.msg import TFMessage
 from vision_msgs.msg import Detection3DArray, LabelInfo
 
 from dynfusion_ros.core.branches import BranchRunner
 from dynfusion_ros.core.energy import METERS, make_meter
 from dynfusion_ros.core.fusion import METHODS
+from dynfusion_ros.core.odometry.estimator import (
+    DIVERGED,
+    FILTER,
+    REJECTED,
+    OdometryEstimator,
+)
 from dynfusion_ros.core.pipeline import DynamicFusionPipeline
 from dynfusion_ros.core.types import NS_PER_S, ObjectClass, Selection, SensorFrame
 from dynfusion_ros.resources import default_model_path
@@ -36,11 +48,19 @@ from dynfusion_ros.ros.convert import (
     ConversionError,
     detections_to_array,
     energy_record_to_msg,
+    estimate_to_odometry,
+    estimate_to_transform,
     label_info,
     msg_to_selection,
 )
 from dynfusion_ros.ros.diagnostics import FrameFailures, publish_diagnostics, status
-from dynfusion_ros.ros.gate_params import GATE_PARAMS, file_or_empty, make_gate
+from dynfusion_ros.ros.gate_params import (
+    GATE_PARAMS,
+    apply_choice_change,
+    choice_options,
+    file_or_empty,
+    make_gate,
+)
 from dynfusion_ros.ros.parameters import Param, declare
 from dynfusion_ros.ros.sensor_input import POLL_PERIOD_S, SENSOR_PARAMS, SensorInput
 from dynfusion_ros.ros.sync import SyncedFrame
@@ -107,6 +127,12 @@ FUSION_PARAMS = (
         choices=("auto", *METERS),
     ),
     Param(
+        "publish_tf",
+        True,
+        "Broadcast the odometry as the odom -> base_link transform on /tf. Off when "
+        "another node (robot_localization, the vehicle) owns that transform.",
+    ),
+    Param(
         "model_meter_watts",
         10.0,
         "Power of one busy CPU core for the model meter (W).",
@@ -133,11 +159,12 @@ class FusionNode(Node):
         self.pipeline = DynamicFusionPipeline(
             runner,
             make_gate(values, runner.branch_names),
-            policy=values["policy"],
-            budget_j=values["energy_budget_j"],
             fusion_method=values["fusion_method"],
             meter=make_meter(values["energy_meter"], watts=values["model_meter_watts"]),
+            odometry=OdometryEstimator(),
+            **choice_options(values),
         )
+        self.publish_tf = values["publish_tf"]
         self.score_threshold = values["score_threshold"]
         self.wait_ns = round(values["selection_wait_s"] * NS_PER_S)
         self.selections: OrderedDict[int, Selection] = OrderedDict()
@@ -165,6 +192,10 @@ class FusionNode(Node):
         )
         self.energy_pub = self.create_publisher(EnergyReport, "/dynfusion/energy", reliable)
         self.labels_pub = self.create_publisher(LabelInfo, "/dynfusion/label_info", latched)
+        self.odometry_pub = self.create_publisher(Odometry, "/dynfusion/odometry", reliable)
+        tf_qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+        self.tf_pub = self.create_publisher(TFMessage, "/tf", tf_qos) if self.publish_tf else None
+        self.odometry_frames = 0
         self._publish_labels()
         self.create_subscription(
             BranchSelection, SELECTION_TOPIC, self._on_selection, SELECTION_QOS
@@ -180,11 +211,8 @@ class FusionNode(Node):
         self.labels_pub.publish(label_info(list(ObjectClass), self.score_threshold, now))
 
     def _on_change(self, name: str, value: object) -> None:
-        if name == "energy_budget_j":
-            self.pipeline.budget_j = value
-        elif name == "policy":
-            self.pipeline.policy = value
-        elif name == "fusion_method":
+        apply_choice_change(self.pipeline, name, value)
+        if name == "fusion_method":
             self.pipeline.fusion_method = value
         elif name == "score_threshold":
             self.score_threshold = value
@@ -269,6 +297,12 @@ class FusionNode(Node):
         kept = [d for d in result.detections if d.score >= self.score_threshold]
         self.detections_pub.publish(detections_to_array(kept, frame.stamp_ns))
         self.energy_pub.publish(energy_record_to_msg(result.energy))
+        estimate = result.odometry.estimate if result.odometry else None
+        if estimate is not None:
+            self.odometry_pub.publish(estimate_to_odometry(estimate))
+            if self.tf_pub is not None:
+                self.tf_pub.publish(TFMessage(transforms=[estimate_to_transform(estimate)]))
+            self.odometry_frames += 1
         self.frames += 1
         self.over_budget += result.energy.over_budget
         now = self.get_clock().now().nanoseconds
@@ -313,4 +347,36 @@ class FusionNode(Node):
             "frames_dropped_busy": self.dropped_busy,
             **self.failures.values(),
         }
-        return [*self.input.statuses("fusion"), status("fusion: output", level, message, values)]
+        return [
+            *self.input.statuses("fusion"),
+            status("fusion: output", level, message, values),
+            self._odometry_status(),
+        ]
+
+    def _odometry_status(self) -> DiagnosticStatus:
+        """Per correction, how often it was accepted, refused by the gate, or could not
+        use its data (and why), as robot_localization reports its rejections."""
+        outcomes = dict(self.pipeline.odometry.outcomes)
+        runs = Counter()
+        for (name, _), n in outcomes.items():
+            runs[name] += n
+        rejected = {name: n for (name, outcome), n in outcomes.items() if outcome == REJECTED}
+        level, message = DiagnosticStatus.OK, f"{self.odometry_frames} estimates published"
+        if not self.odometry_frames and self.frames:
+            level, message = DiagnosticStatus.WARN, "no estimate yet: no usable IMU sample"
+        elif outcomes.get((FILTER, DIVERGED)):
+            level = DiagnosticStatus.WARN
+            message = f"re-initialised {outcomes[FILTER, DIVERGED]} times (non-finite state)"
+        elif any(n > runs[name] / 2 for name, n in rejected.items()):
+            level = DiagnosticStatus.WARN
+            message = (
+                "most corrections of "
+                + ", ".join(name for name, n in rejected.items() if n > runs[name] / 2)
+                + " rejected as inconsistent"
+            )
+        values = {
+            "estimates_published": self.odometry_frames,
+            "odometry_corrections (fallback)": self.pipeline.odometry_policy.text,
+            **{f"{name}: {outcome}": n for (name, outcome), n in sorted(outcomes.items())},
+        }
+        return status("fusion: odometry", level, message, values)

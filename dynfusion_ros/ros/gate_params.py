@@ -1,13 +1,15 @@
-"""Parameters of the choice (budget, policy, gate files), declared by both nodes: the
+"""Parameters of the choice (budget, policies, gate files), declared by both nodes: the
 context estimator chooses with them; the fusion node keeps the same gate to choose
 itself when no selection arrives for a frame (its fallback)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from dynfusion_ros.core.gate import Gate, Policy
-from dynfusion_ros.core.pipeline import check_budget, load_gate
+from dynfusion_ros.core.odometry.planner import CorrectionLimits, OdometryPolicy
+from dynfusion_ros.core.pipeline import DynamicFusionPipeline, check_budget, load_gate
 from dynfusion_ros.resources import default_energy_profile, default_model_path
 from dynfusion_ros.ros.parameters import Param
 
@@ -26,6 +28,14 @@ def _policy(value: object) -> str:
     except ValueError as error:
         return str(error)
     return "oracle needs ground truth: offline evaluation only" if policy.kind == "oracle" else ""
+
+
+def _odometry_policy(value: object) -> str:
+    try:
+        OdometryPolicy.parse(str(value))
+    except ValueError as error:
+        return str(error)
+    return ""
 
 
 def file_or_empty(value: object) -> str:
@@ -48,6 +58,34 @@ GATE_PARAMS = (
         "static:<branch>+<branch>..., topk:<k>. Settable at run time.",
         runtime=True,
         check=_policy,
+    ),
+    Param(
+        "odometry_corrections",
+        "dynamic",
+        "Which odometry corrections update the IMU filter: dynamic (those whose sensor is "
+        "usable on the frame, cheapest first, within odometry_budget_share of the budget), "
+        "all, none (IMU and ground-vehicle constraint only), or radar, lidar, radar+lidar. "
+        "Their energy comes off energy_budget_j before the branches are chosen. Settable "
+        "at run time.",
+        runtime=True,
+        check=_odometry_policy,
+    ),
+    Param(
+        "odometry_budget_share",
+        CorrectionLimits.max_budget_share,
+        "Largest share of energy_budget_j the dynamic odometry corrections may take (0-1).",
+        0.0,
+        1.0,
+        runtime=True,
+    ),
+    Param(
+        "odometry_lidar_interval_s",
+        CorrectionLimits.lidar_interval_s,
+        "Shortest time between two lidar registrations under the dynamic odometry policy"
+        " (s); 0: every sweep. Between them the radar-aided filter drifts by centimetres.",
+        0.0,
+        10.0,
+        runtime=True,
     ),
     Param(
         "hysteresis_frames",
@@ -84,3 +122,33 @@ def make_gate(values: dict, branch_names: tuple[str, ...] | None = None) -> Gate
     profile, gate = gate_files(values)
     options = {"branch_names": branch_names} if branch_names else {}
     return load_gate(profile, gate, hysteresis_frames=values["hysteresis_frames"], **options)
+
+
+LIMIT_OF_PARAM = {
+    "odometry_budget_share": "max_budget_share",
+    "odometry_lidar_interval_s": "lidar_interval_s",
+}
+
+
+def choice_options(values: dict) -> dict:
+    """The pipeline's keyword arguments for how frames are chosen."""
+    limits = {field: values[name] for name, field in LIMIT_OF_PARAM.items()}
+    return {
+        "policy": values["policy"],
+        "budget_j": values["energy_budget_j"],
+        "odometry_policy": values["odometry_corrections"],
+        "correction_limits": CorrectionLimits(**limits),
+    }
+
+
+def apply_choice_change(pipeline: DynamicFusionPipeline, name: str, value: object) -> None:
+    """A run-time change of one of GATE_PARAMS, already validated, into the pipeline."""
+    if name == "energy_budget_j":
+        pipeline.budget_j = value
+    elif name == "policy":
+        pipeline.policy = value
+    elif name == "odometry_corrections":
+        pipeline.odometry_policy = value
+    elif name in LIMIT_OF_PARAM:
+        limits = pipeline.correction_limits
+        pipeline.correction_limits = dataclasses.replace(limits, **{LIMIT_OF_PARAM[name]: value})

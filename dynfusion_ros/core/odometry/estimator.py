@@ -26,6 +26,7 @@ CORRECTIONS: tuple[str, ...] = ("radar", "lidar")
 """Every odometry correction, cheapest first. Each reads the sensor of its name."""
 
 ACCEPTED, REJECTED = "accepted", "rejected"
+FILTER, DIVERGED = "filter", "non-finite state: re-initialised"
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,12 @@ class OdometryEstimator:
         outcomes = {name: self._correct(name, frame) for name in corrections}
         for name, outcome in outcomes.items():
             self.outcomes[name, outcome] += 1
-        return OdometryStep(filter_.estimate(), tuple(corrections), outcomes)
+        estimate = filter_.estimate()
+        if not _finite(estimate):  # never published: start again from the next samples
+            self.reset()
+            self.outcomes[FILTER, DIVERGED] += 1
+            return OdometryStep(None, tuple(corrections), {**outcomes, FILTER: DIVERGED})
+        return OdometryStep(estimate, tuple(corrections), outcomes)
 
     def _correct(self, name: str, frame: SensorFrame) -> str:
         if name == "radar":
@@ -87,3 +93,9 @@ class OdometryEstimator:
             if isinstance(update, str):
                 return update
         return ACCEPTED if update.accepted else REJECTED
+
+
+def _finite(estimate: OdometryEstimate) -> bool:
+    parts = (estimate.position, estimate.orientation, estimate.linear_velocity)
+    covariances = (estimate.pose_covariance, estimate.twist_covariance)
+    return all(np.isfinite(part).all() for part in (*parts, *covariances))

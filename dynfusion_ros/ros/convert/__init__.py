@@ -28,7 +28,11 @@ from dynfusion_ros.ros.convert.image import (
     to_rgb8,
 )
 from dynfusion_ros.ros.convert.imu import imu_to_sample, sample_to_imu
-from dynfusion_ros.ros.convert.odometry import estimate_to_odometry, odometry_to_estimate
+from dynfusion_ros.ros.convert.odometry import (
+    estimate_to_odometry,
+    estimate_to_transform,
+    odometry_to_estimate,
+)
 from dynfusion_ros.ros.convert.pointcloud import (
     array_to_pointcloud2,
     columns_to_pointcloud2,
@@ -51,6 +55,7 @@ __all__ = [
     "detections_to_array",
     "energy_record_to_msg",
     "estimate_to_odometry",
+    "estimate_to_transform",
     "header_msg",
     "image_to_array",
     "image_to_camera_image",

@@ -37,6 +37,7 @@ def selection_to_msg(selection: Selection, frame_id: str = "base_link") -> Branc
         policy=selection.policy,
         branch_names=list(selection.branch_names),
         chosen=list(selection.chosen),
+        odometry_corrections=list(selection.odometry_corrections),
         predicted_utility=[float(u) for u in selection.predicted_utility],
         selection_utility=float(selection.selection_utility),
         predicted_energy_j=float(selection.predicted_energy_j),
@@ -68,6 +69,7 @@ def msg_to_selection(msg) -> Selection:
         context_scores=dict(zip(msg.context_names, map(float, msg.context_scores), strict=True)),
         sensor_available=dict(zip(sensors, map(bool, msg.sensor_available), strict=True)),
         sensor_age_s=dict(zip(sensors, map(float, msg.sensor_age_s), strict=True)),
+        odometry_corrections=tuple(msg.odometry_corrections),
     )
 
 

@@ -1,7 +1,9 @@
-"""nav_msgs/Odometry to and from the core OdometryEstimate (odom -> base_link)."""
+"""nav_msgs/Odometry to and from the core OdometryEstimate (odom -> base_link), and the
+estimate as the odom -> base_link transform for /tf."""
 
 from __future__ import annotations
 
+from geometry_msgs.msg import TransformStamped
 from nav_msgs.msg import Odometry
 
 from dynfusion_ros.core.types import OdometryEstimate
@@ -11,6 +13,7 @@ from dynfusion_ros.ros.convert.geometry import (
     finite_xyz,
     finite_xyzw,
     pose_msg,
+    quaternion_msg,
     vector3_msg,
 )
 from dynfusion_ros.ros.convert.stamps import header_msg, stamp_ns
@@ -41,4 +44,14 @@ def estimate_to_odometry(estimate: OdometryEstimate) -> Odometry:
     msg.twist.twist.linear = vector3_msg(estimate.linear_velocity)
     msg.twist.twist.angular = vector3_msg(estimate.angular_velocity)
     msg.twist.covariance = estimate.twist_covariance.reshape(-1).tolist()
+    return msg
+
+
+def estimate_to_transform(estimate: OdometryEstimate) -> TransformStamped:
+    msg = TransformStamped(
+        header=header_msg(estimate.stamp_ns, estimate.frame_id),
+        child_frame_id=estimate.child_frame_id,
+    )
+    msg.transform.translation = vector3_msg(estimate.position)
+    msg.transform.rotation = quaternion_msg(estimate.orientation)
     return msg

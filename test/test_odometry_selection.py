@@ -1,0 +1,145 @@
+"""Selective odometry: which corrections a frame runs (usability, interval, budget), the
+estimator that runs them, and their place in the pipeline's budget and energy record."""
+
+from __future__ import annotations
+
+import copy
+import re
+
+import numpy as np
+import pytest
+from test_energy import profile
+
+from dynfusion_ros.core.context import FEATURE_NAMES, ContextFeatures
+from dynfusion_ros.core.energy import EnergyProfileError
+from dynfusion_ros.core.gate import Gate
+from dynfusion_ros.core.odometry.estimator import OdometryEstimator
+from dynfusion_ros.core.odometry.planner import CorrectionLimits, CorrectionPlanner, OdometryPolicy
+from dynfusion_ros.core.pipeline import DynamicFusionPipeline
+from dynfusion_ros.core.types import PointScan
+
+PRICES = {"radar": 0.01, "lidar": 0.12}
+PROFILE = profile(odometry_j=PRICES)
+PERIOD_NS = 100_000_000  # 10 Hz frames
+
+
+def _features(stamp_ns: int = 0, *, lidar=True, radar=True, near=0.1, returns=0.8):
+    values = np.zeros(len(FEATURE_NAMES))
+    values[FEATURE_NAMES.index("lidar_available")] = float(lidar)
+    values[FEATURE_NAMES.index("radar_available")] = float(radar)
+    values[FEATURE_NAMES.index("lidar_near_fraction")] = near
+    values[FEATURE_NAMES.index("lidar_return_ratio")] = returns
+    return ContextFeatures(stamp_ns, values)
+
+
+def _plan(policy: str, allowance_j=1.0, frames=1, limits=None, **features):
+    planner, limits = CorrectionPlanner(), limits or CorrectionLimits()
+    parsed = OdometryPolicy.parse(policy)
+    return [
+        planner.plan(_features(k * PERIOD_NS, **features), parsed, allowance_j, PRICES, limits)
+        for k in range(frames)
+    ]
+
+
+def test_policies_parse_and_bad_ones_say_why():
+    assert OdometryPolicy.parse("lidar+radar").corrections == ("radar", "lidar")
+    assert OdometryPolicy.parse(" none ").kind == "none"
+    with pytest.raises(ValueError, match="unknown odometry policy 'sonar'"):
+        OdometryPolicy.parse("sonar")
+    with pytest.raises(ValueError, match="twice"):
+        OdometryPolicy.parse("radar+radar")
+    with pytest.raises(ValueError, match=r"lidar_interval_s must lie in \[0, 10\]"):
+        CorrectionLimits(lidar_interval_s=-1.0)
+
+
+def test_dynamic_registers_lidar_once_per_interval_and_radar_every_frame():
+    plans = _plan("dynamic", frames=12)  # 1.1 s of frames, interval 0.5 s
+    assert all("radar" in plan for plan in plans)
+    assert [k for k, plan in enumerate(plans) if "lidar" in plan] == [0, 5, 10]
+    every_sweep = _plan("dynamic", frames=3, limits=CorrectionLimits(lidar_interval_s=0.0))
+    assert every_sweep == [("radar", "lidar")] * 3
+    assert _plan("all", frames=3) == [("radar", "lidar")] * 3
+    assert _plan("none") == [()]
+
+
+def test_blind_or_foggy_sweeps_and_missing_sensors_are_left_out():
+    assert _plan("dynamic", near=0.6) == [("radar",)]  # mostly backscatter
+    assert _plan("all", returns=0.1) == [("radar",)]  # dropped out
+    assert _plan("radar+lidar", lidar=False) == [("radar",)]
+    assert _plan("dynamic", radar=False) == [("lidar",)]
+
+
+def test_a_tight_allowance_keeps_the_cheap_correction_only():
+    assert _plan("dynamic", allowance_j=0.1) == [("radar",)]  # radar 0.01, lidar 0.12
+    assert _plan("dynamic", allowance_j=0.13) == [("radar", "lidar")]
+    assert _plan("all", allowance_j=0.01) == [("radar", "lidar")]  # all ignores the budget
+
+
+def test_odometry_is_paid_from_the_frame_budget(clear_frames):
+    budget = 0.2
+    flow = DynamicFusionPipeline(
+        None, Gate(PROFILE), policy="dynamic", budget_j=budget, odometry_policy="radar"
+    )
+    choice = flow.choose(clear_frames[0].frame)
+    selection = choice.selection
+    assert selection.odometry_corrections == ("radar",)
+    assert choice.decision.energy_j <= budget - PRICES["radar"]
+    assert selection.predicted_energy_j == pytest.approx(choice.decision.energy_j + 0.01)
+    cheapest = Gate(PROFILE).cheapest_usable_j(choice.features)  # the radar branch, 0.021 J
+    for spare, planned in ((0.004, ()), (0.019, ("radar",))):  # detection is paid first
+        tight = DynamicFusionPipeline(
+            None, Gate(PROFILE), budget_j=cheapest + spare, odometry_policy="dynamic"
+        )
+        assert tight.choose(clear_frames[0].frame).selection.odometry_corrections == planned
+    free = DynamicFusionPipeline(None, Gate(PROFILE), budget_j=budget)  # plans no odometry
+    assert free.choose(clear_frames[0].frame).selection.odometry_corrections == ()
+    unknown = type(selection)(**{**vars(selection), "odometry_corrections": ("sonar",)})
+    with pytest.raises(ValueError, match="unknown odometry corrections"):
+        flow.adopt(unknown)
+
+
+def test_an_unpriced_correction_is_a_start_up_error():
+    with pytest.raises(EnergyProfileError, match="no energy for odometry correction"):
+        DynamicFusionPipeline(None, Gate(profile()), odometry_policy="dynamic")
+    DynamicFusionPipeline(None, Gate(profile()), odometry_policy="none")  # needs no price
+
+
+def test_corrections_that_cannot_use_their_data_say_why(clear_frames):
+    estimator = OdometryEstimator()
+    first = clear_frames[0].frame
+    assert estimator.step(first, ("radar", "lidar")).estimate is not None
+    second = copy.copy(clear_frames[1].frame)  # the fixture is shared: change a copy
+    lidar = second.lidar
+    second.lidar = PointScan(lidar.stamp_ns, lidar.xyz[:50], T_base_sensor=lidar.T_base_sensor)
+    second.radar = None
+    step = estimator.step(second, ("radar", "lidar"))
+    assert step.outcomes["radar"] == "no radar scan in this frame"
+    assert re.fullmatch(r"\d+ lidar points \(at least 500 needed\)", step.outcomes["lidar"])
+    assert step.estimate is not None and np.isfinite(step.estimate.position).all()
+    with pytest.raises(ValueError, match="unknown odometry corrections"):
+        estimator.step(second, ("sonar",))
+
+
+@pytest.mark.slow
+def test_selected_corrections_beat_the_imu_alone_on_a_simulated_drive(simulate_bag):
+    from dynfusion_ros.eval.trajectory import Trajectory, read_odometry, trajectory_errors
+    from dynfusion_ros.ros.bag_frames import read_frames
+
+    bag = simulate_bag("clear", 12.0, 5)
+    truth = read_odometry(bag)
+    frames = [labelled.frame for labelled in read_frames(bag)]
+    errors, estimators = {}, {}
+    for corrections in ((), ("radar",), ("radar", "lidar")):
+        estimator, estimates = OdometryEstimator(), []
+        for frame in frames:
+            step = estimator.step(frame, corrections)
+            if step.estimate is not None:
+                estimates.append(step.estimate)
+        errors[corrections] = trajectory_errors(truth, Trajectory.from_estimates(estimates))
+        estimators[corrections] = estimator
+    imu, radar, both = errors[()], errors[("radar",)], errors[("radar", "lidar")]
+    assert both.poses >= 100 and both.path_length_m > 30.0
+    assert radar.ate_pct < 1.0 and radar.ate_rmse_m < 0.5 * imu.ate_rmse_m, (radar, imu)
+    assert both.ate_rmse_m < radar.ate_rmse_m, (both, radar)
+    outcomes = estimators[("radar", "lidar")].outcomes
+    assert outcomes["lidar", "accepted"] > 0.9 * len(frames), outcomes
