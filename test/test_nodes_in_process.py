@@ -168,3 +168,43 @@ def test_sensor_data_that_comes_before_its_calibration_waits_for_it(ros_context,
         assert not any(h.dropped for h in sensor_input.sync.health.values())
     finally:
         node.destroy_node()
+
+
+def test_fusion_publishes_odometry_and_its_transform(ros_context, clear_frames):
+    import math
+
+    from nav_msgs.msg import Odometry
+    from rclpy.parameter import Parameter
+    from tf2_msgs.msg import TFMessage
+
+    from dynfusion_ros.ros.fusion_node import FusionNode
+
+    overrides = [Parameter("selection_wait_s", value=0.0), Parameter("max_queued_frames", value=20)]
+    node = FusionNode(context=ros_context, parameter_overrides=overrides)
+    odometry: list = []
+    transforms: list = []
+    listener = _listener(ros_context, "/dynfusion/odometry", Odometry, odometry)
+    listener.create_subscription(TFMessage, "/tf", transforms.append, 50)
+    frames = [labelled.frame for labelled in clear_frames]
+    try:
+        _spin(node, listener, lambda: node.odometry_pub.get_subscription_count() > 0)
+        for frame in frames:
+            node._on_frame(None, frame)
+        _spin(node, listener, lambda: len(odometry) == len(frames) and len(transforms) > 0)
+        assert len(odometry) == len(frames)  # the first frame brings IMU samples
+        last = odometry[-1]
+        assert (last.header.frame_id, last.child_frame_id) == ("odom", "base_link")
+        stamps = [m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec for m in odometry]
+        assert stamps == [frame.stamp_ns for frame in frames]
+        assert last.pose.pose.position.x == node.pipeline.odometry.filter.estimate().position[0]
+        assert all(math.isfinite(v) for m in odometry for v in m.pose.covariance)
+        assert last.pose.covariance[0] > 0 and last.twist.covariance[0] > 0
+        sent = transforms[-1].transforms[0]
+        assert (sent.header.frame_id, sent.child_frame_id) == ("odom", "base_link")
+        status = _status(node._statuses(), "fusion: odometry")
+        values = {v.key: v.value for v in status.values}
+        assert status.level == DiagnosticStatus.OK, status.message
+        assert int(values["radar: accepted"]) >= len(frames) - 2
+    finally:
+        listener.destroy_node()
+        node.destroy_node()

@@ -143,3 +143,39 @@ def test_selected_corrections_beat_the_imu_alone_on_a_simulated_drive(simulate_b
     assert both.ate_rmse_m < radar.ate_rmse_m, (both, radar)
     outcomes = estimators[("radar", "lidar")].outcomes
     assert outcomes["lidar", "accepted"] > 0.9 * len(frames), outcomes
+
+
+def test_a_filter_misled_until_it_refuses_the_radar_lets_the_radar_back_in(clear_frames):
+    estimator = OdometryEstimator()
+    estimator.step(clear_frames[0].frame, ())
+    velocity = estimator.filter.state.covariance[3:6, 3:6].copy()
+    for _ in range(9):
+        estimator._watch_rejections("radar", "rejected")
+    assert np.array_equal(estimator.filter.state.covariance[3:6, 3:6], velocity)
+    estimator._watch_rejections("radar", "rejected")  # the tenth in a row
+    assert np.all(np.diag(estimator.filter.state.covariance[3:6, 3:6]) > np.diag(velocity) + 1)
+    assert estimator.outcomes["filter", "velocity re-opened after radar rejections"] == 1
+
+
+def test_nees_of_honest_and_overconfident_covariances():
+    from dynfusion_ros.core.types import OdometryEstimate
+    from dynfusion_ros.eval.trajectory import velocity_consistency
+
+    rng = np.random.default_rng(3)
+    covariance = np.diag([0.04, 0.01, 0.0025])
+    truth, honest, overconfident = [], [], []
+    for k in range(400):
+        stamp = k * PERIOD_NS
+        truth.append(OdometryEstimate(stamp, np.zeros(3), np.array([0, 0, 0, 1.0])))
+        error = rng.multivariate_normal(np.zeros(3), covariance)
+        for estimates, scale in ((honest, 1.0), (overconfident, 0.25)):
+            twist = np.eye(6)
+            twist[:3, :3] = scale * covariance
+            estimates.append(
+                OdometryEstimate(
+                    stamp, np.zeros(3), np.array([0, 0, 0, 1.0]), error, twist_covariance=twist
+                )
+            )
+    fair = velocity_consistency(truth, honest)
+    assert fair.dimension == 3 and fair.samples == 400 and fair.consistent, fair
+    assert velocity_consistency(truth, overconfident).mean_nees > fair.high

@@ -20,7 +20,7 @@ from dynfusion_ros.eval.evaluation import evaluate_bags, recorded_pipeline, repl
 from dynfusion_ros.eval.records import BranchRecord, record_branches, rescored
 from dynfusion_ros.resources import default_model_path
 
-PROFILE = profile()
+PROFILE = profile(odometry_j={"radar": 0.01, "lidar": 0.12}, overhead_j={"imu_filter": 0.01})
 
 
 @pytest.fixture(scope="module")
@@ -157,6 +157,10 @@ def test_evaluate_command_writes_every_key(clear_bag, tmp_path, capsys):
         "branch_usage",
         "budget_violations",
         "measured_energy_j_per_frame",
+        "ate_rmse_m",
+        "ate_pct",
+        "rpe_trans_pct",
+        "odometry_usage",
     ):
         assert key in figures, key
     assert figures["frames"] == 15 and figures["policy"] == "dynamic"
@@ -165,6 +169,9 @@ def test_evaluate_command_writes_every_key(clear_bag, tmp_path, capsys):
     assert figures["energy_j_per_frame"] <= figures["budget_j"]
     assert 0.0 < figures["map"] <= 1.0 and "clear" in figures["map_per_context"]
     assert np.isfinite(figures["measured_energy_j_per_frame"])
+    assert "odometry ATE RMSE" in printed
+    assert 0 < figures["ate_rmse_m"] < 1.0 and 0 < figures["ate_pct"] < 10.0  # 1.5 s, 15 m
+    assert figures["odometry_usage"]["radar"] > 0.8  # every frame but the filter's first
 
 
 def _chatter_bag(path):
@@ -245,8 +252,19 @@ def test_benchmark_on_the_tiny_suite(tmp_path, capsys):
         assert re.search(rf"{sensor} failed throughout: .* `dynamic @ 100%` loses -?\d", report)
     table = (tmp_path / "bench" / "benchmark.md").read_text()
     assert "| dynamic @ 50% |" in table
+    odometry = json.loads((tmp_path / "bench" / "odometry.json").read_text())
+    assert len(odometry) == 2 * 9  # drives x odometry policies
+    by_label = {}
+    for run in odometry:
+        assert np.isfinite(run["ate_pct"]) and np.isfinite(run["velocity_nees"]), run
+        by_label.setdefault(run["label"], []).append(run)
+    assert all(run["usage"]["lidar"] == 0 for run in by_label["radar"])
+    assert all(run["usage"]["radar"] == 0 for run in by_label["IMU only"])
+    for name in ("odometry_trajectories.png", "odometry_ate_energy.png"):
+        assert (tmp_path / "bench" / name).stat().st_size > 10_000
+    assert "lidar failing half-way: ATE at most" in (tmp_path / "bench" / "odometry.md").read_text()
     capsys.readouterr()
-    assert main(arguments) == 0
+    assert main([*arguments, "--only", "detection"]) == 0
     assert "using the recorded branch outputs" in capsys.readouterr().out
 
 

@@ -1,5 +1,6 @@
 """`dynfusion benchmark`: every policy over a sweep of budgets on a simulated suite, as a
-markdown table and an accuracy-energy plot.
+markdown table and an accuracy-energy plot; then every odometry policy on every drive
+(``odometry_benchmark``), with trajectory and ATE-energy plots.
 
 Every branch runs once per frame (the record, cached in the output folder); each policy
 and budget is then a replay of that record through ``DynamicFusionPipeline``, so the
@@ -41,6 +42,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--processes", type=int, default=os.cpu_count() or 1, help="parallel replays"
+    )
+    parser.add_argument(
+        "--only",
+        choices=("detection", "odometry"),
+        help="run one half of the benchmark (default: both)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_pipeline_arguments(parser)
@@ -313,12 +319,30 @@ def run(args: argparse.Namespace) -> int:
         branches, profile_path, gate_path = pipeline_files(args)
         profile = EnergyProfile.load(profile_path)
         gate = Gate(profile, GateModel.load(gate_path) if gate_path else None)
-        _record(args, bags, branches, gate.model.calibration if gate.model else None)
+        if args.only != "odometry":
+            _record(args, bags, branches, gate.model.calibration if gate.model else None)
     except (UsageError, ValueError, WeightsError, GateModelError) as error:
         print(f"dynfusion benchmark: error: {error}", file=sys.stderr)
         return 2
+    if args.only != "odometry":
+        _detection(args, gate, profile, (args.out / "record.npz", profile_path, gate_path))
+    if args.only != "detection":
+        _odometry(args, bags, (profile_path, gate_path))
+    return 0
+
+
+def _odometry(args: argparse.Namespace, bags: list[Path], files) -> None:
+    from dynfusion_ros.eval import odometry_benchmark
+
+    runs = odometry_benchmark.run_all(bags, files, args.processes, progress=not args.quiet)
+    written = odometry_benchmark.write(runs, args.out)
+    print(odometry_benchmark.markdown(runs))
+    print(odometry_benchmark.summary(runs))
+    print("wrote " + ", ".join(str(path) for path in written))
+
+
+def _detection(args: argparse.Namespace, gate, profile, files) -> None:
     runs = plan(gate, args.shares)
-    files = (args.out / "record.npz", profile_path, gate_path)
     rows = sweep(files, runs, args.processes, progress=not args.quiet)
     everything = gate.all_energy_j()
     table = markdown(rows, everything)
@@ -336,4 +360,3 @@ def run(args: argparse.Namespace) -> int:
     print(table)
     print(summary(rows))
     print(f"wrote {args.out / 'benchmark.md'}, {args.out / 'benchmark.json'} and {figure}")
-    return 0

@@ -39,6 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="budget as a share of the energy of running every branch, e.g. 0.5",
     )
     parser.add_argument(
+        "--odometry",
+        default="dynamic",
+        help="odometry corrections: dynamic, all, none, radar, lidar or radar+lidar"
+        " (default dynamic)",
+    )
+    parser.add_argument(
         "--meter", default="model", help="meter beside the profile: model, rapl, nvml, jetson"
     )
     parser.add_argument("--json", type=Path, help="write the figures here as JSON")
@@ -86,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
     from dynfusion_ros.core.branches import WeightsError
     from dynfusion_ros.core.energy import make_meter
     from dynfusion_ros.core.gate import GateModelError, Policy
+    from dynfusion_ros.core.odometry.estimator import OdometryEstimator
     from dynfusion_ros.core.pipeline import DynamicFusionPipeline
     from dynfusion_ros.eval.evaluation import evaluate_bags
 
@@ -97,7 +104,13 @@ def run(args: argparse.Namespace) -> int:
             check_topics(bag)
         branches, profile, gate = pipeline_files(args)
         pipeline = DynamicFusionPipeline.from_files(
-            branches, profile, gate, policy=policy, meter=make_meter(args.meter)
+            branches,
+            profile,
+            gate,
+            policy=policy,
+            meter=make_meter(args.meter),
+            odometry_policy=args.odometry,
+            odometry=OdometryEstimator(),
         )
         pipeline.budget_j = resolve_budget(args, pipeline.gate.all_energy_j())
     except (UsageError, ValueError, WeightsError, GateModelError, FileNotFoundError) as error:

@@ -8,18 +8,21 @@ benchmark (recorded branch outputs replayed for many policies and budgets).
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from dynfusion_ros.core.odometry.estimator import CORRECTIONS
 from dynfusion_ros.core.pipeline import DynamicFusionPipeline, FrameResult
 from dynfusion_ros.core.types import Detection, EnergyRecord
 from dynfusion_ros.eval.branch_report import situation
 from dynfusion_ros.eval.detection_metrics import ScoredFrame, evaluate_per_context
 from dynfusion_ros.eval.records import BranchRecord, RecordedRunner
+from dynfusion_ros.eval.trajectory import Trajectory, combined_errors, read_odometry
 from dynfusion_ros.ros.bag_frames import bag_duration_frames, read_frames
 
 
@@ -42,6 +45,13 @@ class Evaluation:
     branch_usage: dict[str, float]  # share of frames each branch ran
     budget_violations: int  # frames whose profile energy exceeded the budget
     fallback_frames: int  # frames the gate decided on its prior, not its model
+    # odometry against /ground_truth/odometry (evo); NaN where there is none to score
+    odometry_policy: str = "none"
+    ate_rmse_m: float = float("nan")
+    ate_pct: float = float("nan")  # ATE RMSE as a share of the distance driven, %
+    rpe_trans_pct: float = float("nan")  # drift over 50 m of driving, %
+    path_length_m: float = float("nan")
+    odometry_usage: dict[str, float] = field(default_factory=dict)  # share of frames run
 
     def to_json(self) -> str:
         def clean(value):
@@ -72,6 +82,15 @@ class Evaluation:
             ),
             ("budget violations", f"{self.budget_violations} frames"),
             ("gate fallbacks", f"{self.fallback_frames} frames"),
+            (
+                "odometry ATE RMSE",
+                f"{self.ate_rmse_m:.2f} m, {self.ate_pct:.2f}% of {self.path_length_m:.0f} m",
+            ),
+            ("odometry drift (RPE, 50 m)", f"{self.rpe_trans_pct:.2f}%"),
+            (
+                f"odometry corrections run ({self.odometry_policy})",
+                ", ".join(f"{c} {100 * u:.0f}%" for c, u in self.odometry_usage.items()),
+            ),
         ]
         width = max(len(name) for name, _ in rows)
         return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
@@ -86,6 +105,7 @@ class FrameFacts:
     energy: EnergyRecord
     latency_ms: float
     fallback: bool  # the frame was decided without the gate's model (or, live, its selection)
+    corrections: tuple[str, ...] = ()  # odometry corrections that ran
 
 
 def summarise(
@@ -95,12 +115,28 @@ def summarise(
     policy: str,
     budget_j: float | None,
     branch_names: Sequence[str],
+    odometry_policy: str = "none",
+    trajectories: Sequence[tuple[Trajectory, Trajectory]] = (),
 ) -> Evaluation:
+    """``trajectories``: per drive, (ground truth, estimate), for the odometry figures."""
     metrics = evaluate_per_context(scored)
     energy = np.array([f.energy.total_energy_j for f in facts]) if facts else np.zeros(1)
     measured = np.array([f.energy.measured_energy_j for f in facts] or [np.nan])
     latency = np.array([f.latency_ms for f in facts] or [np.nan])
     usage = {n: float(np.mean([n in f.chosen for f in facts] or [0])) for n in branch_names}
+    corrections = {
+        c: float(np.mean([c in f.corrections for f in facts] or [0])) for c in CORRECTIONS
+    }
+    scored_drives = [(truth, estimate) for truth, estimate in trajectories if len(estimate) >= 3]
+    odometry = {}
+    if scored_drives:
+        errors = combined_errors(scored_drives)
+        odometry = {
+            "ate_rmse_m": errors.ate_rmse_m,
+            "ate_pct": errors.ate_pct,
+            "rpe_trans_pct": errors.rpe_trans_pct,
+            "path_length_m": errors.path_length_m,
+        }
     return Evaluation(
         frames=len(scored),
         policy=policy,
@@ -117,6 +153,9 @@ def summarise(
         branch_usage=usage,
         budget_violations=int(sum(f.energy.over_budget for f in facts)),
         fallback_frames=int(sum(f.fallback for f in facts)),
+        odometry_policy=odometry_policy,
+        odometry_usage=corrections,
+        **odometry,
     )
 
 
@@ -127,14 +166,23 @@ class Tally:
         self.pipeline = pipeline
         self.scored: list[ScoredFrame] = []
         self.facts: list[FrameFacts] = []
+        self.drives: list[tuple[Trajectory, list] | None] = []  # (truth, estimates)
+
+    def start_drive(self, truth_odometry: Trajectory | None) -> None:
+        """Frames added from now on are of a new drive, scored against this truth."""
+        self.drives.append((truth_odometry, []) if truth_odometry is not None else None)
 
     def add(self, result: FrameResult, truth: list[Detection], column: str) -> None:
         decision = result.decision
+        ran = result.odometry.ran if result.odometry else ()
         facts = FrameFacts(
-            decision.chosen, result.energy, result.latency_ms, bool(decision.fallback)
+            decision.chosen, result.energy, result.latency_ms, bool(decision.fallback), ran
         )
         self.facts.append(facts)
         self.scored.append(ScoredFrame(result.detections, truth, column))
+        drive = self.drives[-1] if self.drives else None
+        if drive is not None and result.odometry and result.odometry.estimate is not None:
+            drive[1].append(result.odometry.estimate)
 
     def summary(self) -> Evaluation:
         pipeline = self.pipeline
@@ -144,6 +192,11 @@ class Tally:
             policy=pipeline.policy.text,
             budget_j=pipeline.budget_j,
             branch_names=pipeline.gate.branch_names,
+            odometry_policy=pipeline.odometry_policy.text if pipeline.odometry_policy else "none",
+            trajectories=[
+                (truth, Trajectory.from_estimates(estimates))
+                for truth, estimates in filter(None, self.drives)
+            ],
         )
 
 
@@ -154,6 +207,7 @@ def evaluate_bags(
     tally = Tally(pipeline)
     for bag in bags:
         pipeline.reset()
+        tally.start_drive(_truth_odometry(Path(bag)) if pipeline.odometry else None)
         frames: Iterable = read_frames(Path(bag))
         frames = tqdm(
             frames,
@@ -170,6 +224,14 @@ def evaluate_bags(
                 situation(labelled) or "unlabelled",
             )
     return tally.summary()
+
+
+def _truth_odometry(bag: Path) -> Trajectory | None:
+    try:
+        return read_odometry(bag)
+    except ValueError as error:  # a bag without it: detections are still scored
+        print(f"warning: {error}: odometry not scored", file=sys.stderr)
+        return None
 
 
 def replay_record(pipeline: DynamicFusionPipeline, record: BranchRecord) -> Evaluation:

@@ -5,8 +5,10 @@ Frames are the ground-truth frames of the drive (one per frame period, as the of
 evaluator takes them); a frame the nodes published nothing for counts with no
 detections, so lost frames cost accuracy here exactly as they would on the road. The
 summary is the one `dynfusion evaluate` prints, from the messages: branch usage from
-/dynfusion/selection, energy from /dynfusion/energy, latency from each detection
-array's log time (the recorder's clock) minus its stamp.
+/dynfusion/selection, energy and the odometry corrections that ran from
+/dynfusion/energy, latency from each detection array's log time (the recorder's clock)
+minus its stamp, and the odometry from /dynfusion/odometry against
+/ground_truth/odometry.
 """
 
 from __future__ import annotations
@@ -18,13 +20,21 @@ from pathlib import Path
 
 from rosbags.rosbag2 import Reader
 
-from dynfusion_ros.core.types import NS_PER_S, Detection, EnergyRecord, Selection
+from dynfusion_ros.core.types import (
+    NS_PER_S,
+    Detection,
+    EnergyRecord,
+    OdometryEstimate,
+    Selection,
+)
 from dynfusion_ros.eval.detection_metrics import ScoredFrame
 from dynfusion_ros.eval.evaluation import Evaluation, FrameFacts, summarise
+from dynfusion_ros.eval.trajectory import Trajectory
 from dynfusion_ros.ros.convert import (
     detection_array_to_detections,
     msg_to_energy_record,
     msg_to_selection,
+    odometry_to_estimate,
     stamp_ns,
 )
 from dynfusion_ros.ros.typestore import bag_typestore
@@ -35,7 +45,10 @@ TOPICS = {
     "energy": "/dynfusion/energy",
     "truth": "/ground_truth/objects",
     "context": "/scenario/context",
+    "odometry": "/dynfusion/odometry",
+    "truth_odometry": "/ground_truth/odometry",
 }
+ODOMETRY_COMPONENT = "odometry/"  # the energy report's prefix for a correction that ran
 MATCH_NS = 2_000_000  # a published stamp within 2 ms of a truth stamp is that frame
 FRAME_PERIOD_NS = NS_PER_S // 10
 
@@ -49,6 +62,8 @@ class Recording:
     energy: dict[int, EnergyRecord] = field(default_factory=dict)
     truth: dict[int, list[Detection]] = field(default_factory=dict)
     contexts: list[tuple[int, str]] = field(default_factory=list)  # (stamp, situation)
+    odometry: list[OdometryEstimate] = field(default_factory=list)
+    truth_odometry: list[OdometryEstimate] = field(default_factory=list)
 
     @classmethod
     def read(cls, bag: Path) -> Recording:
@@ -76,6 +91,10 @@ class Recording:
             self.energy[record.stamp_ns] = record
         elif topic == TOPICS["truth"]:
             self.truth[stamp_ns(msg.header)] = detection_array_to_detections(msg)
+        elif topic == TOPICS["odometry"]:
+            self.odometry.append(odometry_to_estimate(msg))
+        elif topic == TOPICS["truth_odometry"]:
+            self.truth_odometry.append(odometry_to_estimate(msg))
         else:
             situation = msg.faults[0] if len(msg.faults) else msg.context
             self.contexts.append((stamp_ns(msg.header), situation))
@@ -100,13 +119,26 @@ class Recording:
         near = [s for s in stamps[max(0, index - 1) : index + 1] if abs(s - stamp) <= MATCH_NS]
         return min(near, key=lambda s: abs(s - stamp)) if near else None
 
+    def trajectories(self) -> list[tuple[Trajectory, Trajectory]]:
+        """(ground truth, published odometry), when both were recorded."""
+        if len(self.odometry) < 3 or not self.truth_odometry:
+            return []
+        truth, published = (
+            Trajectory.from_estimates(sorted(poses, key=lambda pose: pose.stamp_ns))
+            for poses in (self.truth_odometry, self.odometry)
+        )
+        return [(truth, published)]
+
     @cached_property
     def _published_stamps(self) -> list[int]:  # read once the recording is whole
         return sorted(self.detections)
 
 
-def evaluate_recording(bag: Path, branch_names: tuple[str, ...]) -> tuple[Evaluation, int]:
-    """The evaluation of a recording, and how many truth frames got no output."""
+def evaluate_recording(
+    bag: Path, branch_names: tuple[str, ...], odometry_policy: str
+) -> tuple[Evaluation, int]:
+    """The evaluation of a recording, and how many truth frames got no output;
+    ``odometry_policy``: the one the nodes ran (the messages do not carry it)."""
     recording = Recording.read(bag)
     scored, facts, lost = [], [], 0
     for stamp in recording.frame_stamps():
@@ -122,8 +154,19 @@ def evaluate_recording(bag: Path, branch_names: tuple[str, ...]) -> tuple[Evalua
         if energy is not None:  # what ran is what was spent on (a fallback has no selection)
             selection = recording.selections.get(published)
             latency_ms = (log_ns - published) / 1e6
+            corrections = tuple(
+                name.removeprefix(ODOMETRY_COMPONENT)
+                for name in energy.component_energy_j
+                if name.startswith(ODOMETRY_COMPONENT)
+            )
             facts.append(
-                FrameFacts(tuple(energy.branch_energy_j), energy, latency_ms, selection is None)
+                FrameFacts(
+                    tuple(energy.branch_energy_j),
+                    energy,
+                    latency_ms,
+                    selection is None,
+                    corrections,
+                )
             )
     last = recording.selections[max(recording.selections)] if recording.selections else None
     evaluation = summarise(
@@ -132,5 +175,7 @@ def evaluate_recording(bag: Path, branch_names: tuple[str, ...]) -> tuple[Evalua
         policy=last.policy if last else "unknown",
         budget_j=(last.budget_j or None) if last else None,
         branch_names=branch_names,
+        odometry_policy=odometry_policy,
+        trajectories=recording.trajectories(),
     )
     return evaluation, lost

@@ -61,7 +61,14 @@ class TrajectoryErrors:
 
 
 def read_odometry(bag: Path, topic: str = "/ground_truth/odometry") -> Trajectory:
-    """Every nav_msgs/Odometry on ``topic`` of a rosbag2, in stamp order."""
+    """The poses of every nav_msgs/Odometry on ``topic`` of a rosbag2, in stamp order."""
+    return Trajectory.from_estimates(read_odometry_messages(bag, topic))
+
+
+def read_odometry_messages(
+    bag: Path, topic: str = "/ground_truth/odometry"
+) -> list[OdometryEstimate]:
+    """Every nav_msgs/Odometry on ``topic`` of a rosbag2, whole, in stamp order."""
     from rosbags.rosbag2 import Reader
 
     from dynfusion_ros.ros.convert.odometry import odometry_to_estimate
@@ -75,12 +82,13 @@ def read_odometry(bag: Path, topic: str = "/ground_truth/odometry") -> Trajector
         for connection, _, raw in reader.messages(connections=wanted):
             estimates.append(odometry_to_estimate(store.deserialize_cdr(raw, connection.msgtype)))
     estimates.sort(key=lambda estimate: estimate.stamp_ns)
-    return Trajectory.from_estimates(estimates)
+    return estimates
 
 
-def trajectory_errors(truth: Trajectory, estimate: Trajectory) -> TrajectoryErrors:
-    """ATE and RPE of ``estimate`` against ``truth`` over the stamps they share."""
-    from evo.core import metrics, sync
+def aligned(truth: Trajectory, estimate: Trajectory):
+    """The evo trajectories over the stamps they share, the estimate moved onto the
+    truth by the best rigid transform."""
+    from evo.core import sync
 
     if len(estimate) < 3:
         raise ValueError(f"{len(estimate)} estimated poses: at least 3 are needed")
@@ -88,6 +96,14 @@ def trajectory_errors(truth: Trajectory, estimate: Trajectory) -> TrajectoryErro
         truth.to_evo(), estimate.to_evo(), max_diff=MATCH_S
     )
     estimated.align(reference, correct_scale=False)
+    return reference, estimated
+
+
+def trajectory_errors(truth: Trajectory, estimate: Trajectory) -> TrajectoryErrors:
+    """ATE and RPE of ``estimate`` against ``truth`` over the stamps they share."""
+    from evo.core import metrics
+
+    reference, estimated = aligned(truth, estimate)
     ate = metrics.APE(metrics.PoseRelation.translation_part)
     ate.process_data((reference, estimated))
     rmse = float(ate.get_statistic(metrics.StatisticsType.rmse))
@@ -104,3 +120,88 @@ def trajectory_errors(truth: Trajectory, estimate: Trajectory) -> TrajectoryErro
         drift = 100.0 * float(rpe.get_statistic(metrics.StatisticsType.mean)) / RPE_SEGMENT_M
     share = 100.0 * rmse / length if length > 0 else float("nan")
     return TrajectoryErrors(rmse, share, drift, length, reference.num_poses)
+
+
+def combined_errors(pairs: list[tuple[Trajectory, Trajectory]]) -> TrajectoryErrors:
+    """The errors of several drives together, each aligned on its own (each has its own
+    odom): ATE RMSE over every pose; ATE % and RPE as the mean of the drives' own,
+    weighted by the distance each drove."""
+    errors = [trajectory_errors(truth, estimate) for truth, estimate in pairs]
+    if not errors:
+        raise ValueError("no drive to score")
+    poses = sum(e.poses for e in errors)
+    length = sum(e.path_length_m for e in errors)
+    rmse = float(np.sqrt(sum(e.poses * e.ate_rmse_m**2 for e in errors) / poses))
+    drifting = [e for e in errors if np.isfinite(e.rpe_trans_pct)]
+    drift = float("nan")
+    if drifting:
+        weights = [e.path_length_m for e in drifting]
+        drift = float(np.average([e.rpe_trans_pct for e in drifting], weights=weights))
+    share = 100.0 * sum(e.ate_rmse_m for e in errors) / length
+    return TrajectoryErrors(rmse, share, drift, length, poses)
+
+
+@dataclass(frozen=True)
+class Consistency:
+    """Mean normalised estimation error squared over a drive, and the chi-square 95 %
+    interval it should lie in if the covariance is honest (``dimension`` per sample)."""
+
+    mean_nees: float
+    low: float
+    high: float
+    dimension: int
+    samples: int
+
+    @property
+    def consistent(self) -> bool:
+        return self.low <= self.mean_nees <= self.high
+
+
+def _consistency(errors: np.ndarray, covariances: np.ndarray) -> Consistency:
+    from scipy.stats import chi2
+
+    weighted = np.linalg.solve(covariances, errors[..., None])[..., 0]
+    nees = np.einsum("ni,ni->n", errors, weighted)
+    n, dimension = errors.shape
+    low, high = chi2.ppf([0.025, 0.975], n * dimension) / n
+    return Consistency(float(nees.mean()), float(low), float(high), dimension, n)
+
+
+def _matched(truth: list[OdometryEstimate], estimates: list[OdometryEstimate]):
+    """(truth, estimate) pairs stamped within MATCH_S of each other."""
+    stamps = np.array([t.stamp_ns for t in truth])
+    pairs = []
+    for estimate in estimates:
+        index = int(np.clip(np.searchsorted(stamps, estimate.stamp_ns), 1, len(stamps) - 1))
+        nearest = min((index - 1, index), key=lambda i: abs(stamps[i] - estimate.stamp_ns))
+        if abs(stamps[nearest] - estimate.stamp_ns) <= MATCH_S * 1e9:
+            pairs.append((truth[nearest], estimate))
+    return pairs
+
+
+def velocity_consistency(
+    truth: list[OdometryEstimate], estimates: list[OdometryEstimate]
+) -> Consistency:
+    """NEES of the linear velocity in base_link (3-D) against the twist covariance."""
+    pairs = _matched(truth, estimates)
+    errors = np.array([e.linear_velocity - t.linear_velocity for t, e in pairs])
+    return _consistency(errors, np.array([e.twist_covariance[:3, :3] for _, e in pairs]))
+
+
+def position_consistency(
+    truth: list[OdometryEstimate], estimates: list[OdometryEstimate]
+) -> Consistency:
+    """NEES of the horizontal position (2-D) against the pose covariance, with odom
+    placed on the truth's frame at the first estimate (where odom starts, exactly)."""
+    from dynfusion_ros.core.rotations import quaternion_yaw
+
+    pairs = _matched(truth, estimates)
+    first_truth, first = pairs[0]
+    yaw = quaternion_yaw(first_truth.orientation) - quaternion_yaw(first.orientation)
+    rotation = np.array([[np.cos(yaw), -np.sin(yaw)], [np.sin(yaw), np.cos(yaw)]])
+    errors, covariances = [], []
+    for t, e in pairs[1:]:
+        world = first_truth.position[:2] + rotation @ (e.position[:2] - first.position[:2])
+        errors.append(world - t.position[:2])
+        covariances.append(rotation @ e.pose_covariance[:2, :2] @ rotation.T)
+    return _consistency(np.array(errors), np.array(covariances))

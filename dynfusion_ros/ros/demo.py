@@ -28,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--budget", type=float, default=None, help="energy budget (J/frame)")
     parser.add_argument("--policy", default=None, help="selection policy (default: dynamic)")
+    parser.add_argument(
+        "--odometry", default="dynamic", help="odometry corrections (default: dynamic)"
+    )
 
 
 def simulate_demo_drive(drive: Path) -> None:
@@ -68,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from dynfusion_ros.core.branches.registry import BRANCHES
     from dynfusion_ros.eval.recording import evaluate_recording
 
-    overrides = ["score_threshold:=0.0"]  # publish what the evaluator scores
+    overrides = ["score_threshold:=0.0", f"odometry_corrections:={args.odometry}"]
     if args.budget is not None:
         overrides.append(f"energy_budget_j:={args.budget}")
     if args.policy is not None:
@@ -79,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         shutil.rmtree(recording.parent, ignore_errors=True)
         recording.parent.mkdir(parents=True)
         _replay(drive, recording.parent, overrides)
-        evaluation, lost = evaluate_recording(recording, tuple(BRANCHES))
+        evaluation, lost = evaluate_recording(recording, tuple(BRANCHES), args.odometry)
     except (RuntimeError, ValueError, OSError) as error:
         print(f"dynfusion demo: error: {error}", file=sys.stderr)
         return 1
@@ -91,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _offline_comparison(drive: Path, live) -> int:
     """`dynfusion evaluate` on the same drive, policy and budget."""
+    from dynfusion_ros.core.odometry.estimator import OdometryEstimator
     from dynfusion_ros.core.pipeline import DynamicFusionPipeline
     from dynfusion_ros.eval.evaluation import evaluate_bags
     from dynfusion_ros.resources import default_energy_profile, default_model_path
@@ -101,12 +105,15 @@ def _offline_comparison(drive: Path, live) -> int:
         default_model_path("gate.json"),
         policy=live.policy,
         budget_j=live.budget_j,
+        odometry_policy=live.odometry_policy,
+        odometry=OdometryEstimator(),
     )
     print("\n[demo] the same drive through `dynfusion evaluate` (no DDS):")
     offline = evaluate_bags(pipeline, [drive])
     print(
         f"mAP: nodes {100 * live.map:.1f}, offline {100 * offline.map:.1f} "
         f"({100 * (live.map - offline.map):+.1f} points); energy per frame: nodes "
-        f"{live.energy_j_per_frame:.3f} J, offline {offline.energy_j_per_frame:.3f} J"
+        f"{live.energy_j_per_frame:.3f} J, offline {offline.energy_j_per_frame:.3f} J; "
+        f"odometry ATE: nodes {live.ate_pct:.2f}%, offline {offline.ate_pct:.2f}% of the path"
     )
     return 0

@@ -27,6 +27,7 @@ CORRECTIONS: tuple[str, ...] = ("radar", "lidar")
 
 ACCEPTED, REJECTED = "accepted", "rejected"
 FILTER, DIVERGED = "filter", "non-finite state: re-initialised"
+REJECTIONS_TO_RECOVER = 10  # in a row, of one correction: the filter, not the sensor, is off
 
 
 @dataclass(frozen=True)
@@ -48,11 +49,13 @@ class OdometryEstimator:
         self.rng = np.random.default_rng(seed)  # RANSAC: seeded, so a replay repeats
         self.lidar: LidarRegistration | None = None
         self.outcomes: Counter[tuple[str, str]] = Counter()  # (correction, outcome)
+        self.rejected_in_row: Counter[str] = Counter()
 
     def reset(self) -> None:
         """Forget the stream (a new bag, a backwards time jump)."""
         self.filter.reset()
         self.lidar = None
+        self.rejected_in_row.clear()
 
     def step(self, frame: SensorFrame, corrections: Sequence[str]) -> OdometryStep:
         """Propagate to the frame and apply ``corrections`` (names from CORRECTIONS)."""
@@ -69,12 +72,34 @@ class OdometryEstimator:
         outcomes = {name: self._correct(name, frame) for name in corrections}
         for name, outcome in outcomes.items():
             self.outcomes[name, outcome] += 1
+            self._watch_rejections(name, outcome)
         estimate = filter_.estimate()
         if not _finite(estimate):  # never published: start again from the next samples
             self.reset()
             self.outcomes[FILTER, DIVERGED] += 1
             return OdometryStep(None, tuple(corrections), {**outcomes, FILTER: DIVERGED})
         return OdometryStep(estimate, tuple(corrections), outcomes)
+
+    def _watch_rejections(self, name: str, outcome: str) -> None:
+        """A correction refused frame after frame, from a sensor that delivers, means
+        the filter has grown sure of a wrong state (another sensor misled it, as lidar
+        does in snow) and, left alone, would refuse it for good. Recover what that
+        correction measures: the velocity for the radar; for the lidar, its local map
+        (a map built while the filter was wrong holds the error)."""
+        if outcome != REJECTED:
+            if outcome == ACCEPTED:
+                self.rejected_in_row[name] = 0
+            return
+        self.rejected_in_row[name] += 1
+        if self.rejected_in_row[name] < REJECTIONS_TO_RECOVER:
+            return
+        self.rejected_in_row[name] = 0
+        if name == "radar":
+            self.filter.reopen_velocity()
+            self.outcomes[FILTER, "velocity re-opened after radar rejections"] += 1
+        elif self.lidar is not None:
+            self.lidar.restart()
+            self.outcomes[FILTER, "lidar map restarted after rejections"] += 1
 
     def _correct(self, name: str, frame: SensorFrame) -> str:
         if name == "radar":

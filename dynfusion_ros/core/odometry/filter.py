@@ -226,7 +226,13 @@ class ImuFilter:
         sigma = self.noise.initial_velocity_sigma
         state.position = state.position + state.velocity * gap_s
         state.covariance[POSITION, POSITION] += np.eye(3) * (sigma * gap_s) ** 2
-        state.covariance[VELOCITY, VELOCITY] += np.eye(3) * sigma**2
+        self.reopen_velocity()
+
+    def reopen_velocity(self) -> None:
+        """Let the next velocity measurement set the velocity again: after a gap, or
+        when the filter has grown sure of a wrong one and refuses every correction."""
+        sigma = self.noise.initial_velocity_sigma
+        self._require().covariance[VELOCITY, VELOCITY] += np.eye(3) * sigma**2
 
     # --- correction -----------------------------------------------------------------
 

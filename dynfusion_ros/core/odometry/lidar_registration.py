@@ -57,9 +57,10 @@ class LidarRegistration:
         config.mapping.voxel_size = VOXEL_SIZE_M
         config.registration.max_num_threads = 1  # the branches need the other cores
         self.config = config
-        self._start_map()
+        self.restart()
 
-    def _start_map(self) -> None:
+    def restart(self) -> None:
+        """A new local map from the next sweep on."""
         from kiss_icp.mapping import get_voxel_hash_map
         from kiss_icp.preprocess import get_preprocessor
         from kiss_icp.registration import get_registration
@@ -86,7 +87,7 @@ class LidarRegistration:
             and (scan.stamp_ns - self.last_stamp_ns) / NS_PER_S > self.noise.restart_after_s
         )
         if stale:
-            self._start_map()
+            self.restart()
         source, kept = self._prepare(filter_, points, times)
         if len(source) < MIN_POINTS // 10:
             return f"{len(source)} lidar points left after cropping and voxelising"
