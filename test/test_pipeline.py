@@ -170,7 +170,8 @@ def test_evaluate_command_writes_every_key(clear_bag, tmp_path, capsys):
     assert 0.0 < figures["map"] <= 1.0 and "clear" in figures["map_per_context"]
     assert np.isfinite(figures["measured_energy_j_per_frame"])
     assert "odometry ATE RMSE" in printed
-    assert 0 < figures["ate_rmse_m"] < 1.0 and 0 < figures["ate_pct"] < 10.0  # 1.5 s, 15 m
+    # 1.5 s pulling away from rest: centimetres driven, the estimate within a few of them
+    assert 0 < figures["ate_rmse_m"] < 0.05 and figures["path_length_m"] > 0
     assert figures["odometry_usage"]["radar"] > 0.8  # every frame but the filter's first
 
 

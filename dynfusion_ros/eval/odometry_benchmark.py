@@ -258,13 +258,21 @@ def plot_ate_energy(runs: list[OdometryRun], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(8, 5.5))
+    points: dict[tuple[float, float], list[str]] = {}  # policies that land on one point
     for label, *_ in POLICIES:
         chosen = [r for r in runs if r.label == label]
-        energy = np.mean([r.energy_j_per_frame for r in chosen])
+        energy = 1e3 * np.mean([r.energy_j_per_frame for r in chosen])
         ate = np.mean([r.ate_pct for r in chosen])
-        axis.scatter(1e3 * energy, ate, s=40, zorder=3)
+        points.setdefault((round(energy, 1), round(ate, 3)), []).append(label)
+    for index, ((energy, ate), labels) in enumerate(points.items()):
+        failure = all("fails" in label for label in labels)
+        axis.scatter(energy, ate, s=40, zorder=3, marker="x" if failure else "o")
         axis.annotate(
-            label, (1e3 * energy, ate), fontsize=8, xytext=(4, 4), textcoords="offset points"
+            " = ".join(labels),
+            (energy, ate),
+            fontsize=8,
+            xytext=(5, 5 if index % 2 else -11),
+            textcoords="offset points",
         )
     axis.axhline(1.0, color="0.5", ls="--", lw=1, label="1% target")
     axis.set_yscale("log")

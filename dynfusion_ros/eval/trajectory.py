@@ -87,15 +87,21 @@ def read_odometry_messages(
 
 def aligned(truth: Trajectory, estimate: Trajectory):
     """The evo trajectories over the stamps they share, the estimate moved onto the
-    truth by the best rigid transform."""
+    truth by the best rigid transform; on a straight path, where that transform is not
+    determined (a rotation about the line fits as well), by placing its first pose on
+    the truth's."""
     from evo.core import sync
+    from evo.core.geometry import GeometryException
 
     if len(estimate) < 3:
         raise ValueError(f"{len(estimate)} estimated poses: at least 3 are needed")
     reference, estimated = sync.associate_trajectories(
         truth.to_evo(), estimate.to_evo(), max_diff=MATCH_S
     )
-    estimated.align(reference, correct_scale=False)
+    try:
+        estimated.align(reference, correct_scale=False)
+    except GeometryException:
+        estimated.align_origin(reference)
     return reference, estimated
 
 
