@@ -129,7 +129,8 @@ class LidarRegistration:
     def _prepare(
         self, filter_: ImuFilter, points: np.ndarray, times: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Deskew to mid-sweep with the filter's motion, then KISS-ICP's two voxel grids."""
+        """Deskew to the sweep's last point with the filter's motion, then KISS-ICP's two
+        voxel grids (the finer one joins the map, the coarser one is registered)."""
         from kiss_icp.voxelization import voxel_down_sample
 
         if np.ptp(times) > 0:
