@@ -14,17 +14,26 @@ from dynfusion_ros.core.context import FEATURE_NAMES, ContextFeatures
 from dynfusion_ros.core.energy import EnergyProfileError
 from dynfusion_ros.core.gate import Gate
 from dynfusion_ros.core.odometry.estimator import OdometryEstimator
-from dynfusion_ros.core.odometry.planner import CorrectionLimits, CorrectionPlanner, OdometryPolicy
+from dynfusion_ros.core.odometry.planner import (
+    CorrectionLimits,
+    CorrectionPlanner,
+    OdometryPolicy,
+    unusable_reason,
+)
 from dynfusion_ros.core.pipeline import DynamicFusionPipeline
 from dynfusion_ros.core.types import PointScan
 
-PRICES = {"radar": 0.01, "lidar": 0.12}
+PRICES = {"radar": 0.01, "camera": 0.06, "lidar": 0.12}
 PROFILE = profile(odometry_j=PRICES)
 PERIOD_NS = 100_000_000  # 10 Hz frames
 
 
-def _features(stamp_ns: int = 0, *, lidar=True, radar=True, near=0.1, returns=0.8):
+def _features(
+    stamp_ns: int = 0, *, lidar=True, radar=True, near=0.1, returns=0.8, camera=False, sharp=0.05
+):
     values = np.zeros(len(FEATURE_NAMES))
+    values[FEATURE_NAMES.index("camera_available")] = float(camera)
+    values[FEATURE_NAMES.index("camera_sharpness")] = sharp
     values[FEATURE_NAMES.index("lidar_available")] = float(lidar)
     values[FEATURE_NAMES.index("radar_available")] = float(radar)
     values[FEATURE_NAMES.index("lidar_near_fraction")] = near
@@ -67,6 +76,17 @@ def test_blind_or_foggy_sweeps_and_missing_sensors_are_left_out():
     assert _plan("all", returns=0.1) == [("radar",)]  # dropped out
     assert _plan("radar+lidar", lidar=False) == [("radar",)]
     assert _plan("dynamic", radar=False) == [("lidar",)]
+
+
+def test_the_camera_stands_in_for_a_missing_radar_when_it_can_see():
+    assert _plan("dynamic", camera=True) == [("radar", "lidar")]  # the radar is cheaper
+    assert _plan("dynamic", camera=True, radar=False) == [("camera", "lidar")]
+    assert _plan("dynamic", camera=True, radar=False, allowance_j=0.1) == [("camera",)]
+    assert _plan("all", camera=True) == [("radar", "camera", "lidar")]
+    foggy = _plan("camera+radar", camera=True, sharp=0.01)
+    assert foggy == [("radar",)]
+    reason = unusable_reason("camera", _features(camera=True, sharp=0.01), CorrectionLimits())
+    assert reason == "camera image too blurred to track (sharpness 0.010)"
 
 
 def test_a_tight_allowance_keeps_the_cheap_correction_only():
@@ -113,7 +133,7 @@ def test_corrections_that_cannot_use_their_data_say_why(clear_frames):
     second.lidar = PointScan(lidar.stamp_ns, lidar.xyz[:50], T_base_sensor=lidar.T_base_sensor)
     second.radar = None
     step = estimator.step(second, ("radar", "lidar"))
-    assert step.outcomes["radar"] == "no radar scan in this frame"
+    assert step.outcomes["radar"] == "no radar data in this frame"
     assert re.fullmatch(r"\d+ lidar points \(at least 500 needed\)", step.outcomes["lidar"])
     assert step.estimate is not None and np.isfinite(step.estimate.position).all()
     with pytest.raises(ValueError, match="unknown odometry corrections"):

@@ -20,7 +20,9 @@ from dynfusion_ros.eval.evaluation import evaluate_bags, recorded_pipeline, repl
 from dynfusion_ros.eval.records import BranchRecord, record_branches, rescored
 from dynfusion_ros.resources import default_model_path
 
-PROFILE = profile(odometry_j={"radar": 0.01, "lidar": 0.12}, overhead_j={"imu_filter": 0.01})
+PROFILE = profile(
+    odometry_j={"radar": 0.01, "camera": 0.06, "lidar": 0.12}, overhead_j={"imu_filter": 0.01}
+)
 
 
 @pytest.fixture(scope="module")

@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--odometry",
         default="dynamic",
-        help="odometry corrections: dynamic, all, none, radar, lidar or radar+lidar"
+        help="odometry corrections: dynamic, all, none, or radar, camera, lidar joined by +"
         " (default dynamic)",
     )
     parser.add_argument(

@@ -63,8 +63,9 @@ GATE_PARAMS = (
         "odometry_corrections",
         "dynamic",
         "Which odometry corrections update the IMU filter: dynamic (those whose sensor is "
-        "usable on the frame, cheapest first, within odometry_budget_share of the budget), "
-        "all, none (IMU and ground-vehicle constraint only), or radar, lidar, radar+lidar. "
+        "usable on the frame, cheapest first, within odometry_budget_share of the budget; "
+        "the camera only on frames without a usable radar scan), all, none (IMU and "
+        "ground-vehicle constraint only), or any of radar, camera, lidar joined by +. "
         "Their energy comes off energy_budget_j before the branches are chosen. Settable "
         "at run time.",
         runtime=True,

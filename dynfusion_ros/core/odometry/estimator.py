@@ -2,7 +2,9 @@
 
 Per frame: the IMU samples since the previous frame drive the filter to the frame stamp,
 the ground-vehicle constraint (free) holds height and side-slip, and then each chosen
-correction runs on its sensor's data. A correction that cannot use its data says why
+correction runs on its sensor's data. The camera correction measures the motion since
+the previous image, so every frame's image is kept (a reference, no work), whether or
+not the correction ran on it. A correction that cannot use its data says why
 (too few returns, no consensus, a blind sweep); one the filter finds inconsistent with
 its prediction is rejected by the chi-square gate. Either way the frame goes on with
 the others, and every outcome is counted for /diagnostics.
@@ -17,12 +19,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dynfusion_ros.core.odometry.constraints import ground_vehicle_update
-from dynfusion_ros.core.odometry.filter import ImuFilter, ImuNoise
+from dynfusion_ros.core.odometry.filter import ImuFilter, ImuNoise, Update
 from dynfusion_ros.core.odometry.lidar_registration import LidarRegistration
 from dynfusion_ros.core.odometry.radar_velocity import fit_radar_velocity, radar_velocity_update
+from dynfusion_ros.core.odometry.visual_odometry import VisualOdometry
 from dynfusion_ros.core.types import OdometryEstimate, SensorFrame
 
-CORRECTIONS: tuple[str, ...] = ("radar", "lidar")
+CORRECTIONS: tuple[str, ...] = ("radar", "camera", "lidar")
 """Every odometry correction, cheapest first. Each reads the sensor of its name."""
 
 ACCEPTED, REJECTED = "accepted", "rejected"
@@ -48,6 +51,7 @@ class OdometryEstimator:
         self.filter = ImuFilter(noise, gate_probability=gate_probability)
         self.rng = np.random.default_rng(seed)  # RANSAC: seeded, so a replay repeats
         self.lidar: LidarRegistration | None = None
+        self.visual = VisualOdometry(rng=self.rng)
         self.outcomes: Counter[tuple[str, str]] = Counter()  # (correction, outcome)
         self.rejected_in_row: Counter[str] = Counter()
 
@@ -55,6 +59,7 @@ class OdometryEstimator:
         """Forget the stream (a new bag, a backwards time jump)."""
         self.filter.reset()
         self.lidar = None
+        self.visual.restart()
         self.rejected_in_row.clear()
 
     def step(self, frame: SensorFrame, corrections: Sequence[str]) -> OdometryStep:
@@ -70,6 +75,7 @@ class OdometryEstimator:
         filter_.propagate_to(frame.stamp_ns)
         ground_vehicle_update(filter_)
         outcomes = {name: self._correct(name, frame) for name in corrections}
+        self.visual.remember(frame, filter_)
         for name, outcome in outcomes.items():
             self.outcomes[name, outcome] += 1
             self._watch_rejections(name, outcome)
@@ -84,8 +90,8 @@ class OdometryEstimator:
         """A correction refused frame after frame, from a sensor that delivers, means
         the filter has grown sure of a wrong state (another sensor misled it, as lidar
         does in snow) and, left alone, would refuse it for good. Recover what that
-        correction measures: the velocity for the radar; for the lidar, its local map
-        (a map built while the filter was wrong holds the error)."""
+        correction measures: the velocity for the radar and the camera; for the lidar,
+        its local map (a map built while the filter was wrong holds the error)."""
         if outcome != REJECTED:
             if outcome == ACCEPTED:
                 self.rejected_in_row[name] = 0
@@ -94,30 +100,34 @@ class OdometryEstimator:
         if self.rejected_in_row[name] < REJECTIONS_TO_RECOVER:
             return
         self.rejected_in_row[name] = 0
-        if name == "radar":
+        if name in ("radar", "camera"):
             self.filter.reopen_velocity()
-            self.outcomes[FILTER, "velocity re-opened after radar rejections"] += 1
+            self.outcomes[FILTER, f"velocity re-opened after {name} rejections"] += 1
         elif self.lidar is not None:
             self.lidar.restart()
             self.outcomes[FILTER, "lidar map restarted after rejections"] += 1
 
     def _correct(self, name: str, frame: SensorFrame) -> str:
+        """Run one correction: accepted, rejected, or why it could not run."""
+        data = getattr(frame, name)
+        if data is None:
+            return f"no {name} data in this frame"
+        update = self._update(name, data)
+        if isinstance(update, str):
+            return update
+        return ACCEPTED if update.accepted else REJECTED
+
+    def _update(self, name: str, data) -> Update | str:
         if name == "radar":
-            if frame.radar is None:
-                return "no radar scan in this frame"
-            fit = fit_radar_velocity(frame.radar, self.rng)
+            fit = fit_radar_velocity(data, self.rng)
             if isinstance(fit, str):
                 return fit
-            update = radar_velocity_update(self.filter, fit, frame.radar.T_base_sensor)
-        else:
-            if frame.lidar is None:
-                return "no lidar sweep in this frame"
-            if self.lidar is None:
-                self.lidar = LidarRegistration(frame.lidar.T_base_sensor)
-            update = self.lidar.correct(self.filter, frame.lidar)
-            if isinstance(update, str):
-                return update
-        return ACCEPTED if update.accepted else REJECTED
+            return radar_velocity_update(self.filter, fit, data.T_base_sensor)
+        if name == "camera":
+            return self.visual.correct(self.filter, data)
+        if self.lidar is None:
+            self.lidar = LidarRegistration(data.T_base_sensor)
+        return self.lidar.correct(self.filter, data)
 
 
 def _finite(estimate: OdometryEstimate) -> bool:

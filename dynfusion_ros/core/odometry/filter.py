@@ -277,6 +277,15 @@ class ImuFilter:
         return state.angular_rate - state.gyro_bias
 
     @property
+    def pose(self) -> np.ndarray:
+        """base_link's pose in odom, 4x4."""
+        state = self._require()
+        pose = np.eye(4)
+        pose[:3, :3] = state.attitude
+        pose[:3, 3] = state.position
+        return pose
+
+    @property
     def body_velocity(self) -> np.ndarray:
         """base_link's velocity in base_link (m/s)."""
         state = self._require()

@@ -96,7 +96,7 @@ class LidarRegistration:
         elapsed = (filter_.state.stamp_ns - scan.stamp_ns) / NS_PER_S - float(times.max())
         since_end = self._sweep_motion(filter_, elapsed)
         end_from_base = self.T_base_lidar @ np.linalg.inv(since_end)
-        predicted = _pose(filter_) @ end_from_base
+        predicted = filter_.pose @ end_from_base
         self.last_stamp_ns = scan.stamp_ns
         if self.local_map.empty():
             self.local_map.update(kept, predicted)
@@ -113,7 +113,7 @@ class LidarRegistration:
         update = self._update(filter_, registered @ np.linalg.inv(end_from_base))
         # the sweep joins the map where the filter now puts it: a registration the gate
         # refused must not bend the map that the next sweeps are registered against
-        self.local_map.update(kept, _pose(filter_) @ end_from_base)
+        self.local_map.update(kept, filter_.pose @ end_from_base)
         return update
 
     def _above_ground(self, points: np.ndarray) -> np.ndarray:
@@ -167,11 +167,3 @@ class LidarRegistration:
         noise = self.noise
         variances = [noise.position_sigma_m**2] * 2 + [noise.attitude_sigma_rad**2] * 3
         return filter_.update(NAME, residual, H, np.diag(variances))
-
-
-def _pose(filter_: ImuFilter) -> np.ndarray:
-    """The filter's pose of base_link in odom, 4x4."""
-    pose = np.eye(4)
-    pose[:3, :3] = filter_.state.attitude
-    pose[:3, 3] = filter_.state.position
-    return pose
