@@ -149,7 +149,7 @@ def test_selected_corrections_beat_the_imu_alone_on_a_simulated_drive(simulate_b
     truth = read_odometry(bag)
     frames = [labelled.frame for labelled in read_frames(bag)]
     errors, estimators = {}, {}
-    for corrections in ((), ("radar",), ("radar", "lidar")):
+    for corrections in ((), ("radar",), ("camera",), ("radar", "lidar")):
         estimator, estimates = OdometryEstimator(), []
         for frame in frames:
             step = estimator.step(frame, corrections)
@@ -163,6 +163,10 @@ def test_selected_corrections_beat_the_imu_alone_on_a_simulated_drive(simulate_b
     assert both.ate_rmse_m < radar.ate_rmse_m, (both, radar)
     outcomes = estimators[("radar", "lidar")].outcomes
     assert outcomes["lidar", "accepted"] > 0.9 * len(frames), outcomes
+    camera = errors[("camera",)]
+    assert camera.ate_pct < 2.0 and camera.ate_rmse_m < 0.5 * imu.ate_rmse_m, (camera, imu)
+    outcomes = estimators[("camera",)].outcomes
+    assert outcomes["camera", "accepted"] > 0.7 * len(frames), outcomes
 
 
 def test_a_filter_misled_until_it_refuses_the_radar_lets_the_radar_back_in(clear_frames):

@@ -38,7 +38,9 @@ class DepthMap:
         far = np.where(np.isfinite(window), window, -np.inf).max(axis=1)
         with np.errstate(invalid="ignore", over="ignore"):
             agree = np.isfinite(near) & (far <= near * (1.0 + agreement))
-        return np.where(agree, 0.5 * (near + far), np.nan)
+        depth = np.full(len(pixels), np.nan)
+        depth[agree] = 0.5 * (near[agree] + far[agree])
+        return depth
 
 
 class CameraGeometry:
