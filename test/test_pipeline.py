@@ -256,12 +256,14 @@ def test_benchmark_on_the_tiny_suite(tmp_path, capsys):
     table = (tmp_path / "bench" / "benchmark.md").read_text()
     assert "| dynamic @ 50% |" in table
     odometry = json.loads((tmp_path / "bench" / "odometry.json").read_text())
-    assert len(odometry) == 2 * 9  # drives x odometry policies
+    assert len(odometry) == 2 * 10  # drives x odometry policies
     by_label = {}
     for run in odometry:
         assert np.isfinite(run["ate_pct"]) and np.isfinite(run["velocity_nees"]), run
         by_label.setdefault(run["label"], []).append(run)
     assert all(run["usage"]["lidar"] == 0 for run in by_label["radar"])
+    camera = {run["drive"]: run["usage"]["camera"] for run in by_label["camera"]}
+    assert camera["clear_s7"] > 0.5 > camera["fog_s8"], camera  # fog blurs it out
     assert all(run["usage"]["radar"] == 0 for run in by_label["IMU only"])
     for name in ("odometry_trajectories.png", "odometry_ate_energy.png"):
         assert (tmp_path / "bench" / name).stat().st_size > 10_000
