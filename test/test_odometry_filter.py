@@ -187,3 +187,32 @@ def test_the_ground_vehicle_constraint_stops_vertical_drift():
     assert drifting.estimate().position[2] == pytest.approx(0.5 * 0.05 * 10.0**2, rel=0.01)
     assert abs(constrained.estimate().position[2]) < 0.05
     assert constrained.accepted["ground_vehicle"] == 101  # every 20th of 2001 samples
+
+
+def test_an_imu_mounted_turned_is_read_in_base_link_axes():
+    from types import SimpleNamespace
+
+    from geometry_msgs.msg import TransformStamped
+
+    from dynfusion_ros.core.rotations import yaw_quaternion
+    from dynfusion_ros.core.types import ImuSample, Modality
+    from dynfusion_ros.ros.convert.imu import sample_to_imu
+    from dynfusion_ros.ros.frames import FrameBuilder
+
+    mount = TransformStamped()
+    mount.header.frame_id, mount.child_frame_id = "base_link", "imu_link"
+    x, y, z, w = yaw_quaternion(np.pi / 2)  # x of the IMU points along base_link's y
+    mount.transform.rotation.x, mount.transform.rotation.y = x, y
+    mount.transform.rotation.z, mount.transform.rotation.w = z, w
+    builder = FrameBuilder()
+    sample = ImuSample(
+        1, [0.0, 0.0, 0.3], [2.0, 0.0, 9.8], linear_acceleration_covariance=np.diag([1, 4, 9.0])
+    )
+    unknown = builder.convert(Modality.IMU, sample_to_imu(sample))
+    np.testing.assert_allclose(unknown.linear_acceleration, [2.0, 0.0, 9.8])  # level, as is
+    builder.take_transforms(SimpleNamespace(transforms=[mount]))
+    turned = builder.convert(Modality.IMU, sample_to_imu(sample))
+    np.testing.assert_allclose(turned.linear_acceleration, [0.0, 2.0, 9.8], atol=1e-12)
+    np.testing.assert_allclose(turned.angular_velocity, [0.0, 0.0, 0.3], atol=1e-12)
+    np.testing.assert_allclose(np.diag(turned.linear_acceleration_covariance), [4, 1, 9.0])
+    assert turned.frame_id == "base_link"

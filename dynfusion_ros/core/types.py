@@ -214,6 +214,31 @@ class ImuSample:
             object.__setattr__(self, "orientation", _as_vector(self.orientation, 4, "orientation"))
 
 
+def imu_in_base(sample: ImuSample, R_base_imu: np.ndarray, base_frame: str) -> ImuSample:
+    """The sample seen from base_link's axes (a mount rotated on the vehicle): vectors and
+    covariances rotated, the orientation (of the IMU in its world) made base_link's. The
+    lever arm is left out: for a ground vehicle it adds little (see the filter)."""
+    from dynfusion_ros.core.rotations import matrix_quaternion, quaternion_matrix
+
+    R = np.asarray(R_base_imu, dtype=np.float64)
+
+    def rotated(covariance: np.ndarray | None) -> np.ndarray | None:
+        return None if covariance is None else R @ covariance @ R.T
+
+    orientation = sample.orientation
+    if orientation is not None:
+        orientation = matrix_quaternion(quaternion_matrix(orientation) @ R.T)
+    return replace(
+        sample,
+        angular_velocity=R @ sample.angular_velocity,
+        linear_acceleration=R @ sample.linear_acceleration,
+        orientation=orientation,
+        angular_velocity_covariance=rotated(sample.angular_velocity_covariance),
+        linear_acceleration_covariance=rotated(sample.linear_acceleration_covariance),
+        frame_id=base_frame,
+    )
+
+
 @dataclass
 class SensorFrame:
     """Everything the pipeline sees at one reference stamp.

@@ -15,7 +15,14 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from dynfusion_ros.core.types import CameraImage, ImuSample, Modality, PointScan, SensorFrame
+from dynfusion_ros.core.types import (
+    CameraImage,
+    ImuSample,
+    Modality,
+    PointScan,
+    SensorFrame,
+    imu_in_base,
+)
 from dynfusion_ros.ros.convert import (
     ConversionError,
     camera_info_to_model,
@@ -31,6 +38,7 @@ class FrameBuilder:
     def __init__(self) -> None:
         self.camera_model = None
         self.extrinsics: dict[str, np.ndarray] = {}
+        self.base_of: dict[str, str] = {}  # child frame -> the frame its transform is from
 
     def take_camera_info(self, msg) -> None:
         """Raises ConversionError for a malformed CameraInfo (the previous one stays)."""
@@ -40,12 +48,19 @@ class FrameBuilder:
         """A tf2_msgs/TFMessage from /tf_static: every child frame's pose in its parent."""
         for transform in msg.transforms:
             self.extrinsics[transform.child_frame_id] = transform_to_matrix(transform)
+            self.base_of[transform.child_frame_id] = transform.header.frame_id
 
     def convert(self, modality: Modality, msg) -> CameraImage | PointScan | ImuSample:
         """One sensor message in the core's types (camera and point clouds placed on
-        base_link); ConversionError when it is malformed or its frame has no transform."""
+        base_link, IMU samples turned to its axes); ConversionError when it is malformed
+        or (camera, clouds) its frame has no transform. An IMU whose frame /tf_static
+        does not name is taken as mounted level, with base_link's axes."""
         if modality is Modality.IMU:
-            return imu_to_sample(msg)
+            sample = imu_to_sample(msg)
+            extrinsic = self.extrinsics.get(sample.frame_id)
+            if extrinsic is None:
+                return sample
+            return imu_in_base(sample, extrinsic[:3, :3], self.base_of.get(sample.frame_id, ""))
         if modality is Modality.CAMERA:
             if self.camera_model is None:
                 raise ConversionError("camera_info", "no CameraInfo received yet")
@@ -82,7 +97,7 @@ class FrameBuilder:
         samples = []
         for msg in imu:
             try:
-                samples.append(imu_to_sample(msg))
+                samples.append(self.convert(Modality.IMU, msg))
             except ConversionError as error:
                 problems[Modality.IMU] = error
         return assemble(stamp_ns, converted, samples), problems

@@ -12,8 +12,8 @@ Corrections (radar doppler, lidar registration, visual odometry) come in as
 residual whose Mahalanobis distance lies beyond the chi-square quantile
 ``gate_probability`` is rejected and counted, as robot_localization's thresholds do.
 
-The IMU is taken as mounted at base_link with the rotation of ``R_base_imu``; its lever
-arm is neglected. For a mount above base_link on a ground vehicle (the yaw rate is
+The IMU samples come in base_link's axes (the frame builder turns them with the
+IMU's /tf_static rotation); the IMU's lever arm is neglected. For a mount above base_link on a ground vehicle (the yaw rate is
 parallel to the lever arm) the centripetal term it would add is zero.
 """
 
@@ -94,7 +94,6 @@ class ImuFilter:
         self,
         noise: ImuNoise | None = None,
         *,
-        R_base_imu: np.ndarray | None = None,
         max_gap_s: float = 0.5,
         gate_probability: float = 0.999,
     ) -> None:
@@ -103,7 +102,6 @@ class ImuFilter:
         if not max_gap_s > 0:
             raise ValueError(f"max_gap_s must be positive, got {max_gap_s}")
         self.noise = noise or ImuNoise()
-        self.R_base_imu = np.eye(3) if R_base_imu is None else np.asarray(R_base_imu, float)
         self.max_gap_ns = round(max_gap_s * NS_PER_S)
         self.gate_probability = gate_probability
         self.state: _State | None = None
@@ -128,8 +126,7 @@ class ImuFilter:
         if problem:
             self.skipped[problem] += 1
             return False
-        force = self.R_base_imu @ sample.linear_acceleration
-        rate = self.R_base_imu @ sample.angular_velocity
+        force, rate = sample.linear_acceleration, sample.angular_velocity
         state = self.state
         if state is None:
             self.state = self._start(sample.stamp_ns, force, rate)
