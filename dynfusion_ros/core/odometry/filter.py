@@ -12,9 +12,10 @@ Corrections (radar doppler, lidar registration, visual odometry) come in as
 residual whose Mahalanobis distance lies beyond the chi-square quantile
 ``gate_probability`` is rejected and counted, as robot_localization's thresholds do.
 
-The IMU samples come in base_link's axes (the frame builder turns them with the
-IMU's /tf_static rotation); the IMU's lever arm is neglected. For a mount above base_link on a ground vehicle (the yaw rate is
-parallel to the lever arm) the centripetal term it would add is zero.
+The IMU samples come in base_link's axes (the frame builder turns them with the IMU's
+/tf_static rotation); the IMU's lever arm is neglected. For a mount above base_link on
+a ground vehicle (the yaw rate is parallel to the lever arm) the centripetal term it
+would add is zero.
 """
 
 from __future__ import annotations
