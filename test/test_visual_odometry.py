@@ -59,6 +59,10 @@ def test_lidar_depth_is_read_off_surfaces_and_refused_on_their_edges():
     assert depths[0] == pytest.approx(10.0 - GEOMETRY.origin[0], abs=0.05)
     assert depths[1] == pytest.approx(30.0 - GEOMETRY.origin[0], abs=0.15)
     assert np.isnan(depths[2])  # the wall's edge: 10 m and 30 m in one window
+    behind = PointScan(0, -xyz, T_base_sensor=np.eye(4))  # a sweep with nothing in view
+    assert np.isnan(
+        GEOMETRY.lidar_depth(behind, 0, np.zeros(3), 0.0, (2.0, 60.0)).at(pixels, 0.05)
+    ).all()
 
 
 def test_the_planar_motion_is_recovered_among_outliers_and_its_covariance_is_honest():

@@ -145,7 +145,7 @@ class CameraGeometry:
         # by cell, nearest first (z / far < 1 orders within a cell): the first of each wins
         order = np.argsort(cell + z / depth_range_m[1])
         cell, z = cell[order], z[order]
-        first = np.r_[True, cell[1:] != cell[:-1]]
+        first = np.r_[True, cell[1:] != cell[:-1]][: len(cell)]  # none when no point is in view
         nearest = np.full(height * width, np.inf, np.float32)
         nearest[cell[first]] = z[first]
         return DepthMap(nearest.reshape(height, width))
@@ -169,4 +169,6 @@ def _transformed(points: np.ndarray, transform: np.ndarray) -> np.ndarray:
     """(N, 3) float32 points through a 4x4 transform (OpenCV's loop: numpy's matmul
     with a 3-wide inner dimension is several times slower)."""
     flat = np.ascontiguousarray(points, np.float32).reshape(-1, 1, 3)
+    if len(flat) == 0:  # OpenCV answers None for no points
+        return np.zeros((0, 3), np.float32)
     return cv2.transform(flat, transform[:3].astype(np.float32)).reshape(-1, 3)
