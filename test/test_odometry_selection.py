@@ -135,6 +135,7 @@ def test_corrections_that_cannot_use_their_data_say_why(clear_frames):
     step = estimator.step(second, ("radar", "lidar"))
     assert step.outcomes["radar"] == "no radar data in this frame"
     assert re.fullmatch(r"\d+ lidar points \(at least 500 needed\)", step.outcomes["lidar"])
+    assert estimator.outcomes["lidar", "N lidar points (at least N needed)"] == 1  # counted by kind
     assert step.estimate is not None and np.isfinite(step.estimate.position).all()
     with pytest.raises(ValueError, match="unknown odometry corrections"):
         estimator.step(second, ("sonar",))

@@ -12,6 +12,7 @@ the others, and every outcome is counted for /diagnostics.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ CORRECTIONS: tuple[str, ...] = ("radar", "camera", "lidar")
 
 ACCEPTED, REJECTED = "accepted", "rejected"
 FILTER, DIVERGED = "filter", "non-finite state: re-initialised"
+NUMBER = re.compile(r"(?<![\w.-])-?\d+(?:\.\d+)?%?(?![\w-])")  # 12, 0.25, 40%; not 3-D
 REJECTIONS_TO_RECOVER = 10  # in a row, of one correction: the filter, not the sensor, is off
 
 
@@ -77,7 +79,7 @@ class OdometryEstimator:
         outcomes = {name: self._correct(name, frame) for name in corrections}
         self.visual.remember(frame, filter_)
         for name, outcome in outcomes.items():
-            self.outcomes[name, outcome] += 1
+            self.outcomes[name, outcome_kind(outcome)] += 1
             self._watch_rejections(name, outcome)
         estimate = filter_.estimate()
         if not _finite(estimate):  # never published: start again from the next samples
@@ -128,6 +130,12 @@ class OdometryEstimator:
         if self.lidar is None:
             self.lidar = LidarRegistration(data.T_base_sensor)
         return self.lidar.correct(self.filter, data)
+
+
+def outcome_kind(outcome: str) -> str:
+    """An outcome with its figures taken out ("12 corners tracked" -> "N corners
+    tracked"), so the counts on /diagnostics stay a handful of kinds."""
+    return NUMBER.sub("N", outcome)
 
 
 def _finite(estimate: OdometryEstimate) -> bool:
