@@ -9,8 +9,8 @@ then fills with detection branches, so one budget holds the whole frame:
   branches the frame's sensors allow no longer fits (detection comes first). The
   radar's doppler fit costs about 10 mJ and keeps the filter's velocity honest in
   every weather, so it runs every frame. The camera measures the same velocity (and
-  the yaw rate) for ten times that, and is blind in fog and darkness, so it stands in
-  for the radar only: on frames without a usable radar scan.
+  the yaw rate) for six times that, and is blind in fog and against a low sun, so it
+  stands in for the radar only: on frames without a usable radar scan.
   Scan registration costs more than the lidar stem; between sweeps the radar-aided
   filter drifts by centimetres, so one registration every ``lidar_interval_s`` holds
   the drift as well as one per sweep (measured: ATE 0.03-0.09 % of path every 0.5 s,
