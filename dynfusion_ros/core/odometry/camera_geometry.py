@@ -99,13 +99,11 @@ class CameraGeometry:
         return points
 
     def road_mask(self, reach_m: tuple[float, float]) -> np.ndarray:
-        """uint8 mask of the ideal pixels that see the road within ``reach_m``."""
+        """uint8 mask of the image's pixels that see the road within ``reach_m``."""
         if reach_m not in self._road_masks:
             v, u = np.mgrid[0 : self.model.height, 0 : self.model.width]
             pixels = np.stack([u.ravel(), v.ravel()], axis=1)
-            model = self.model
-            flat = (pixels - [model.cx, model.cy]) / [model.fx, model.fy]
-            seen = np.isfinite(self.on_road(flat, reach_m)).all(axis=1)
+            seen = np.isfinite(self.on_road(self.normalised(pixels), reach_m)).all(axis=1)
             self._road_masks[reach_m] = seen.reshape(self.shape).astype(np.uint8) * 255
         return self._road_masks[reach_m]
 
