@@ -18,6 +18,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from dynfusion_ros.core.rotations import matrix_quaternion, quaternion_matrix
+
 NS_PER_S = 1_000_000_000
 
 
@@ -218,8 +220,6 @@ def imu_in_base(sample: ImuSample, R_base_imu: np.ndarray, base_frame: str) -> I
     """The sample seen from base_link's axes (a mount rotated on the vehicle): vectors and
     covariances rotated, the orientation (of the IMU in its world) made base_link's. The
     lever arm is left out: for a ground vehicle it adds little (see the filter)."""
-    from dynfusion_ros.core.rotations import matrix_quaternion, quaternion_matrix
-
     R = np.asarray(R_base_imu, dtype=np.float64)
 
     def rotated(covariance: np.ndarray | None) -> np.ndarray | None:

@@ -39,6 +39,7 @@ class FrameBuilder:
         self.camera_model = None
         self.extrinsics: dict[str, np.ndarray] = {}
         self.base_of: dict[str, str] = {}  # child frame -> the frame its transform is from
+        self.turned: set[str] = set()  # child frames rotated against their parent
 
     def take_camera_info(self, msg) -> None:
         """Raises ConversionError for a malformed CameraInfo (the previous one stays)."""
@@ -47,8 +48,12 @@ class FrameBuilder:
     def take_transforms(self, msg) -> None:
         """A tf2_msgs/TFMessage from /tf_static: every child frame's pose in its parent."""
         for transform in msg.transforms:
-            self.extrinsics[transform.child_frame_id] = transform_to_matrix(transform)
-            self.base_of[transform.child_frame_id] = transform.header.frame_id
+            child = transform.child_frame_id
+            self.extrinsics[child] = transform_to_matrix(transform)
+            self.base_of[child] = transform.header.frame_id
+            self.turned.discard(child)
+            if not np.allclose(self.extrinsics[child][:3, :3], np.eye(3), atol=1e-9):
+                self.turned.add(child)
 
     def convert(self, modality: Modality, msg) -> CameraImage | PointScan | ImuSample:
         """One sensor message in the core's types (camera and point clouds placed on
@@ -57,10 +62,10 @@ class FrameBuilder:
         does not name is taken as mounted level, with base_link's axes."""
         if modality is Modality.IMU:
             sample = imu_to_sample(msg)
-            extrinsic = self.extrinsics.get(sample.frame_id)
-            if extrinsic is None:
+            if sample.frame_id not in self.turned:  # level (or unknown): as it is, at 200 Hz
                 return sample
-            return imu_in_base(sample, extrinsic[:3, :3], self.base_of.get(sample.frame_id, ""))
+            rotation = self.extrinsics[sample.frame_id][:3, :3]
+            return imu_in_base(sample, rotation, self.base_of[sample.frame_id])
         if modality is Modality.CAMERA:
             if self.camera_model is None:
                 raise ConversionError("camera_info", "no CameraInfo received yet")
