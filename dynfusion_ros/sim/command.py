@@ -45,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--suite",
         metavar="NAME",
-        help="write every drive of a named suite (train, heldout, tiny) as <out>/<drive>; "
+        help="write every drive of a named suite (train, heldout, heldout_60s, tiny) as "
+        "<out>/<drive>; "
         "drives already there are kept, so an interrupted suite resumes",
     )
     parser.add_argument("--list", action="store_true", help="print the preset scenarios and exit")
