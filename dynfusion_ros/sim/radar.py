@@ -207,8 +207,10 @@ class RadarModel:
         """Into the sensor frame with range, angle (growing with range) and doppler noise;
         returns the points and which returns survived the field of view."""
         rel = returns.xyz[:, :2] - pose.origin
-        distance = np.maximum(np.linalg.norm(rel, axis=1), 1e-6)
-        doppler = ((returns.velocity - pose.velocity) * rel).sum(axis=1) / distance
+        height = returns.xyz[:, 2] - self.mount[2]
+        # range rate along the 3-D line of sight (sensor and reflectors move level)
+        slant = np.maximum(np.sqrt((rel * rel).sum(axis=1) + height * height), 1e-6)
+        doppler = ((returns.velocity - pose.velocity) * rel).sum(axis=1) / slant
         cos_y, sin_y = np.cos(pose.yaw), np.sin(pose.yaw)
         x = cos_y * rel[:, 0] + sin_y * rel[:, 1]
         y = -sin_y * rel[:, 0] + cos_y * rel[:, 1]
@@ -217,11 +219,7 @@ class RadarModel:
         n = len(r)
         r = r + rng.normal(0.0, 1.0, n) * (0.1 + 0.002 * r)
         az = az + rng.normal(0.0, 1.0, n) * np.radians(0.3 + 1.2 * r / 100.0)
-        z = (
-            returns.xyz[:, 2]
-            - self.mount[2]
-            + rng.normal(0.0, 1.0, n) * np.maximum(r, 1.0) * np.radians(2.0)
-        )
+        z = height + rng.normal(0.0, 1.0, n) * np.maximum(r, 1.0) * np.radians(2.0)
         keep = (r > 0.5) & (np.abs(az) <= self.half_fov) & (r <= self.rig.radar_max_range_m)
         points = np.empty(int(keep.sum()), POINT_DTYPE)
         points["x"] = (r * np.cos(az))[keep]

@@ -7,6 +7,14 @@ base_link (true attitude ``R @ Exp(dtheta)``). The error stays near zero, so the
 linearisation holds where it is used, and the attitude has three uncertain directions,
 not a quaternion's four.
 
+A correction that measures the pose against something the filter itself placed earlier
+(the lidar against a local map laid down at the filter's pose) needs that earlier pose's
+error in the state, or the filter takes a relative measurement for an absolute one and
+its position covariance collapses while the map's own error is nowhere in it. So the
+filter can keep one *clone* of the pose (stochastic cloning, Roumeliotis & Burdick 2002):
+six more error states (its dp, dtheta) that propagation leaves alone, correlated with
+the rest through the covariance, corrected with them.
+
 Corrections (radar doppler, lidar registration, visual odometry) come in as
 ``update(name, residual, H, noise)`` and are tested against the prediction first: a
 residual whose Mahalanobis distance lies beyond the chi-square quantile
@@ -32,9 +40,11 @@ from dynfusion_ros.core.types import NS_PER_S, ImuSample, OdometryEstimate
 
 GRAVITY_MPS2 = 9.80665
 GRAVITY = np.array([0.0, 0.0, -GRAVITY_MPS2])  # in odom (z up, REP-103)
-STATE_SIZE = 15
+STATE_SIZE = 15  # without a clone
 POSITION, VELOCITY, ATTITUDE = slice(0, 3), slice(3, 6), slice(6, 9)
 ACCEL_BIAS, GYRO_BIAS = slice(9, 12), slice(12, 15)
+CLONE_POSITION, CLONE_ATTITUDE = slice(15, 18), slice(18, 21)
+POSE_ERROR = np.r_[0:3, 6:9]  # dp, dtheta of the error state
 MAX_SPECIFIC_FORCE_MPS2 = 16 * GRAVITY_MPS2  # beyond what any vehicle IMU reports
 MAX_ANGULAR_RATE_RADPS = 35.0  # 2000 deg/s, the widest common gyro range
 AT_REST_FORCE_MPS2 = 0.15  # |specific force| this close to g: the accelerometer shows gravity
@@ -71,6 +81,20 @@ class Update:
 
 
 @dataclass
+class ClonedPose:
+    """The nominal part of a cloned pose; its error lives in the filter's covariance."""
+
+    position: np.ndarray
+    attitude: np.ndarray  # 3x3, odom from base_link
+
+    @property
+    def matrix(self) -> np.ndarray:
+        pose = np.eye(4)
+        pose[:3, :3], pose[:3, 3] = self.attitude, self.position
+        return pose
+
+
+@dataclass
 class _State:
     stamp_ns: int
     position: np.ndarray
@@ -78,10 +102,11 @@ class _State:
     attitude: np.ndarray  # 3x3, odom from base_link
     accel_bias: np.ndarray
     gyro_bias: np.ndarray
-    covariance: np.ndarray  # 15x15
+    covariance: np.ndarray  # 15x15, 21x21 while a clone is kept
     angular_rate: np.ndarray = field(default_factory=lambda: np.zeros(3))  # raw, base_link
     specific_force: np.ndarray = field(default_factory=lambda: np.zeros(3))  # raw, base_link
     sample_period_s: float = 0.005  # between the last two IMU samples
+    clone: ClonedPose | None = None
 
 
 class ImuFilter:
@@ -196,7 +221,7 @@ class ImuFilter:
         state.velocity = state.velocity + accel * dt
         step = so3_exp(omega * dt)
         state.attitude = R @ step
-        F = np.eye(STATE_SIZE)
+        F = np.eye(len(state.covariance))  # a clone stays where it is
         F[POSITION, VELOCITY] = np.eye(3) * dt
         F[VELOCITY, ATTITUDE] = -R @ skew(accel_base) * dt
         F[VELOCITY, ACCEL_BIAS] = -R * dt
@@ -239,6 +264,9 @@ class ImuFilter:
         on the error state and its noise covariance, if it passes the gate."""
         state = self._require()
         residual = np.asarray(residual, float)
+        size = len(state.covariance)
+        if H.shape[1] < size:  # a measurement of the current state alone: not of the clone
+            H = np.hstack([H, np.zeros((len(H), size - H.shape[1]))])
         S = H @ state.covariance @ H.T + noise
         try:
             distance = float(residual @ np.linalg.solve(S, residual))
@@ -250,7 +278,7 @@ class ImuFilter:
             return Update(name, False, distance, threshold)
         gain = np.linalg.solve(S, H @ state.covariance).T
         correction = gain @ residual
-        keep = np.eye(STATE_SIZE) - gain @ H
+        keep = np.eye(size) - gain @ H
         covariance = keep @ state.covariance @ keep.T + gain @ noise @ gain.T  # Joseph form
         state.covariance = 0.5 * (covariance + covariance.T)
         state.position = state.position + correction[POSITION]
@@ -258,8 +286,43 @@ class ImuFilter:
         state.attitude = state.attitude @ so3_exp(correction[ATTITUDE])
         state.accel_bias = state.accel_bias + correction[ACCEL_BIAS]
         state.gyro_bias = state.gyro_bias + correction[GYRO_BIAS]
+        if state.clone is not None:
+            state.clone.position = state.clone.position + correction[CLONE_POSITION]
+            state.clone.attitude = state.clone.attitude @ so3_exp(correction[CLONE_ATTITUDE])
         self.accepted[name] += 1
         return Update(name, True, distance, threshold)
+
+    # --- the clone --------------------------------------------------------------------
+
+    @property
+    def clone(self) -> ClonedPose | None:
+        """The pose kept by ``clone_pose``, as corrected since; None when none is kept."""
+        return self._require().clone
+
+    def clone_pose(self) -> None:
+        """Keep the current pose (replacing an earlier clone): its error starts as a
+        copy of the pose error, so fully correlated with it, and stays while the vehicle
+        moves on."""
+        state = self._require()
+        self.drop_clone()
+        duplicate = np.vstack([np.eye(STATE_SIZE), np.eye(STATE_SIZE)[POSE_ERROR]])
+        state.covariance = duplicate @ state.covariance @ duplicate.T
+        state.clone = ClonedPose(state.position.copy(), state.attitude.copy())
+
+    def drop_clone(self) -> None:
+        """Forget the clone (marginalise it: the other states keep what it taught them)."""
+        state = self._require()
+        state.covariance = state.covariance[:STATE_SIZE, :STATE_SIZE].copy()
+        state.clone = None
+
+    def disturb_clone(self, variances: np.ndarray) -> None:
+        """Add ``variances`` (dp, dtheta of the clone, 6) to the clone's covariance:
+        what it stands for moves a little (a local map re-laid as the vehicle drives)."""
+        state = self._require()
+        if state.clone is None:
+            raise RuntimeError("no clone is kept: clone_pose() first")
+        index = np.r_[CLONE_POSITION, CLONE_ATTITUDE]
+        state.covariance[index, index] += np.asarray(variances, float)
 
     def _require(self) -> _State:
         if self.state is None:
@@ -303,11 +366,10 @@ class ImuFilter:
         (x, y, z, then rotations about x, y, z: odom's axes for the pose, base_link's
         for the twist)."""
         state = self._require()
-        R, P = state.attitude, state.covariance
-        pose_index = np.r_[0:3, 6:9]
+        R, P = state.attitude, state.covariance[:STATE_SIZE, :STATE_SIZE]
         to_odom = np.eye(6)
         to_odom[3:, 3:] = R  # dtheta is in base_link; the pose covariance is about odom's axes
-        pose_covariance = to_odom @ P[np.ix_(pose_index, pose_index)] @ to_odom.T
+        pose_covariance = to_odom @ P[np.ix_(POSE_ERROR, POSE_ERROR)] @ to_odom.T
         body_velocity = R.T @ state.velocity
         twist_jacobian = np.zeros((6, STATE_SIZE))
         twist_jacobian[:3, VELOCITY] = R.T

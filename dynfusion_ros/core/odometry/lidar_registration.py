@@ -8,12 +8,19 @@ selective correction skips sweeps whenever the gate leaves the lidar out, and th
 guess is wrong by the skipped motion. Here the IMU filter predicts the sweep's pose
 instead, and deskews it with the filter's own velocity.
 
-The map is kept in odom, so a registered pose is a pose measurement in odom. Each
-sweep joins the map at the filter's corrected pose (never at a registration the gate
-refused), and the map forgets what lies beyond the lidar's range, so a measurement
-ties the vehicle to where the filter put it a few seconds ago: it stops drift from
-growing, it cannot undo drift from before. After ``restart_after_s`` without a sweep
-the map starts again.
+A local map is laid down where the filter puts the vehicle, so it is odom *as the filter
+saw it* when the map began: wrong by the filter's error then, and a registered pose
+measures the vehicle against that, not against odom. Taking it as an absolute pose
+(as a first version did) made the filter ever surer of its position while the map's
+own error was in no covariance (position NEES in the thousands). So the pose at which
+the map began is cloned into the filter's state (the map's *anchor*), and a registered
+pose is measured as ``map_pose @ inv(anchor) @ pose``: the anchor's uncertainty, and
+its correlation with today's pose, stay in the covariance. Each sweep joins the map at
+the filter's corrected pose seen in the map's frame (never at a registration the gate
+refused). As the map forgets what lies beyond the lidar's range and re-lays it from
+new sweeps, its frame wanders a little from the anchor's: the clone's covariance grows
+with the distance driven (``map_drift_*``). After ``restart_after_s`` without a sweep
+the map, and its anchor, start again.
 """
 
 from __future__ import annotations
@@ -22,8 +29,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dynfusion_ros.core.odometry.filter import ATTITUDE, POSITION, STATE_SIZE, ImuFilter, Update
-from dynfusion_ros.core.rotations import so3_exp, so3_log
+from dynfusion_ros.core.odometry.filter import (
+    ATTITUDE,
+    CLONE_ATTITUDE,
+    CLONE_POSITION,
+    POSITION,
+    ClonedPose,
+    ImuFilter,
+    Update,
+)
+from dynfusion_ros.core.rotations import skew, so3_exp, so3_log
 from dynfusion_ros.core.types import NS_PER_S, PointScan
 
 MIN_POINTS = 500  # fewer, after cropping: a blind or dropped-out sweep
@@ -36,10 +51,13 @@ NAME = "lidar"
 
 @dataclass(frozen=True)
 class LidarNoise:
-    """How far a registered pose is trusted (one sigma), and when the map is stale."""
+    """How far a registered pose is trusted against its map (one sigma), how fast the
+    map's frame wanders from its anchor, and when the map is stale."""
 
     position_sigma_m: float = 0.05
     attitude_sigma_rad: float = 0.003
+    map_drift_position_sigma: float = 0.01  # m per sqrt(m) driven
+    map_drift_attitude_sigma: float = 1e-4  # rad per sqrt(m) driven
     restart_after_s: float = 2.0
 
 
@@ -71,6 +89,8 @@ class LidarRegistration:
         self.local_map = get_voxel_hash_map(self.config)
         self.threshold = get_threshold_estimator(self.config)
         self.last_stamp_ns: int | None = None
+        self.map_pose: np.ndarray | None = None  # base_link where the map began, 4x4
+        self.drift_from = np.zeros(3)  # where the clone's drift was last added
 
     def correct(self, filter_: ImuFilter, scan: PointScan) -> Update | str:
         """Register ``scan`` (the filter already at the frame stamp) and correct the
@@ -86,8 +106,8 @@ class LidarRegistration:
             self.last_stamp_ns is not None
             and (scan.stamp_ns - self.last_stamp_ns) / NS_PER_S > self.noise.restart_after_s
         )
-        if stale:
-            self.restart()
+        if stale or (filter_.clone is None and self.map_pose is not None):
+            self.restart()  # stale, or the filter started again in a new odom
         source, kept = self._prepare(filter_, points, times)
         if len(source) < MIN_POINTS // 10:
             return f"{len(source)} lidar points left after cropping and voxelising"
@@ -96,11 +116,15 @@ class LidarRegistration:
         elapsed = (filter_.state.stamp_ns - scan.stamp_ns) / NS_PER_S - float(times.max())
         since_end = self._sweep_motion(filter_, elapsed)
         end_from_base = self.T_base_lidar @ np.linalg.inv(since_end)
-        predicted = filter_.pose @ end_from_base
         self.last_stamp_ns = scan.stamp_ns
-        if self.local_map.empty():
-            self.local_map.update(kept, predicted)
+        if self.map_pose is None:
+            filter_.clone_pose()
+            self.map_pose = filter_.pose
+            self.drift_from = filter_.state.position.copy()
+            self.local_map.update(kept, self.map_pose @ end_from_base)
             return "first sweep of a new local map"
+        self._drift(filter_)
+        predicted = self._in_map(filter_) @ end_from_base
         sigma = self.threshold.get_threshold()
         registered = self.registration.align_points_to_map(
             points=source,
@@ -113,8 +137,24 @@ class LidarRegistration:
         update = self._update(filter_, registered @ np.linalg.inv(end_from_base))
         # the sweep joins the map where the filter now puts it: a registration the gate
         # refused must not bend the map that the next sweeps are registered against
-        self.local_map.update(kept, filter_.pose @ end_from_base)
+        self.local_map.update(kept, self._in_map(filter_) @ end_from_base)
         return update
+
+    def _in_map(self, filter_: ImuFilter) -> np.ndarray:
+        """The filter's pose seen in the map's frame."""
+        return self.map_pose @ np.linalg.inv(filter_.clone.matrix) @ filter_.pose
+
+    def _drift(self, filter_: ImuFilter) -> None:
+        """The map's frame wanders from its anchor as a random walk in the distance
+        driven since the last sweep joined it."""
+        position = filter_.state.position
+        driven = float(np.linalg.norm(position - self.drift_from))
+        self.drift_from = position.copy()
+        noise = self.noise
+        filter_.disturb_clone(
+            [noise.map_drift_position_sigma**2 * driven] * 3
+            + [noise.map_drift_attitude_sigma**2 * driven] * 3
+        )
 
     def _above_ground(self, points: np.ndarray) -> np.ndarray:
         """Drop the road surface. On flat ground a spinning lidar's rings are circles
@@ -155,15 +195,34 @@ class LidarRegistration:
         return motion
 
     def _update(self, filter_: ImuFilter, measured: np.ndarray) -> Update:
-        """Horizontal position and attitude: with the road removed, little in a sweep
-        pins the height, which the ground-vehicle constraint holds instead."""
-        state = filter_.state
-        residual = np.concatenate(
-            [measured[:2, 3] - state.position[:2], so3_log(state.attitude.T @ measured[:3, :3])]
+        """Horizontal position and attitude in the map's frame: with the road removed,
+        little in a sweep pins the height, which the ground-vehicle constraint holds."""
+        predicted, H = map_measurement(
+            self.map_pose, filter_.clone, filter_.pose, len(filter_.state.covariance)
         )
-        H = np.zeros((5, STATE_SIZE))
-        H[:2, POSITION] = np.eye(3)[:2]
-        H[2:, ATTITUDE] = np.eye(3)
+        residual = np.concatenate(
+            [measured[:2, 3] - predicted[:2, 3], so3_log(predicted[:3, :3].T @ measured[:3, :3])]
+        )
         noise = self.noise
         variances = [noise.position_sigma_m**2] * 2 + [noise.attitude_sigma_rad**2] * 3
         return filter_.update(NAME, residual, H, np.diag(variances))
+
+
+def map_measurement(
+    map_pose: np.ndarray, anchor: ClonedPose, pose: np.ndarray, state_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The pose a map begun at ``map_pose`` shows for ``pose`` (both base_link in odom,
+    4x4), when the anchor clone's estimate of where the map truly began is ``anchor``:
+    ``map_pose @ inv(anchor) @ pose``. With it, the Jacobian (5, ``state_size``) of its
+    horizontal position and its attitude (about its own axes) on the error state."""
+    R_map, R_anchor, R = map_pose[:3, :3], anchor.attitude, pose[:3, :3]
+    relative = R_anchor.T @ (pose[:3, 3] - anchor.position)  # in the anchor's axes
+    shown = map_pose @ np.linalg.inv(anchor.matrix) @ pose
+    H = np.zeros((5, state_size))
+    into_map = (R_map @ R_anchor.T)[:2]
+    H[:2, POSITION] = into_map
+    H[:2, CLONE_POSITION] = -into_map
+    H[:2, CLONE_ATTITUDE] = (R_map @ skew(relative))[:2]
+    H[2:, ATTITUDE] = np.eye(3)
+    H[2:, CLONE_ATTITUDE] = -R.T @ R_anchor
+    return shown, H
