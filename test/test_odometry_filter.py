@@ -290,6 +290,7 @@ def test_a_clone_starts_as_the_pose_and_stays_while_the_vehicle_moves():
     assert filter_.state.covariance[np.ix_(clone, clone)] == pytest.approx(pose_block)
     assert filter_.estimate().pose_covariance.shape == (6, 6)
     assert ground_vehicle_update(filter_).accepted  # a 15-column measurement still fits
+    assert filter_.projected_covariance(filter_.body_velocity_jacobian()).shape == (3, 3)
     filter_.drop_clone()
     assert filter_.state.covariance.shape == (15, 15) and filter_.clone is None
 

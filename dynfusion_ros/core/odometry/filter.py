@@ -264,9 +264,7 @@ class ImuFilter:
         on the error state and its noise covariance, if it passes the gate."""
         state = self._require()
         residual = np.asarray(residual, float)
-        size = len(state.covariance)
-        if H.shape[1] < size:  # a measurement of the current state alone: not of the clone
-            H = np.hstack([H, np.zeros((len(H), size - H.shape[1]))])
+        H = self._padded(H)
         S = H @ state.covariance @ H.T + noise
         try:
             distance = float(residual @ np.linalg.solve(S, residual))
@@ -278,7 +276,7 @@ class ImuFilter:
             return Update(name, False, distance, threshold)
         gain = np.linalg.solve(S, H @ state.covariance).T
         correction = gain @ residual
-        keep = np.eye(size) - gain @ H
+        keep = np.eye(len(H.T)) - gain @ H
         covariance = keep @ state.covariance @ keep.T + gain @ noise @ gain.T  # Joseph form
         state.covariance = 0.5 * (covariance + covariance.T)
         state.position = state.position + correction[POSITION]
@@ -323,6 +321,16 @@ class ImuFilter:
             raise RuntimeError("no clone is kept: clone_pose() first")
         index = np.r_[CLONE_POSITION, CLONE_ATTITUDE]
         state.covariance[index, index] += np.asarray(variances, float)
+
+    def projected_covariance(self, H: np.ndarray) -> np.ndarray:
+        """``H P H^T``: the covariance of what ``H`` measures, as the filter predicts it."""
+        H = self._padded(H)
+        return H @ self._require().covariance @ H.T
+
+    def _padded(self, H: np.ndarray) -> np.ndarray:
+        """A Jacobian on the 15 current states, given zero columns for a clone."""
+        missing = len(self._require().covariance) - H.shape[1]
+        return np.hstack([H, np.zeros((len(H), missing))]) if missing > 0 else H
 
     def _require(self) -> _State:
         if self.state is None:
@@ -388,6 +396,15 @@ class ImuFilter:
             pose_covariance=0.5 * (pose_covariance + pose_covariance.T),
             twist_covariance=0.5 * (twist_covariance + twist_covariance.T),
         )
+
+
+def correlated_error_share(interval_s: float, correlation_s: float) -> float:
+    """How much to inflate the noise of a measurement taken ``interval_s`` after the
+    previous one when its error stays about the same for ``correlation_s`` (the same
+    structures in view, the same map): such measurements share most of their error, and
+    taken as independent they would make the filter surer with every one (the usual
+    variance inflation for time-correlated errors). 1 for measurements far apart."""
+    return max(1.0, correlation_s / max(interval_s, 1e-3))
 
 
 def _implausible(force: np.ndarray, rate: np.ndarray) -> str:

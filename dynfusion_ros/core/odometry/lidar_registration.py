@@ -37,6 +37,7 @@ from dynfusion_ros.core.odometry.filter import (
     ClonedPose,
     ImuFilter,
     Update,
+    correlated_error_share,
 )
 from dynfusion_ros.core.rotations import skew, so3_exp, so3_log
 from dynfusion_ros.core.types import NS_PER_S, PointScan
@@ -56,8 +57,9 @@ class LidarNoise:
 
     position_sigma_m: float = 0.05
     attitude_sigma_rad: float = 0.003
-    map_drift_position_sigma: float = 0.01  # m per sqrt(m) driven
-    map_drift_attitude_sigma: float = 1e-4  # rad per sqrt(m) driven
+    map_drift_position_sigma: float = 0.02  # m per sqrt(m) driven
+    map_drift_attitude_sigma: float = 6e-4  # rad per sqrt(m) driven
+    error_correlation_s: float = 0.5  # how long a registration's error stays about the same
     restart_after_s: float = 2.0
 
 
@@ -116,6 +118,7 @@ class LidarRegistration:
         elapsed = (filter_.state.stamp_ns - scan.stamp_ns) / NS_PER_S - float(times.max())
         since_end = self._sweep_motion(filter_, elapsed)
         end_from_base = self.T_base_lidar @ np.linalg.inv(since_end)
+        since_last_s = (scan.stamp_ns - (self.last_stamp_ns or 0)) / NS_PER_S
         self.last_stamp_ns = scan.stamp_ns
         if self.map_pose is None:
             filter_.clone_pose()
@@ -134,7 +137,7 @@ class LidarRegistration:
             kernel=sigma,
         )
         self.threshold.update_model_deviation(np.linalg.inv(predicted) @ registered)
-        update = self._update(filter_, registered @ np.linalg.inv(end_from_base))
+        update = self._update(filter_, registered @ np.linalg.inv(end_from_base), since_last_s)
         # the sweep joins the map where the filter now puts it: a registration the gate
         # refused must not bend the map that the next sweeps are registered against
         self.local_map.update(kept, self._in_map(filter_) @ end_from_base)
@@ -194,9 +197,11 @@ class LidarRegistration:
         motion[:3, 3] = R_base_lidar.T @ velocity * duration_s
         return motion
 
-    def _update(self, filter_: ImuFilter, measured: np.ndarray) -> Update:
+    def _update(self, filter_: ImuFilter, measured: np.ndarray, since_last_s: float) -> Update:
         """Horizontal position and attitude in the map's frame: with the road removed,
-        little in a sweep pins the height, which the ground-vehicle constraint holds."""
+        little in a sweep pins the height, which the ground-vehicle constraint holds.
+        Registrations closer together than ``error_correlation_s`` share much of their
+        error: each counts for less."""
         predicted, H = map_measurement(
             self.map_pose, filter_.clone, filter_.pose, len(filter_.state.covariance)
         )
@@ -205,7 +210,8 @@ class LidarRegistration:
         )
         noise = self.noise
         variances = [noise.position_sigma_m**2] * 2 + [noise.attitude_sigma_rad**2] * 3
-        return filter_.update(NAME, residual, H, np.diag(variances))
+        shared = correlated_error_share(since_last_s, noise.error_correlation_s)
+        return filter_.update(NAME, residual, H, np.diag(variances) * shared)
 
 
 def map_measurement(

@@ -25,7 +25,13 @@ import cv2
 import numpy as np
 
 from dynfusion_ros.core.odometry.camera_geometry import CameraGeometry
-from dynfusion_ros.core.odometry.filter import GYRO_BIAS, STATE_SIZE, ImuFilter, Update
+from dynfusion_ros.core.odometry.filter import (
+    GYRO_BIAS,
+    STATE_SIZE,
+    ImuFilter,
+    Update,
+    correlated_error_share,
+)
 from dynfusion_ros.core.odometry.planar_motion import (
     Mount,
     PlanarMotion,
@@ -56,6 +62,7 @@ class VisualSettings:
     pixel_sigma: float = 0.7  # tracking error of one corner, px
     scale_sigma: float = 0.03  # error of scale shared by every track, a share of the motion
     track_dependence: float = 4.0  # the fit's variance understates the error this much
+    error_correlation_s: float = 0.5  # images closer than this share their errors (same scene)
     max_interval_s: float = 0.3  # images further apart share too little of the view
     max_image_age_s: float = 0.02  # image stamp this far off the frame stamp: stale
     ground_below_base_m: float = 0.0  # base_link's height above the road (0: on it)
@@ -69,6 +76,7 @@ class VisualSettings:
             if not (0 < low < high < math.inf):
                 raise ValueError(f"{name} must be (near, far) with 0 < near < far, got {low, high}")
         positive = ("depth_agreement", "pixel_sigma", "scale_sigma", "track_dependence")
+        positive += ("error_correlation_s",)
         for name in (*positive, "max_interval_s", "max_image_age_s"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
@@ -159,12 +167,13 @@ class VisualOdometry:
         predicted = planar_of(np.linalg.inv(previous.pose) @ filter_.pose)
         interval = (image.stamp_ns - previous.image.stamp_ns) / NS_PER_S
         H = _jacobian(filter_)
-        spread = H @ filter_.state.covariance @ H.T * interval**2  # of the predicted motion
+        spread = filter_.projected_covariance(H) * interval**2  # of the predicted motion
         motion = self.measure(grey, image, predicted, spread)
         if isinstance(motion, str):
             return motion
         residual = (motion.as_vector - predicted) / interval
-        return filter_.update(NAME, residual, H, motion.covariance / interval**2)
+        shared = correlated_error_share(interval, self.settings.error_correlation_s)
+        return filter_.update(NAME, residual, H, motion.covariance * shared / interval**2)
 
     def _unusable(self, filter_: ImuFilter, image: CameraImage, grey: np.ndarray) -> str:
         settings, previous = self.settings, self.previous
