@@ -47,6 +47,8 @@ VOXEL_SIZE_M = 1.0
 MAX_RANGE_M = 100.0
 MIN_RANGE_M = 2.5  # the vehicle's own body
 GROUND_CLEARANCE_M = 0.3  # points lower than this above base_link are taken as road
+SCATTER_RANGE_M = 15.0  # flakes and drops that scatter the beam back lie nearer than this
+SCATTER_VOXEL_M = 0.5  # a surface this near puts at least two points in a voxel this size
 NAME = "lidar"
 
 
@@ -98,7 +100,7 @@ class LidarRegistration:
         """Register ``scan`` (the filter already at the frame stamp) and correct the
         filter with the pose found; or why the sweep could not be used."""
         points = scan.xyz.astype(np.float64)
-        above = self._above_ground(points)
+        above = self._above_ground(points) & ~_airborne(points)
         points = points[above]
         times = scan.fields.get("time")
         times = times[above].astype(np.float64) if times is not None else np.zeros(len(points))
@@ -232,3 +234,18 @@ def map_measurement(
     H[2:, ATTITUDE] = np.eye(3)
     H[2:, CLONE_ATTITUDE] = -R.T @ R_anchor
     return shown, H
+
+
+def _airborne(points: np.ndarray) -> np.ndarray:
+    """Near returns alone in their voxel: snow flakes, rain drops, fog backscatter. They
+    travel with the sensor, and the map keeps those of earlier sweeps behind it, so ICP
+    pairs them and pulls the registration towards standing still (measured on a snowy
+    simulated drive: lidar-only speed 2.7 % short). A surface this near puts several
+    points in a voxel (the sim's 32 x 1024 lidar: five or more at 15 m), a flake one."""
+    near = np.flatnonzero(np.einsum("ij,ij->i", points, points) < SCATTER_RANGE_M**2)
+    cells = np.floor(points[near] / SCATTER_VOXEL_M).astype(np.int64) + (1 << 20)
+    keys = (cells[:, 0] << 42) | (cells[:, 1] << 21) | cells[:, 2]
+    _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+    alone = np.zeros(len(points), dtype=bool)
+    alone[near] = counts[inverse] < 2
+    return alone

@@ -28,7 +28,7 @@ MIN_INLIERS = 6
 INLIER_THRESHOLD_MPS = 0.3  # about three doppler noise sigmas of a typical radar
 MIN_DOPPLER_SIGMA_MPS = 0.05  # floor on the fitted noise, so a lucky fit is not overtrusted
 MIN_AZIMUTH_SPREAD_RAD = 0.2  # both velocity components need returns at several bearings
-RANSAC_ITERATIONS = 60
+RANSAC_HYPOTHESES = 800  # 99 % odds of two static returns when 1 in 13 is (a clutter storm)
 ELEVATION_SIGMA_RAD = math.radians(2.0)  # a typical automotive radar's elevation accuracy
 
 
@@ -78,17 +78,19 @@ def fit_radar_velocity(scan: PointScan, rng: np.random.Generator) -> DopplerFit 
 
 
 def _ransac(A: np.ndarray, b: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    best = np.zeros(len(b), dtype=bool)
-    for _ in range(RANSAC_ITERATIONS):
-        pair = rng.choice(len(b), 2, replace=False)
-        try:
-            velocity = np.linalg.solve(A[pair], b[pair])
-        except np.linalg.LinAlgError:
-            continue
-        inliers = np.abs(b - A @ velocity) < INLIER_THRESHOLD_MPS
-        if inliers.sum() > best.sum():
-            best = inliers
-    return best
+    """The inliers of the best of RANSAC_HYPOTHESES velocities, each through two
+    returns, all solved and scored at once."""
+    n = len(b)
+    first = rng.integers(0, n, RANSAC_HYPOTHESES)
+    second = (first + rng.integers(1, n, RANSAC_HYPOTHESES)) % n  # never the same return
+    pairs = np.stack([A[first], A[second]], axis=1)  # (K, 2, 2)
+    solvable = np.abs(np.linalg.det(pairs)) > 1e-9  # two returns on one bearing fix nothing
+    if not solvable.any():
+        return np.zeros(n, dtype=bool)
+    rhs = np.stack([b[first], b[second]], axis=1)[solvable, :, None]
+    velocities = np.linalg.solve(pairs[solvable], rhs)[..., 0]  # (K', 2)
+    inliers = np.abs(b[None, :] - velocities @ A.T) < INLIER_THRESHOLD_MPS
+    return inliers[int(np.argmax(inliers.sum(axis=1)))]
 
 
 def radar_velocity_update(
