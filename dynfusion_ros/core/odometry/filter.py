@@ -346,6 +346,12 @@ class ImuFilter:
         return state.angular_rate - state.gyro_bias
 
     @property
+    def angular_velocity_noise(self) -> float:
+        """Variance (per axis, (rad/s)^2) of ``angular_velocity`` that no state holds:
+        it is one raw sample, with the gyro's white noise in it."""
+        return self.noise.gyro_noise_density**2 / self._require().sample_period_s
+
+    @property
     def pose(self) -> np.ndarray:
         """base_link's pose in odom, 4x4."""
         state = self._require()
@@ -384,9 +390,7 @@ class ImuFilter:
         twist_jacobian[:3, ATTITUDE] = skew(body_velocity)
         twist_jacobian[3:, GYRO_BIAS] = -np.eye(3)
         twist_covariance = twist_jacobian @ P @ twist_jacobian.T
-        # the rate is one raw sample: its white noise too
-        gyro_variance = self.noise.gyro_noise_density**2 / state.sample_period_s
-        twist_covariance[3:, 3:] += np.eye(3) * gyro_variance
+        twist_covariance[3:, 3:] += np.eye(3) * self.angular_velocity_noise
         return OdometryEstimate(
             stamp_ns=state.stamp_ns,
             position=state.position,
