@@ -14,11 +14,9 @@ from dynfusion_ros.core.odometry.filter import (
     CLONE_POSITION,
     GRAVITY_MPS2,
     POSE_ERROR,
-    ClonedPose,
     ImuFilter,
     ImuNoise,
 )
-from dynfusion_ros.core.odometry.lidar_registration import map_measurement
 from dynfusion_ros.core.odometry.radar_velocity import (
     ELEVATION_SIGMA_RAD,
     fit_radar_velocity,
@@ -246,33 +244,6 @@ def test_an_imu_mounted_turned_is_read_in_base_link_axes():
     assert turned.frame_id == "base_link"
 
 
-def _perturbed(pose: ClonedPose, error: np.ndarray) -> ClonedPose:
-    """The true pose for an error (dp, dtheta) about a nominal one, as the filter has it."""
-    return ClonedPose(pose.position + error[:3], pose.attitude @ so3_exp(error[3:]))
-
-
-def test_the_map_measurement_jacobian_matches_finite_differences():
-    """The registered pose is ``map_pose @ inv(anchor) @ pose``: its Jacobian on both
-    the current pose's error and the anchor clone's, checked one direction at a time."""
-    rng = np.random.default_rng(12)
-    pose = ClonedPose(np.array([40.0, 12.0, 0.3]), so3_exp(np.array([0.02, -0.01, 0.8])))
-    anchor = ClonedPose(np.array([5.0, -2.0, 0.1]), so3_exp(np.array([0.0, 0.01, 0.2])))
-    map_pose = _perturbed(anchor, rng.normal(0.0, 0.05, 6)).matrix  # the map began a bit off
-    shown, H = map_measurement(map_pose, anchor, pose.matrix, 21)
-    columns = {
-        index: k for k, index in enumerate(np.r_[POSE_ERROR, CLONE_POSITION, CLONE_ATTITUDE])
-    }
-    step = 1e-6
-    for index, k in columns.items():
-        error = np.zeros(12)
-        error[k] = step
-        moved = map_measurement(
-            map_pose, _perturbed(anchor, error[6:]), _perturbed(pose, error[:6]).matrix, 21
-        )[0]
-        numeric = np.r_[moved[:2, 3] - shown[:2, 3], so3_log(shown[:3, :3].T @ moved[:3, :3])]
-        assert numeric / step == pytest.approx(H[:, index], abs=1e-4), index
-
-
 def test_a_clone_starts_as_the_pose_and_stays_while_the_vehicle_moves():
     filter_ = ImuFilter()
     _run(filter_, 1.0)
@@ -293,24 +264,3 @@ def test_a_clone_starts_as_the_pose_and_stays_while_the_vehicle_moves():
     assert filter_.projected_covariance(filter_.body_velocity_jacobian()).shape == (3, 3)
     filter_.drop_clone()
     assert filter_.state.covariance.shape == (15, 15) and filter_.clone is None
-
-
-def test_a_map_measurement_cannot_make_the_filter_surer_than_where_the_map_began():
-    """Registered again and again against a map laid at an uncertain pose, the filter
-    learns its pose relative to the map, not better than the map's own place; taken as
-    an absolute pose, the same measurements would collapse the position variance."""
-    anchored, absolute = ImuFilter(), ImuFilter()
-    for filter_ in (anchored, absolute):
-        _run(filter_, 1.0)
-        filter_.state.covariance[0:2, 0:2] += np.eye(2) * 0.5**2  # 0.5 m unsure here
-    anchored.clone_pose()
-    map_pose = anchored.pose
-    noise = np.diag([0.05**2] * 2 + [0.003**2] * 3)
-    for _ in range(50):
-        H = map_measurement(map_pose, anchored.clone, anchored.pose, 21)[1]
-        assert anchored.update("lidar", np.zeros(5), H, noise).accepted
-        H_absolute = np.zeros((5, 15))
-        H_absolute[:2, 0:2], H_absolute[2:, 6:9] = np.eye(2), np.eye(3)
-        assert absolute.update("lidar", np.zeros(5), H_absolute, noise).accepted
-    assert anchored.estimate().pose_covariance[0, 0] > 0.49**2
-    assert absolute.estimate().pose_covariance[0, 0] < 0.01**2
