@@ -101,10 +101,10 @@ class LidarRegistration:
         """Register ``scan`` (the filter already at the frame stamp) and correct the
         filter with the pose found; or why the sweep could not be used."""
         points = scan.xyz.astype(np.float64)
-        above = self._above_ground(points) & ~_airborne(points)
-        points = points[above]
+        solid = self._above_ground(points) & ~_airborne(points)
+        points = points[solid]
         times = scan.fields.get("time")
-        times = times[above].astype(np.float64) if times is not None else np.zeros(len(points))
+        times = times[solid].astype(np.float64) if times is not None else np.zeros(len(points))
         if len(points) < MIN_POINTS:
             return f"{len(points)} lidar points (at least {MIN_POINTS} needed)"
         stale = (
@@ -121,8 +121,7 @@ class LidarRegistration:
         elapsed = (filter_.state.stamp_ns - scan.stamp_ns) / NS_PER_S - float(times.max())
         since_end = self._sweep_motion(filter_, elapsed)
         end_from_base = self.T_base_lidar @ np.linalg.inv(since_end)
-        since_last_s = (scan.stamp_ns - (self.last_stamp_ns or 0)) / NS_PER_S
-        self.last_stamp_ns = scan.stamp_ns
+        previous_stamp_ns, self.last_stamp_ns = self.last_stamp_ns, scan.stamp_ns
         if self.map_pose is None:
             filter_.clone_pose()
             self.map_pose = filter_.pose
@@ -140,6 +139,7 @@ class LidarRegistration:
             kernel=sigma,
         )
         self.threshold.update_model_deviation(np.linalg.inv(predicted) @ registered)
+        since_last_s = (scan.stamp_ns - previous_stamp_ns) / NS_PER_S
         update = self._update(filter_, registered @ np.linalg.inv(end_from_base), since_last_s)
         # the sweep joins the map where the filter now puts it: a registration the gate
         # refused must not bend the map that the next sweeps are registered against
