@@ -196,14 +196,15 @@ def summary(runs: list[OdometryRun]) -> str:
         f"- `{HEADLINE}`: ATE at most {worst.ate_pct:.2f}% of path ({worst.drive}); "
         f"{sum(r.ate_pct <= 1.0 for r in headline)} of {len(drives)} drives within 1%"
     ]
+    baselines = ("IMU only", *SINGLES)
     for drive in (d for d in drives if d.startswith("mixed")):
-        others = {label: by[drive, label].ate_pct for label in ("IMU only", *SINGLES)}
-        text = ", ".join(f"{label} {pct:.2f}%" for label, pct in others.items())
-        best = by[drive, HEADLINE].ate_pct < min(others.values())
-        lines.append(
-            f"- {drive}: `{HEADLINE}` {by[drive, HEADLINE].ate_pct:.2f}% against {text}: "
-            + ("lower than each" if best else "NOT lower than each")
-        )
+        others = {label: by[drive, label].ate_pct for label in baselines}
+        lines.append(_against(drive, by[drive, HEADLINE].ate_pct, others))
+    mean = {
+        label: float(np.mean([by[d, label].ate_pct for d in drives]))
+        for label in (HEADLINE, *baselines)
+    }
+    lines.append(_against("mean over the suite", mean.pop(HEADLINE), mean))
     for sensor in FAILURES:
         failed = [by[d, f"{HEADLINE}, {sensor} fails"] for d in drives]
         worst = max(failed, key=lambda r: r.ate_pct)
@@ -221,6 +222,13 @@ def summary(runs: list[OdometryRun]) -> str:
         f"{np.mean([r.position_nees for r in headline]):.2f}"
     )
     return "\n".join(lines)
+
+
+def _against(where: str, headline_pct: float, others: dict[str, float]) -> str:
+    """The headline policy's ATE beside each baseline's, and whether it beats them all."""
+    text = ", ".join(f"{label} {pct:.2f}%" for label, pct in others.items())
+    verdict = "lower than each" if headline_pct < min(others.values()) else "NOT lower than each"
+    return f"- {where}: `{HEADLINE}` {headline_pct:.2f}% against {text}: {verdict}"
 
 
 def plot_trajectories(runs: list[OdometryRun], path: Path) -> Path:
