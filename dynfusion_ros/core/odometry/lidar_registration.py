@@ -148,7 +148,7 @@ class LidarRegistration:
 
     def _in_map(self, filter_: ImuFilter) -> np.ndarray:
         """The filter's pose seen in the map's frame."""
-        return self.map_pose @ np.linalg.inv(filter_.clone.matrix) @ filter_.pose
+        return seen_in_map(self.map_pose, filter_.clone, filter_.pose)
 
     def _drift(self, filter_: ImuFilter) -> None:
         """The map's frame wanders from its anchor as a random walk in the distance
@@ -217,16 +217,21 @@ class LidarRegistration:
         return filter_.update(NAME, residual, H, np.diag(variances) * shared)
 
 
+def seen_in_map(map_pose: np.ndarray, anchor: ClonedPose, pose: np.ndarray) -> np.ndarray:
+    """``pose`` (base_link in odom, 4x4) as a map begun at ``map_pose`` shows it, when
+    the anchor clone says the map truly began at ``anchor``."""
+    return map_pose @ np.linalg.inv(anchor.matrix) @ pose
+
+
 def map_measurement(
     map_pose: np.ndarray, anchor: ClonedPose, pose: np.ndarray, state_size: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The pose a map begun at ``map_pose`` shows for ``pose`` (both base_link in odom,
-    4x4), when the anchor clone's estimate of where the map truly began is ``anchor``:
-    ``map_pose @ inv(anchor) @ pose``. With it, the Jacobian (5, ``state_size``) of its
-    horizontal position and its attitude (about its own axes) on the error state."""
+    """``seen_in_map`` and its Jacobian (5, ``state_size``): of the horizontal position
+    and the attitude (about its own axes) on the error state, the current pose's and
+    the anchor clone's."""
     R_map, R_anchor, R = map_pose[:3, :3], anchor.attitude, pose[:3, :3]
     relative = R_anchor.T @ (pose[:3, 3] - anchor.position)  # in the anchor's axes
-    shown = map_pose @ np.linalg.inv(anchor.matrix) @ pose
+    shown = seen_in_map(map_pose, anchor, pose)
     H = np.zeros((5, state_size))
     into_map = (R_map @ R_anchor.T)[:2]
     H[:2, POSITION] = into_map

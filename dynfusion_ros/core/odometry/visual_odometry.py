@@ -76,8 +76,7 @@ class VisualSettings:
             if not (0 < low < high < math.inf):
                 raise ValueError(f"{name} must be (near, far) with 0 < near < far, got {low, high}")
         positive = ("depth_agreement", "pixel_sigma", "scale_sigma", "track_dependence")
-        positive += ("error_correlation_s",)
-        for name in (*positive, "max_interval_s", "max_image_age_s"):
+        for name in (*positive, "error_correlation_s", "max_interval_s", "max_image_age_s"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a positive number, got {value}")
