@@ -31,14 +31,16 @@ env: $(READY)
 
 # One stamp for the whole environment: it is rebuilt only when one of its inputs changes,
 # so a second `make env` (and every `make test`) does nothing.
-$(READY): requirements.txt setup.py setup.cfg package.xml tools/build_ros_env.py $(INTERFACE_SOURCES) \
+$(READY): requirements.txt requirements-devkit.txt setup.py setup.cfg package.xml tools/build_ros_env.py $(INTERFACE_SOURCES) \
 		$(wildcard launch config models)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "[env] installing pinned requirements into $(VENV) (first time: about a minute)"
 	$(PIP) install -q -r requirements.txt 2>&1 | { grep -v "$(PIP_NOISE)" || true; }
+	$(PIP) install -q --no-deps -r requirements-devkit.txt 2>&1 | { grep -v "$(PIP_NOISE)" || true; }
 	$(PY) tools/build_ros_env.py --prefix $(VENV)
 	$(PIP) install -q --no-deps --no-build-isolation -e .
-	@$(PY) -c "import rclpy, vision_msgs.msg, dynfusion_msgs.msg, torch, cv2, rosbags, dynfusion_ros" \
+	@$(PY) -c "import rclpy, vision_msgs.msg, dynfusion_msgs.msg, torch, cv2, rosbags, dynfusion_ros; \
+		import nuscenes.eval.detection.algo" \
 		&& echo "[env] ready: $(VENV)"
 	@touch $@
 

@@ -8,7 +8,9 @@ processes inherit it.
 
 from __future__ import annotations
 
+import importlib.util
 import os
+from pathlib import Path
 
 import pytest
 
@@ -46,3 +48,13 @@ def clear_frames(clear_bag):
     from dynfusion_ros.ros.bag_frames import read_frames
 
     return list(read_frames(clear_bag))
+
+
+@pytest.fixture(scope="session")
+def devkit_score():
+    """``tools/nuscenes_devkit_score.py``: our exports scored by nuscenes-devkit alone."""
+    path = Path(__file__).resolve().parent.parent / "tools" / "nuscenes_devkit_score.py"
+    spec = importlib.util.spec_from_file_location("nuscenes_devkit_score", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

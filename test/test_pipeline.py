@@ -122,7 +122,7 @@ def test_replaying_the_record_gives_the_pipeline_s_own_numbers(runner, record, c
         assert replayed.energy_j_per_frame == pytest.approx(live.energy_j_per_frame)
 
 
-def test_evaluate_command_writes_every_key(clear_bag, tmp_path, capsys):
+def test_evaluate_command_writes_every_key(clear_bag, tmp_path, capsys, devkit_score):
     PROFILE.save(tmp_path / "energy.yaml")
     out = tmp_path / "eval.json"
     code = main(
@@ -138,12 +138,16 @@ def test_evaluate_command_writes_every_key(clear_bag, tmp_path, capsys):
             str(tmp_path / "energy.yaml"),
             "--json",
             str(out),
+            "--detections",
+            str(tmp_path / "nuscenes" / "results.json"),
+            "--ground-truth",
+            str(tmp_path / "nuscenes" / "truth.json"),
             "--quiet",
         ]
     )
     assert code == 0
     printed = capsys.readouterr().out
-    assert "mAP (BEV" in printed and "budget violations" in printed
+    assert "mAP (nuScenes" in printed and "budget violations" in printed
     figures = json.loads(out.read_text())
     for key in (
         "frames",
@@ -152,6 +156,13 @@ def test_evaluate_command_writes_every_key(clear_bag, tmp_path, capsys):
         "map",
         "map_per_context",
         "ap_per_class",
+        "mate_m",
+        "mase",
+        "maoe_rad",
+        "nds3",
+        "tp_errors_per_class",
+        "classes_without_truth",
+        "map_all_points",
         "energy_j_per_frame",
         "energy_j_per_frame_p95",
         "latency_ms_p50",
@@ -175,6 +186,14 @@ def test_evaluate_command_writes_every_key(clear_bag, tmp_path, capsys):
     # 1.5 s pulling away from rest: centimetres driven, the estimate within a few of them
     assert 0 < figures["ate_rmse_m"] < 0.05 and figures["path_length_m"] > 0
     assert figures["odometry_usage"]["radar"] > 0.8  # every frame but the filter's first
+    # the exported detections, scored by nuscenes-devkit alone, give the printed figures
+    devkit = devkit_score.devkit_scores(
+        tmp_path / "nuscenes" / "results.json", tmp_path / "nuscenes" / "truth.json"
+    )
+    assert devkit["samples"] == 15 and devkit["removed_by_range_filter"] == 0
+    assert devkit["map"] == pytest.approx(figures["map"], abs=1e-9, rel=0)
+    for error in ("mate_m", "mase", "maoe_rad"):
+        assert devkit["mean_tp_errors"][error] == pytest.approx(figures[error], abs=1e-9, rel=0)
 
 
 def _chatter_bag(path):

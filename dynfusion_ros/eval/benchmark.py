@@ -178,8 +178,11 @@ def sweep(files: tuple[Path, Path, Path | None], runs, processes: int, progress:
 
 
 def markdown(rows: list[Row], everything: float) -> str:
+    from dynfusion_ros.eval.detection_metrics import classes_left_out
+
     contexts = list(rows[0].evaluation.map_per_context)
-    head = ["policy", "budget", "mAP", "J/frame", "p95 J", "viol.", *contexts, "branches run"]
+    head = ["policy", "budget", "mAP", "NDS-3", "mAP old rule", "J/frame", "p95 J", "viol."]
+    head += [*contexts, "branches run"]
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 2) + "---|"]
     for row in rows:
         e = row.evaluation
@@ -193,6 +196,8 @@ def markdown(rows: list[Row], everything: float) -> str:
             row.label,
             budget,
             f"{100 * e.map:.1f}",
+            f"{100 * e.nds3:.1f}",
+            f"{100 * e.map_all_points:.1f}",
             f"{1e3 * e.energy_j_per_frame:.1f} mJ",
             f"{1e3 * e.energy_j_per_frame_p95:.1f}",
             str(e.budget_violations),
@@ -203,7 +208,8 @@ def markdown(rows: list[Row], everything: float) -> str:
             usage,
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    note = classes_left_out(rows[0].evaluation.classes_without_truth)
+    return "\n".join(lines + ([f"\n{note}"] if note else []))
 
 
 def summary(rows: list[Row]) -> str:
@@ -285,7 +291,7 @@ def plot(rows: list[Row], path: Path) -> Path:
             zorder=3,
         )
     axes.set_xlabel("energy per frame, mean (mJ, energy profile)")
-    axes.set_ylabel("BEV mAP (%)")
+    axes.set_ylabel("nuScenes mAP (%, BEV centre distance)")
     axes.set_title("Accuracy against energy, held-out suite")
     axes.grid(alpha=0.3)
     axes.legend()

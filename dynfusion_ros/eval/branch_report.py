@@ -17,7 +17,12 @@ from tqdm import tqdm
 
 from dynfusion_ros.core.branches import BranchRunner
 from dynfusion_ros.core.fusion import fuse
-from dynfusion_ros.eval.detection_metrics import DetectionMetrics, ScoredFrame, evaluate_per_context
+from dynfusion_ros.eval.detection_metrics import (
+    DetectionMetrics,
+    ScoredFrame,
+    classes_left_out,
+    evaluate_per_context,
+)
 from dynfusion_ros.ros.bag_frames import LabelledFrame, bag_duration_frames, read_frames
 
 ALL_FUSED = "all (wbf)"
@@ -46,35 +51,41 @@ class BranchReport:
         return best
 
     def markdown(self) -> str:
+        """nuScenes mAP per branch and context, and the old all-points figure over all."""
         contexts = self.contexts
         lines = [
-            "| branch | " + " | ".join(contexts) + " |",
-            "|---|" + "---:|" * len(contexts),
+            "| branch | " + " | ".join(contexts) + " | all, old rule |",
+            "|---|" + "---:|" * (len(contexts) + 1),
         ]
         for name, by_context in self.metrics.items():
-            cells = []
-            for context in contexts:
-                value = by_context[context].map if context in by_context else float("nan")
-                cells.append("—" if not np.isfinite(value) else f"{100 * value:.1f}")
+            values = [by_context[c].map if c in by_context else float("nan") for c in contexts]
+            values.append(by_context["all"].map_all_points)
+            cells = ["—" if not np.isfinite(v) else f"{100 * v:.1f}" for v in values]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        lines.append("| *frames* | " + " | ".join(str(self.frames[c]) for c in contexts) + " |")
-        return "\n".join(lines)
+        frames = [str(self.frames[c]) for c in contexts]
+        lines.append("| *frames* | " + " | ".join(frames) + f" | {self.frames['all']} |")
+        first = next(iter(self.metrics.values()))
+        note = classes_left_out({c: m.classes_without_truth for c, m in first.items()})
+        return "\n".join(lines + ([f"\n{note}"] if note else []))
 
     def class_markdown(self) -> str:
-        """AP per class (mean over thresholds) and per threshold (mean over classes), all
-        frames."""
+        """All frames: AP per class (mean over thresholds) and per threshold (mean over
+        classes), the TP errors at 2 m and NDS-3."""
         first = next(iter(self.metrics.values()))["all"]
         classes = list(first.ap)
         thresholds = list(next(iter(first.ap.values())))
-        header = [*classes, *(f"@{t:g} m" for t in thresholds)]
+        header = [*classes, *(f"@{t:g} m" for t in thresholds), "ATE m", "ASE", "AOE rad", "NDS-3"]
         lines = ["| branch | " + " | ".join(header) + " |", "|---|" + "---:|" * len(header)]
         for name, by_context in self.metrics.items():
             metrics = by_context["all"]
             values = [metrics.ap_per_class[c] for c in classes]
             values += [float(np.nanmean([metrics.ap[c][t] for c in classes])) for t in thresholds]
-            lines.append(f"| {name} | " + " | ".join(f"{100 * v:.1f}" for v in values) + " |")
+            cells = [f"{100 * v:.1f}" for v in values]
+            cells += [f"{v:.3f}" for v in metrics.mean_tp_errors.values()]
+            cells.append(f"{100 * metrics.nds3:.1f}")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
         counts = ", ".join(f"{c} {n}" for c, n in first.truth_count.items())
-        lines.append(f"\nGround-truth boxes on the grid: {counts}.")
+        lines.append(f"\nGround-truth boxes that count (on the grid, within range): {counts}.")
         return "\n".join(lines)
 
 

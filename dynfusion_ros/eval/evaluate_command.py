@@ -48,6 +48,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--meter", default="model", help="meter beside the profile: model, rapl, nvml, jetson"
     )
     parser.add_argument("--json", type=Path, help="write the figures here as JSON")
+    parser.add_argument(
+        "--detections",
+        type=Path,
+        metavar="OUT.json",
+        help="write the detections in the nuScenes results format (score them with "
+        "nuscenes-devkit: tools/nuscenes_devkit_score.py)",
+    )
+    parser.add_argument(
+        "--ground-truth",
+        type=Path,
+        metavar="GT.json",
+        help="write the ground truth in the same format",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_pipeline_arguments(parser)
 
@@ -88,17 +101,53 @@ def check_topics(bag: Path) -> None:
         raise UsageError(f"{bag}: no /ground_truth/objects topic: cannot score detections")
 
 
+def check_output_paths(args: argparse.Namespace) -> None:
+    """Refuse an output that cannot be written before the bags are replayed."""
+    for option, path in (
+        ("--json", args.json),
+        ("--detections", args.detections),
+        ("--ground-truth", args.ground_truth),
+    ):
+        if path is not None and path.is_dir():
+            raise UsageError(f"{option} {path} is a directory: give a file name")
+
+
+def used_modalities(branch_usage: dict[str, float]) -> set[str]:
+    """Sensors behind the branches that ran on any frame (``camera_lidar``: both)."""
+    return {part for name, share in branch_usage.items() if share > 0 for part in name.split("_")}
+
+
+def write_outputs(args: argparse.Namespace, tally, evaluation) -> None:
+    from dynfusion_ros.core.grid import BevGrid
+    from dynfusion_ros.eval.nuscenes_format import results_meta, write_nuscenes
+
+    written = write_nuscenes(
+        tally.scored,
+        grid=BevGrid(),
+        meta=results_meta(used_modalities(evaluation.branch_usage), evaluation.policy),
+        detections_path=args.detections,
+        truth_path=args.ground_truth,
+    )
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(evaluation.to_json())
+        written.append(args.json)
+    for path in written:
+        print(f"wrote {path}")
+
+
 def run(args: argparse.Namespace) -> int:
     from dynfusion_ros.core.branches import WeightsError
     from dynfusion_ros.core.energy import make_meter
     from dynfusion_ros.core.gate import GateModelError, Policy
     from dynfusion_ros.core.odometry.estimator import OdometryEstimator
     from dynfusion_ros.core.pipeline import DynamicFusionPipeline
-    from dynfusion_ros.eval.evaluation import evaluate_bags
+    from dynfusion_ros.eval.evaluation import replay_bags
 
     try:
         policy = Policy.parse(args.policy)
         check_budget_arguments(args)
+        check_output_paths(args)
         bags = bag_paths(args.bag)
         for bag in bags:
             check_topics(bag)
@@ -123,13 +172,15 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     try:
-        evaluation = evaluate_bags(pipeline, bags, progress=not args.quiet)
+        tally = replay_bags(pipeline, bags, progress=not args.quiet)
     except ValueError as error:
         print(f"dynfusion evaluate: error: {error}", file=sys.stderr)
         return 2
+    evaluation = tally.summary()
     print(evaluation.table())
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(evaluation.to_json())
-        print(f"wrote {args.json}")
+    try:
+        write_outputs(args, tally, evaluation)
+    except (OSError, ValueError) as error:
+        print(f"dynfusion evaluate: error: {error}", file=sys.stderr)
+        return 2
     return 0

@@ -28,7 +28,8 @@ from dynfusion_ros.ros.bag_frames import bag_duration_frames, read_frames
 
 @dataclass
 class Evaluation:
-    """The keys of ``dynfusion evaluate --json``. mAP values are 0..1."""
+    """The keys of ``dynfusion evaluate --json``. mAP values are 0..1; ``map`` and the
+    TP errors are nuScenes' (``detection_metrics``)."""
 
     frames: int
     policy: str
@@ -36,6 +37,13 @@ class Evaluation:
     map: float
     map_per_context: dict[str, float]
     ap_per_class: dict[str, float]
+    mate_m: float  # translation error of true positives at 2 m, mean over classes
+    mase: float  # 1 - IoU of true positives aligned
+    maoe_rad: float  # heading error of true positives
+    nds3: float  # NDS over mAP and the three TP errors above (no velocity or attribute)
+    tp_errors_per_class: dict[str, dict[str, float]]
+    classes_without_truth: dict[str, list[str]]  # per context: left out of its mean
+    map_all_points: float  # the figure printed before nuScenes' (one release, to compare)
     energy_j_per_frame: float  # mean, by the energy profile
     energy_j_per_frame_p95: float
     measured_energy_j_per_frame: float  # mean, by the meter (NaN when replayed)
@@ -69,9 +77,15 @@ class Evaluation:
             ("frames", f"{self.frames}"),
             ("policy", self.policy),
             ("budget per frame", budget),
-            ("mAP (BEV, 0.5/1/2/4 m)", f"{100 * self.map:.1f}"),
-            *[(f"  mAP {c}", f"{100 * v:.1f}") for c, v in self.map_per_context.items()],
+            ("mAP (nuScenes, BEV 0.5/1/2/4 m)", f"{100 * self.map:.1f}"),
+            *[(f"  mAP {c}", self._context_map(c)) for c in self.map_per_context],
             *[(f"  AP {c}", f"{100 * v:.1f}") for c, v in self.ap_per_class.items()],
+            (
+                "TP errors at 2 m (ATE, ASE, AOE)",
+                f"{self.mate_m:.3f} m, {self.mase:.3f}, {self.maoe_rad:.3f} rad",
+            ),
+            ("NDS-3 (mAP and the 3 TP errors)", f"{100 * self.nds3:.1f}"),
+            ("mAP, old all-points rule", f"{100 * self.map_all_points:.1f}"),
             ("energy per frame, mean (profile)", f"{self.energy_j_per_frame:.4f} J"),
             ("energy per frame, p95 (profile)", f"{self.energy_j_per_frame_p95:.4f} J"),
             (f"energy per frame, mean ({self.meter})", f"{self.measured_energy_j_per_frame:.4f} J"),
@@ -94,6 +108,13 @@ class Evaluation:
         ]
         width = max(len(name) for name, _ in rows)
         return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+    def _context_map(self, context: str) -> str:
+        """The context's mAP, naming the classes its mean leaves out (no ground truth)."""
+        value = self.map_per_context[context]
+        text = "—" if not np.isfinite(value) else f"{100 * value:.1f}"
+        missing = self.classes_without_truth.get(context)
+        return f"{text} (no {', '.join(missing)})" if missing else text
 
 
 @dataclass(frozen=True)
@@ -137,13 +158,21 @@ def summarise(
             "rpe_trans_pct": errors.rpe_trans_pct,
             "path_length_m": errors.path_length_m,
         }
+    overall = metrics["all"]
     return Evaluation(
         frames=len(scored),
         policy=policy,
         budget_j=budget_j,
-        map=metrics["all"].map,
+        map=overall.map,
         map_per_context={c: m.map for c, m in metrics.items() if c != "all"},
-        ap_per_class=metrics["all"].ap_per_class,
+        ap_per_class=overall.ap_per_class,
+        **overall.mean_tp_errors,
+        nds3=overall.nds3,
+        tp_errors_per_class=overall.tp_errors,
+        classes_without_truth={
+            c: m.classes_without_truth for c, m in metrics.items() if m.classes_without_truth
+        },
+        map_all_points=overall.map_all_points,
         energy_j_per_frame=float(energy.mean()),
         energy_j_per_frame_p95=float(np.percentile(energy, 95)),
         measured_energy_j_per_frame=float(np.mean(measured)),
@@ -179,7 +208,9 @@ class Tally:
             decision.chosen, result.energy, result.latency_ms, bool(decision.fallback), ran
         )
         self.facts.append(facts)
-        self.scored.append(ScoredFrame(result.detections, truth, column))
+        self.scored.append(
+            ScoredFrame(result.detections, truth, column, stamp_ns=result.selection.stamp_ns)
+        )
         drive = self.drives[-1] if self.drives else None
         if drive is not None and result.odometry and result.odometry.estimate is not None:
             drive[1].append(result.odometry.estimate)
@@ -204,6 +235,13 @@ def evaluate_bags(
     pipeline: DynamicFusionPipeline, bags: Sequence[Path], *, progress: bool = True
 ) -> Evaluation:
     """Every frame of labelled bags through the pipeline, in order, one stream per bag."""
+    return replay_bags(pipeline, bags, progress=progress).summary()
+
+
+def replay_bags(
+    pipeline: DynamicFusionPipeline, bags: Sequence[Path], *, progress: bool = True
+) -> Tally:
+    """The frames behind ``evaluate_bags``, kept (scored frames, facts) for export."""
     tally = Tally(pipeline)
     for bag in bags:
         pipeline.reset()
@@ -223,7 +261,7 @@ def evaluate_bags(
                 labelled.truth,
                 situation(labelled) or "unlabelled",
             )
-    return tally.summary()
+    return tally
 
 
 def _truth_odometry(bag: Path) -> Trajectory | None:
