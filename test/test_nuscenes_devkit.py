@@ -85,16 +85,20 @@ def random_frames(seed: int, count: int = 60) -> list[ScoredFrame]:
     return frames
 
 
-def scored_both_ways(frames: list[ScoredFrame], folder: Path, devkit_score) -> tuple[object, dict]:
+def export(frames: list[ScoredFrame], folder: Path, modalities=("lidar",)) -> tuple[Path, Path]:
     results, truth = folder / "results.json", folder / "truth.json"
     write_nuscenes(
         frames,
         grid=BevGrid(),
-        meta=results_meta(["camera", "lidar"], "all"),
+        meta=results_meta(modalities, "static:" + "_".join(modalities)),
         detections_path=results,
         truth_path=truth,
     )
-    return evaluate_detections(frames), devkit_score.devkit_scores(results, truth)
+    return results, truth
+
+
+def scored_both_ways(frames: list[ScoredFrame], folder: Path, devkit_score) -> tuple[object, dict]:
+    return evaluate_detections(frames), devkit_score.devkit_scores(*export(frames, folder))
 
 
 def assert_same(ours, theirs: dict) -> None:
@@ -138,15 +142,7 @@ def test_exported_files_are_the_nuscenes_results_format(tmp_path):
 
     frames = [*hand_frames(), ScoredFrame([box(CYC, 9.0, 1.0, 0.7, (1.8, 0.6, 1.7))], [])]
     frames[-1].stamp_ns = STAMP0 + 9 * 100_000_000
-    write_nuscenes(
-        frames,
-        grid=BevGrid(),
-        meta=results_meta(["lidar"], "static:lidar"),
-        detections_path=tmp_path / "r.json",
-        truth_path=tmp_path / "g.json",
-    )
-    results = json.loads((tmp_path / "r.json").read_text())
-    truth = json.loads((tmp_path / "g.json").read_text())
+    results, truth = (json.loads(path.read_text()) for path in export(frames, tmp_path))
     assert {k: results["meta"][k] for k in ("use_camera", "use_lidar", "use_radar")} == {
         "use_camera": False,
         "use_lidar": True,
@@ -181,16 +177,9 @@ def test_frames_that_cannot_be_named_are_refused(tmp_path):
 
 def test_devkit_score_command_prints_the_figures(tmp_path, capsys, devkit_score):
     frames = hand_frames()
-    write_nuscenes(
-        frames,
-        grid=BevGrid(),
-        meta=results_meta(["lidar"], "all"),
-        detections_path=tmp_path / "r.json",
-        truth_path=tmp_path / "g.json",
-    )
-    args = [str(tmp_path / "r.json"), str(tmp_path / "g.json"), "--json", str(tmp_path / "s.json")]
-    assert devkit_score.main(args) == 0
+    results, truth = export(frames, tmp_path)
+    assert devkit_score.main([str(results), str(truth), "--json", str(tmp_path / "s.json")]) == 0
     printed = capsys.readouterr().out
     assert f"mAP {100 * evaluate_detections(frames).map:.4f}" in printed
     assert json.loads((tmp_path / "s.json").read_text())["samples"] == len(frames)
-    assert devkit_score.main([str(tmp_path / "missing.json"), str(tmp_path / "g.json")]) == 2
+    assert devkit_score.main([str(tmp_path / "missing.json"), str(truth)]) == 2
