@@ -158,7 +158,7 @@ class _ClassMatches:
 
 
 def _match_frame(
-    predictions: Sequence[Detection], truth: Sequence[Detection], with_errors: bool
+    predictions: Sequence[Detection], truth: Sequence[Detection]
 ) -> tuple[dict[float, np.ndarray], np.ndarray]:
     """Greedy matching in rank order: each prediction takes the nearest unmatched truth
     within the threshold. Returns hits per threshold and the TP errors at 2 m."""
@@ -172,6 +172,7 @@ def _match_frame(
     offset = xy[:, None, :] - truth_xy[None, :, :]
     distance = np.sqrt(offset[..., 0] ** 2 + offset[..., 1] ** 2)
     order = _ranking(np.array([d.score for d in predictions]))
+    partner = np.full(count, -1)  # the truth each prediction matched at TP_THRESHOLD_M
     for threshold in THRESHOLDS_M:
         taken = np.zeros(len(truth), dtype=bool)
         for row in order[distance[order].min(axis=1) < threshold]:
@@ -180,12 +181,18 @@ def _match_frame(
             if free[nearest] < threshold:
                 taken[nearest] = True
                 hits[threshold][row] = True
-                if with_errors and threshold == TP_THRESHOLD_M:
-                    errors[row] = (
-                        distance[row, nearest],
-                        _scale_error(truth_size[nearest], size[row]),
-                        _yaw_error(truth_yaw[nearest], yaw[row]),
-                    )
+                if threshold == TP_THRESHOLD_M:
+                    partner[row] = nearest
+    rows = np.flatnonzero(partner >= 0)
+    matched = partner[rows]
+    errors[rows] = np.stack(
+        [
+            distance[rows, matched],
+            _scale_error(truth_size[matched], size[rows]),
+            _yaw_error(truth_yaw[matched], yaw[rows]),
+        ],
+        axis=1,
+    )
     return hits, errors
 
 
@@ -197,7 +204,7 @@ def _match_class(
     for index, (predictions, truth) in enumerate(frames):
         mine = [d for d in predictions if d.object_class == object_class]
         theirs = [d for d in truth if d.object_class == object_class]
-        frame_hits, frame_errors = _match_frame(mine, theirs, with_errors=True)
+        frame_hits, frame_errors = _match_frame(mine, theirs)
         scores += [d.score for d in mine]
         frame_of += [index] * len(mine)
         truth_frame += [index] * len(theirs)

@@ -26,7 +26,9 @@ def plot_training(log: TrainLog, out: Path) -> Path:
     for name in log.validation[0] if log.validation else ():
         values = [epoch[name] for epoch in log.validation]
         map_axis.plot(np.arange(1, len(values) + 1), values, marker="o", label=name)
-    map_axis.set(xlabel="epoch", ylabel="nuScenes mAP", title="validation mAP per branch", ylim=(0, 1))
+    map_axis.set(
+        xlabel="epoch", ylabel="nuScenes mAP", title="validation mAP per branch", ylim=(0, 1)
+    )
     if log.validation:
         map_axis.legend(fontsize=8)
     figure.tight_layout()
