@@ -1,8 +1,11 @@
 """Score exported results with nuscenes-devkit alone: the independent check of our metrics.
 
     python tools/nuscenes_devkit_score.py RESULTS.json GROUND_TRUTH.json [--json OUT]
+        [--against EVALUATION.json]
 
-Both files come from ``dynfusion evaluate --detections ... --ground-truth ...``. This
+Both files come from ``dynfusion evaluate --detections ... --ground-truth ...``;
+``--against`` takes that run's ``--json`` and prints how far our figures are from the
+devkit's. This
 uses the devkit's loaders, its detection config (``detection_cvpr_2019``), its range
 filter rule and ``accumulate`` / ``calc_ap`` / ``calc_tp``, for the classes present in
 our exports. What it cannot use: the devkit's ``DetectionEval``, which needs a nuScenes
@@ -24,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 OUR_CLASSES = ("car", "pedestrian", "bicycle")
+OUR_LABEL = {"car": "car", "pedestrian": "pedestrian", "bicycle": "cyclist"}
 TP_NAMES = {"trans_err": "mate_m", "scale_err": "mase", "orient_err": "maoe_rad"}
 
 
@@ -84,14 +88,34 @@ def devkit_scores(results_path: Path, truth_path: Path) -> dict:
     }
 
 
+def differences(scores: dict, evaluation: dict) -> dict[str, float]:
+    """|ours - devkit's| per figure of a ``dynfusion evaluate --json`` file (mAP and AP
+    in points, errors in their units)."""
+    found = {"map (points)": 100 * abs(evaluation["map"] - scores["map"])}
+    for name, by_threshold in scores["ap"].items():
+        label = OUR_LABEL[name]
+        devkit_ap = float(np.mean(list(by_threshold.values())))
+        found[f"AP {label} (points)"] = 100 * abs(evaluation["ap_per_class"][label] - devkit_ap)
+        for error, value in scores["tp_errors"][name].items():
+            found[f"{error} {label}"] = abs(evaluation["tp_errors_per_class"][label][error] - value)
+    for error, value in scores["mean_tp_errors"].items():
+        found[error] = abs(evaluation[error] - value)
+    found["nds3 (points)"] = 100 * abs(evaluation["nds3"] - scores["nds3"])
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", type=Path, help="detections, nuScenes results format")
     parser.add_argument("ground_truth", type=Path, help="ground truth in the same format")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--against", type=Path, help="a `dynfusion evaluate --json` file to compare with"
+    )
     args = parser.parse_args(argv)
     try:
         scores = devkit_scores(args.results, args.ground_truth)
+        found = differences(scores, json.loads(args.against.read_text())) if args.against else {}
     except (OSError, ValueError, KeyError, AssertionError) as error:
         print(f"nuscenes_devkit_score: error: {error}", file=sys.stderr)
         return 2
@@ -110,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
         "  mean TP errors: "
         + "  ".join(f"{k} {v:.6f}" for k, v in scores["mean_tp_errors"].items())
     )
+    if found:
+        worst = max(found, key=found.get)
+        print(f"against {args.against}: largest difference {found[worst]:.2e} ({worst})")
     if args.json is not None:
         args.json.write_text(json.dumps(scores, indent=2) + "\n")
     return 0
