@@ -76,7 +76,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Configure | None,
     "train": (*_delegate("dynfusion_ros.train.command"), "train the branch network or the gate"),
     "score-branches": (
         *_delegate("dynfusion_ros.eval.command"),
-        "score every branch per context on labelled bags (BEV mAP)",
+        "score every branch per context on labelled bags (nuScenes mAP, TP errors)",
     ),
     "profile": (
         *_delegate("dynfusion_ros.eval.profiling"),

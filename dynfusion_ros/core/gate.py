@@ -34,15 +34,15 @@ ENERGY_TOLERANCE = 1e-9  # relative: sums of the same prices in another order
 SENSORS = (Modality.CAMERA, Modality.LIDAR, Modality.RADAR)
 
 # Used when no gate model is loaded or the sensor set was never seen in training: each
-# branch's overall held-out mAP from models/MODEL_CARD.md, rounded. A selection is worth
-# its best branch, so the fallback picks the strongest single branch that fits.
+# branch's overall held-out nuScenes mAP from models/MODEL_CARD.md, rounded. A selection
+# is worth its best branch, so the fallback picks the strongest single branch that fits.
 PRIOR_BRANCH_QUALITY: Mapping[str, float] = {
-    "camera": 0.23,
-    "lidar": 0.69,
-    "radar": 0.22,
-    "camera_lidar": 0.75,
-    "camera_radar": 0.45,
-    "lidar_radar": 0.77,
+    "camera": 0.18,
+    "lidar": 0.68,
+    "radar": 0.16,
+    "camera_lidar": 0.77,
+    "camera_radar": 0.42,
+    "lidar_radar": 0.78,
 }
 
 

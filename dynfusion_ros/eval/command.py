@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"dynfusion score-branches: error: {error}", file=sys.stderr)
         return 2
     table = report.markdown()
-    print("BEV mAP (%) per branch and context, centre distance 0.5/1/2/4 m:\n")
+    print("nuScenes mAP (%) per branch and context, BEV centre distance 0.5/1/2/4 m:\n")
     print(table)
     print("\nAP (%) per class and per centre-distance threshold, all frames:\n")
     print(report.class_markdown())
