@@ -167,7 +167,7 @@ def test_exported_files_are_the_nuscenes_results_format(tmp_path):
 def test_frames_that_cannot_be_named_are_refused(tmp_path):
     frames = hand_frames()[:2]
     frames[1].stamp_ns = frames[0].stamp_ns
-    with pytest.raises(ValueError, match="share the stamp"):
+    with pytest.raises(ValueError, match="are both"):
         write_nuscenes(frames, grid=BevGrid(), meta={}, detections_path=tmp_path / "r.json")
     frames[1].stamp_ns = None
     with pytest.raises(ValueError, match="has no stamp"):
@@ -183,3 +183,18 @@ def test_devkit_score_command_prints_the_figures(tmp_path, capsys, devkit_score)
     assert f"mAP {100 * evaluate_detections(frames).map:.4f}" in printed
     assert json.loads((tmp_path / "s.json").read_text())["samples"] == len(frames)
     assert devkit_score.main([str(tmp_path / "missing.json"), str(truth)]) == 2
+
+
+def test_frames_of_several_drives_are_named_by_drive_and_stamp(tmp_path, devkit_score):
+    first, second = hand_frames(), random_frames(0, count=4)  # one clock: same stamps
+    for frame in first:
+        frame.drive = "drives/a"
+    for frame in second:
+        frame.drive = "drives/b"
+    frames = first + second
+    results, _ = export(frames, tmp_path)
+    tokens = list(json.loads(results.read_text())["results"])
+    assert tokens[0] == f"drives/a/{STAMP0}" and tokens[len(first)] == f"drives/b/{STAMP0}"
+    assert len(set(tokens)) == len(frames)
+    ours, theirs = scored_both_ways(frames, tmp_path, devkit_score)
+    assert_same(ours, theirs)

@@ -54,12 +54,13 @@ _FIRST_RECALL_INDEX = round(100 * MIN_RECALL) + 1
 class ScoredFrame:
     """One frame's predictions beside its ground truth, tagged with its context.
 
-    ``stamp_ns`` names the frame in exported results (nuScenes' sample token)."""
+    ``stamp_ns`` and ``drive`` (its bag) name the frame in exported results."""
 
     predictions: list[Detection]
     truth: list[Detection]
     context: str = ""
     stamp_ns: int | None = None
+    drive: str = ""
 
 
 @dataclass

@@ -121,6 +121,10 @@ def write_outputs(args: argparse.Namespace, tally, evaluation) -> None:
     from dynfusion_ros.core.grid import BevGrid
     from dynfusion_ros.eval.nuscenes_format import results_meta, write_nuscenes
 
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(evaluation.to_json())
+        print(f"wrote {args.json}")
     written = write_nuscenes(
         tally.scored,
         grid=BevGrid(),
@@ -128,10 +132,6 @@ def write_outputs(args: argparse.Namespace, tally, evaluation) -> None:
         detections_path=args.detections,
         truth_path=args.ground_truth,
     )
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(evaluation.to_json())
-        written.append(args.json)
     for path in written:
         print(f"wrote {path}")
 

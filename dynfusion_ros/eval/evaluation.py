@@ -77,8 +77,8 @@ class Evaluation:
             ("frames", f"{self.frames}"),
             ("policy", self.policy),
             ("budget per frame", budget),
-            ("mAP (nuScenes, BEV 0.5/1/2/4 m)", f"{100 * self.map:.1f}"),
-            *[(f"  mAP {c}", self._context_map(c)) for c in self.map_per_context],
+            ("mAP (nuScenes, BEV 0.5/1/2/4 m)", self._map_text(self.map, "all")),
+            *[(f"  mAP {c}", self._map_text(v, c)) for c, v in self.map_per_context.items()],
             *[(f"  AP {c}", f"{100 * v:.1f}") for c, v in self.ap_per_class.items()],
             (
                 "TP errors at 2 m (ATE, ASE, AOE)",
@@ -109,9 +109,8 @@ class Evaluation:
         width = max(len(name) for name, _ in rows)
         return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
-    def _context_map(self, context: str) -> str:
-        """The context's mAP, naming the classes its mean leaves out (no ground truth)."""
-        value = self.map_per_context[context]
+    def _map_text(self, value: float, context: str) -> str:
+        """An mAP, naming the classes its mean leaves out (no ground truth there)."""
         text = "—" if not np.isfinite(value) else f"{100 * value:.1f}"
         missing = self.classes_without_truth.get(context)
         return f"{text} (no {', '.join(missing)})" if missing else text
@@ -196,10 +195,13 @@ class Tally:
         self.scored: list[ScoredFrame] = []
         self.facts: list[FrameFacts] = []
         self.drives: list[tuple[Trajectory, list] | None] = []  # (truth, estimates)
+        self.drive_name = ""
 
-    def start_drive(self, truth_odometry: Trajectory | None) -> None:
-        """Frames added from now on are of a new drive, scored against this truth."""
+    def start_drive(self, truth_odometry: Trajectory | None, name: str = "") -> None:
+        """Frames added from now on are of a new drive (``name``: its bag), scored
+        against this truth."""
         self.drives.append((truth_odometry, []) if truth_odometry is not None else None)
+        self.drive_name = name
 
     def add(self, result: FrameResult, truth: list[Detection], column: str) -> None:
         decision = result.decision
@@ -209,7 +211,9 @@ class Tally:
         )
         self.facts.append(facts)
         self.scored.append(
-            ScoredFrame(result.detections, truth, column, stamp_ns=result.selection.stamp_ns)
+            ScoredFrame(
+                result.detections, truth, column, result.selection.stamp_ns, self.drive_name
+            )
         )
         drive = self.drives[-1] if self.drives else None
         if drive is not None and result.odometry and result.odometry.estimate is not None:
@@ -245,7 +249,7 @@ def replay_bags(
     tally = Tally(pipeline)
     for bag in bags:
         pipeline.reset()
-        tally.start_drive(_truth_odometry(Path(bag)) if pipeline.odometry else None)
+        tally.start_drive(_truth_odometry(Path(bag)) if pipeline.odometry else None, str(bag))
         frames: Iterable = read_frames(Path(bag))
         frames = tqdm(
             frames,

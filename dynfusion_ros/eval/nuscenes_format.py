@@ -4,8 +4,9 @@ score our output with nuscenes-devkit alone (``tools/nuscenes_devkit_score.py`` 
 One document per file: ``{"meta": {...}, "results": {sample_token: [box, ...]}}`` with
 the fields of the devkit's ``DetectionBox``. How our frames map onto it:
 
-- ``sample_token`` is the frame's stamp in nanoseconds, as a string; every frame scored
-  is present, with an empty list where it has no box.
+- ``sample_token`` is the frame's stamp in nanoseconds, as a string; with frames of
+  several bags (simulated drives share one clock) it is ``<bag>/<stamp>``. Every frame
+  scored is present, with an empty list where it has no box.
 - Boxes are in the frame's ``base_link`` (the ego frame), so ``ego_translation`` equals
   ``translation``. nuScenes puts boxes in a global frame; centre distances and yaw
   differences within one sample, all that the metrics use, are the same in either.
@@ -58,17 +59,18 @@ def box_record(detection: Detection, sample_token: str, *, truth: bool) -> dict:
 
 
 def sample_tokens(frames: Sequence[ScoredFrame]) -> list[str]:
-    """Each frame's token; an unstamped frame or two frames with one stamp are an error
+    """Each frame's token; an unstamped frame or two frames with one token are an error
     (the devkit keys samples by token, so they would merge)."""
+    several_drives = len({frame.drive for frame in frames}) > 1
     tokens: dict[str, int] = {}
     for index, frame in enumerate(frames):
         if frame.stamp_ns is None:
             raise ValueError(f"frame {index} has no stamp: it cannot be named in the results")
-        token = str(frame.stamp_ns)
+        token = f"{frame.drive}/{frame.stamp_ns}" if several_drives else str(frame.stamp_ns)
         if token in tokens:
             raise ValueError(
-                f"frames {tokens[token]} and {index} share the stamp {token} ns: "
-                "a sample token must name one frame (a bag replayed twice?)"
+                f"frames {tokens[token]} and {index} are both {token}: a sample token must "
+                "name one frame (the same bag given twice, or a clock that went back?)"
             )
         tokens[token] = index
     return list(tokens)
