@@ -268,16 +268,22 @@ def _tp_errors(
     return sampled[:, _FIRST_RECALL_INDEX : last + 1].mean(axis=1)
 
 
+def _ranked_in(matches: _ClassMatches, frames: np.ndarray) -> tuple[np.ndarray, int]:
+    """The class's predictions in the frames of the boolean mask ``frames``, ranked, and
+    the number of ground-truth boxes those frames hold."""
+    chosen = np.flatnonzero(frames[matches.frame])
+    truth_total = int(np.count_nonzero(frames[matches.truth_frame]))
+    return chosen[_ranking(matches.scores[chosen])], truth_total
+
+
 def _class_figures(
     matches: _ClassMatches, frames: np.ndarray
 ) -> tuple[dict[float, float], np.ndarray, int]:
     """AP per threshold and TP errors of one class over the frames in the boolean mask
     ``frames``; the number of ground-truth boxes they hold."""
-    truth_total = int(np.count_nonzero(frames[matches.truth_frame]))
+    ranked, truth_total = _ranked_in(matches, frames)
     if truth_total == 0:
         return {t: float("nan") for t in THRESHOLDS_M}, np.full(len(TP_ERRORS), np.nan), 0
-    chosen = np.flatnonzero(frames[matches.frame])
-    ranked = chosen[_ranking(matches.scores[chosen])]
     scores = matches.scores[ranked]
     ap, errors = {}, np.ones(len(TP_ERRORS))
     for threshold, all_hits in matches.hits.items():
@@ -295,12 +301,9 @@ def _class_figures(
 def _all_points_map(matches: Sequence[_ClassMatches], frames: np.ndarray) -> float:
     values = []
     for class_matches in matches:
-        truth_total = int(np.count_nonzero(frames[class_matches.truth_frame]))
-        if truth_total == 0:
-            continue
-        chosen = np.flatnonzero(frames[class_matches.frame])
-        ranked = chosen[_ranking(class_matches.scores[chosen])]
-        values += [_all_points_ap(h[ranked], truth_total) for h in class_matches.hits.values()]
+        ranked, truth_total = _ranked_in(class_matches, frames)
+        if truth_total:
+            values += [_all_points_ap(h[ranked], truth_total) for h in class_matches.hits.values()]
     return _nanmean(values)
 
 

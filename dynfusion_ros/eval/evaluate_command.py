@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dynfusion_ros.command_args import UsageError, bag_paths
 from dynfusion_ros.resources import ENERGY_PROFILE, default_energy_profile, default_model_path
+
+if TYPE_CHECKING:
+    from dynfusion_ros.eval.evaluation import Evaluation, Tally
 
 SENSOR_TOPICS = ("/camera/image_raw", "/lidar/points", "/radar/points")
 
@@ -117,7 +121,8 @@ def used_modalities(branch_usage: dict[str, float]) -> set[str]:
     return {part for name, share in branch_usage.items() if share > 0 for part in name.split("_")}
 
 
-def write_outputs(args: argparse.Namespace, tally, evaluation) -> None:
+def write_outputs(args: argparse.Namespace, tally: Tally, evaluation: Evaluation) -> None:
+    """The figures as JSON, then the nuScenes exports (each only if asked for)."""
     from dynfusion_ros.core.grid import BevGrid
     from dynfusion_ros.eval.nuscenes_format import results_meta, write_nuscenes
 
