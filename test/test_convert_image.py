@@ -10,6 +10,7 @@ from dynfusion_ros.ros.convert import (
     ConversionError,
     array_to_image,
     camera_info_to_model,
+    compressed_to_camera_image,
     image_to_array,
     image_to_camera_image,
     model_to_camera_info,
@@ -69,10 +70,80 @@ def test_camera_image_is_rgb(encoding):
     np.testing.assert_array_equal(image.pixels, expected)
 
 
-def test_depth_image_keeps_its_encoding():
-    image = image_to_camera_image(array_to_image(CASES["32FC1"], "32FC1", 0, "depth"), None)
-    assert image.encoding == "32FC1"
-    np.testing.assert_array_equal(image.pixels, CASES["32FC1"])
+@pytest.mark.parametrize("encoding", ["32FC1", "16UC1"])
+def test_depth_image_is_refused_for_the_camera_branch(encoding):
+    msg = array_to_image(CASES[encoding], encoding, 0, "depth")
+    with pytest.raises(ConversionError, match="not one the camera branch can read"):
+        image_to_camera_image(msg, None)
+
+
+def test_mono16_becomes_its_high_byte():
+    image = image_to_camera_image(array_to_image(CASES["mono16"], "mono16", 0, "camera"), None)
+    np.testing.assert_array_equal(image.pixels[..., 1], CASES["mono16"] >> 8)
+
+
+def _smooth_rgb(height: int = 32, width: int = 48) -> np.ndarray:
+    rows, cols = np.mgrid[0:height, 0:width]
+    return np.stack([4 * cols, 6 * rows, 255 - 3 * cols - 2 * rows], axis=2).astype(np.uint8)
+
+
+def test_bayer_rggb_is_debayered_to_the_scene_it_sampled():
+    rgb = _smooth_rgb()
+    mosaic = np.empty(rgb.shape[:2], np.uint8)  # first row R G R G ..., second G B G B ...
+    mosaic[0::2, 0::2] = rgb[0::2, 0::2, 0]
+    mosaic[0::2, 1::2] = rgb[0::2, 1::2, 1]
+    mosaic[1::2, 0::2] = rgb[1::2, 0::2, 1]
+    mosaic[1::2, 1::2] = rgb[1::2, 1::2, 2]
+    msg = Image(height=32, width=48, encoding="bayer_rggb8", step=48, data=mosaic.tobytes())
+    image = image_to_camera_image(msg, None)
+    inner = (slice(2, -2), slice(2, -2))
+    error = np.abs(image.pixels[inner].astype(int) - rgb[inner].astype(int))
+    assert error.max() <= 8  # a swapped pattern would put blue where red is: errors of 100+
+
+
+@pytest.mark.parametrize("extension", [".png", ".jpg"])
+def test_compressed_image_decodes_to_rgb(extension):
+    import cv2
+    from sensor_msgs.msg import CompressedImage
+
+    rgb = _smooth_rgb()
+    ok, encoded = cv2.imencode(extension, rgb[..., ::-1])  # OpenCV writes BGR
+    assert ok
+    msg = CompressedImage(format=extension[1:], data=encoded.tobytes())
+    msg.header.stamp.sec = 3
+    model = CameraModel(48, 32, np.array([[40.0, 0, 24], [0, 40.0, 16], [0, 0, 1]]))
+    image = compressed_to_camera_image(msg, model)
+    assert image.encoding == "rgb8" and image.stamp_ns == 3_000_000_000
+    tolerance = 0 if extension == ".png" else 12
+    assert np.abs(image.pixels.astype(int) - rgb.astype(int)).max() <= tolerance
+
+
+def test_compressed_garbage_and_depth_are_refused():
+    from sensor_msgs.msg import CompressedImage
+
+    with pytest.raises(ConversionError, match="do not decode"):
+        compressed_to_camera_image(CompressedImage(format="jpeg", data=b"not a jpeg"), None)
+    depth = CompressedImage(format="16UC1; compressedDepth png", data=b"\x00" * 16)
+    with pytest.raises(ConversionError, match="depth image"):
+        compressed_to_camera_image(depth, None)
+
+
+def test_projection_follows_the_lens_and_stops_at_its_fold():
+    K = np.array([[300.0, 0, 320], [0, 300.0, 192], [0, 0, 1]])
+    lens = CameraModel(640, 384, K, D=np.array([-0.28, 0.07, 0, 0, 0]))
+    pinhole = CameraModel(640, 384, K)
+    points = np.array([[0.8, 0.0, 1.0], [0.0, 0.0, 1.0]])
+    bent, visible = lens.project(points)
+    straight, _ = pinhole.project(points)
+    x = 0.8
+    expected = 320 + 300 * x * (1 - 0.28 * x**2 + 0.07 * x**4)  # plumb_bob, radial only
+    assert bent[0, 0] == pytest.approx(expected, abs=1e-6)
+    assert bent[0, 0] < straight[0, 0] - 30  # barrel: pulled towards the centre
+    assert bent[1].tolist() == [320, 192] and visible.all()
+    # k1 alone turns back at x = 1.09: x = 1.5 would land at u = 486, inside the image
+    folding = CameraModel(640, 384, K, D=np.array([-0.28, 0, 0, 0, 0]))
+    pixels, visible = folding.project(np.array([[1.5, 0.0, 1.0], [1.0, 0.0, 1.0]]))
+    assert 0 < pixels[0, 0] < 640 and visible.tolist() == [False, True]
 
 
 @pytest.mark.parametrize(

@@ -104,9 +104,12 @@ def test_any_field_layout_reads_back_exactly(case):
     for (name, _, _), expected in zip(layout, values, strict=True):
         np.testing.assert_array_equal(points[name], expected)
     scan = pointcloud2_to_lidar_scan(msg)
-    for axis, name in enumerate("xyz"):
-        expected = values[[entry[0] for entry in layout].index(name)]
-        np.testing.assert_array_equal(scan.xyz[:, axis], expected.astype(np.float32))
+    xyz = np.stack(
+        [values[[entry[0] for entry in layout].index(name)] for name in "xyz"], axis=1
+    ).astype(np.float32)
+    returned = np.isfinite(xyz).all(axis=1) & xyz.any(axis=1)  # (0, 0, 0) is no return
+    np.testing.assert_array_equal(scan.xyz, xyz[returned])
+    assert scan.dropped_invalid == len(xyz) - returned.sum()
 
 
 @settings(max_examples=60, deadline=None)
@@ -169,7 +172,9 @@ def test_radar_scan_accepts_common_velocity_names(velocity_name):
 
 def test_radar_without_velocity_is_an_error_naming_the_candidates():
     msg = columns_to_pointcloud2({k: np.zeros(2, np.float32) for k in "xyz"}, 0, "radar")
-    with pytest.raises(ConversionError, match=r"no doppler field.*range_rate"):
+    with pytest.raises(
+        ConversionError, match=r"no radial velocity field.*range_rate.*radar_doppler_fields"
+    ):
         pointcloud2_to_radar_scan(msg)
 
 

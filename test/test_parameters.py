@@ -11,7 +11,7 @@ import yaml
 from dynfusion_ros.ros.bringup import ros_arguments
 from dynfusion_ros.ros.fusion_node import FUSION_PARAMS
 from dynfusion_ros.ros.gate_params import GATE_PARAMS
-from dynfusion_ros.ros.sensor_input import SENSOR_PARAMS, sync_settings
+from dynfusion_ros.ros.sensor_params import SENSOR_PARAMS, sync_settings
 
 ROOT = Path(__file__).parents[1]
 BOTH = {p.name: p for p in (*SENSOR_PARAMS, *GATE_PARAMS)}

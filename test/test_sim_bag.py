@@ -10,11 +10,8 @@ from rclpy.serialization import deserialize_message
 from rosbags.rosbag2 import Reader
 
 from dynfusion_ros.cli import main
+from dynfusion_ros.ros.convert import pointcloud2_to_lidar_scan, pointcloud2_to_radar_scan
 from dynfusion_ros.ros.convert.detections import detection_array_to_detections
-from dynfusion_ros.ros.convert.pointcloud import (
-    pointcloud2_to_lidar_scan,
-    pointcloud2_to_radar_scan,
-)
 from dynfusion_ros.sim.bag import TOPICS, write_drive
 from dynfusion_ros.sim.drive import START_NS, Simulation
 from dynfusion_ros.sim.scenario import Fault, Phase, Scenario, preset

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from dynfusion_ros.core import lens
 from dynfusion_ros.core.rotations import matrix_quaternion, quaternion_matrix
 
 NS_PER_S = 1_000_000_000
@@ -108,7 +109,7 @@ class CameraModel:
         return float(self.K[1, 2])
 
     def project(self, points_cam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Pinhole projection of (N, 3) optical-frame points, ignoring distortion.
+        """(N, 3) optical-frame points to pixels through the lens (``D``, see ``lens``).
 
         Returns pixel coordinates (N, 2) and a mask of points in front of the camera
         and inside the image.
@@ -117,10 +118,16 @@ class CameraModel:
         z = points[:, 2]
         in_front = z > 1e-6
         safe_z = np.where(in_front, z, 1.0)
-        u = self.fx * points[:, 0] / safe_z + self.cx
-        v = self.fy * points[:, 1] / safe_z + self.cy
+        normalised = points[:, :2] / safe_z[:, None]
+        if lens.distorts(self.D):
+            pixels = lens.distorted_pixels(normalised, self.K, self.D, self.distortion_model)
+            reach = lens.fold_radius(self.K, self.D, self.distortion_model)
+            in_front &= np.hypot(normalised[:, 0], normalised[:, 1]) < reach
+        else:
+            pixels = normalised * [self.fx, self.fy] + [self.cx, self.cy]
+        u, v = pixels[:, 0], pixels[:, 1]
         inside = in_front & (u >= 0) & (u < self.width) & (v >= 0) & (v < self.height)
-        return np.stack([u, v], axis=1), inside
+        return pixels, inside
 
 
 @dataclass

@@ -13,7 +13,27 @@ from dynfusion_ros.resources import ENERGY_PROFILE, default_energy_profile, defa
 if TYPE_CHECKING:
     from dynfusion_ros.eval.evaluation import Evaluation, Tally
 
-SENSOR_TOPICS = ("/camera/image_raw", "/lidar/points", "/radar/points")
+
+def add_params_argument(parser: argparse.ArgumentParser) -> None:
+    """``--params``: the nodes' parameters file, for the sensor settings (topics, field
+    layouts, base frame, frame timing), so offline runs read a bag as the nodes do."""
+    parser.add_argument(
+        "--params",
+        type=Path,
+        metavar="FILE.yaml",
+        help="ROS 2 parameters file the nodes run with (e.g. config/dynfusion.yaml): its"
+        " sensor topics, field layouts, base frame and frame timing (default: the defaults)",
+    )
+
+
+def sensor_values(args: argparse.Namespace) -> dict:
+    """The sensor parameters of ``--params``; UsageError for a bad file."""
+    from dynfusion_ros.ros.sensor_params import load_params_file
+
+    try:
+        return load_params_file(args.params)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
 
 
 def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
@@ -66,6 +86,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="write the ground truth in the same format",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_params_argument(parser)
     add_pipeline_arguments(parser)
 
 
@@ -93,14 +114,18 @@ def resolve_budget(args: argparse.Namespace, all_energy_j: float) -> float | Non
     return args.budget
 
 
-def check_topics(bag: Path) -> None:
-    """The bag must carry at least one sensor topic and ground truth."""
+def check_topics(bag: Path, values: dict) -> None:
+    """The bag must carry at least one of the configured sensor topics, and ground truth."""
     from rosbags.rosbag2 import Reader
 
+    wanted = [values[f"{sensor}_topic"] for sensor in ("camera", "lidar", "radar")]
     with Reader(bag) as reader:
         topics = {c.topic for c in reader.connections}
-    if not topics & set(SENSOR_TOPICS):
-        raise UsageError(f"{bag}: none of the sensor topics {', '.join(SENSOR_TOPICS)}")
+    if not topics & set(wanted):
+        raise UsageError(
+            f"{bag}: none of the sensor topics {', '.join(wanted)} (the bag has"
+            f" {', '.join(sorted(topics))}): give the topics in a --params file"
+        )
     if "/ground_truth/objects" not in topics:
         raise UsageError(f"{bag}: no /ground_truth/objects topic: cannot score detections")
 
@@ -154,8 +179,9 @@ def run(args: argparse.Namespace) -> int:
         check_budget_arguments(args)
         check_output_paths(args)
         bags = bag_paths(args.bag)
+        values = sensor_values(args)
         for bag in bags:
-            check_topics(bag)
+            check_topics(bag, values)
         branches, profile, gate = pipeline_files(args)
         pipeline = DynamicFusionPipeline.from_files(
             branches,
@@ -177,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     try:
-        tally = replay_bags(pipeline, bags, progress=not args.quiet)
+        tally = replay_bags(pipeline, bags, values=values, progress=not args.quiet)
     except ValueError as error:
         print(f"dynfusion evaluate: error: {error}", file=sys.stderr)
         return 2

@@ -236,24 +236,33 @@ class Tally:
 
 
 def evaluate_bags(
-    pipeline: DynamicFusionPipeline, bags: Sequence[Path], *, progress: bool = True
+    pipeline: DynamicFusionPipeline,
+    bags: Sequence[Path],
+    *,
+    values: dict | None = None,
+    progress: bool = True,
 ) -> Evaluation:
-    """Every frame of labelled bags through the pipeline, in order, one stream per bag."""
-    return replay_bags(pipeline, bags, progress=progress).summary()
+    """Every frame of labelled bags through the pipeline, in order, one stream per bag;
+    ``values``: the sensor parameters (``sensor_params``), the defaults when None."""
+    return replay_bags(pipeline, bags, values=values, progress=progress).summary()
 
 
 def replay_bags(
-    pipeline: DynamicFusionPipeline, bags: Sequence[Path], *, progress: bool = True
+    pipeline: DynamicFusionPipeline,
+    bags: Sequence[Path],
+    *,
+    values: dict | None = None,
+    progress: bool = True,
 ) -> Tally:
     """The frames behind ``evaluate_bags``, kept (scored frames, facts) for export."""
     tally = Tally(pipeline)
     for bag in bags:
         pipeline.reset()
         tally.start_drive(_truth_odometry(Path(bag)) if pipeline.odometry else None, str(bag))
-        frames: Iterable = read_frames(Path(bag))
+        frames: Iterable = read_frames(Path(bag), values=values)
         frames = tqdm(
             frames,
-            total=bag_duration_frames(Path(bag)),
+            total=bag_duration_frames(Path(bag), values),
             desc=Path(bag).name,
             unit="frame",
             disable=not progress,

@@ -7,9 +7,11 @@ contributes its latest message stamped no later than the frame (plus a small tol
 for jitter) and no older than its ``max_age``; otherwise it is unavailable for the frame.
 
 Messages are read in one pass in log-time order with a short look-behind buffer, so a
-long bag never sits in memory whole. Problems (a malformed message, a sensor frame with
-no transform) are reported once per topic and reason through ``on_problem`` and the
-frame goes on without the message.
+long bag never sits in memory whole, and converted as they arrive exactly as the nodes
+convert them (``frames.SensorDoor``, the same sensor parameters: topics, field layouts,
+the tf tree), so an offline run and a node run of a bag see the same frames. Problems (a
+malformed message, a sensor frame with no transform) are reported once per topic and
+reason through ``on_problem`` and the frame goes on without the message.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from rosbags.serde import SerdeError
 
 from dynfusion_ros.core.types import NS_PER_S, Detection, Modality, SensorFrame
 from dynfusion_ros.ros.convert import ConversionError, detection_array_to_detections, stamp_ns
-from dynfusion_ros.ros.frames import FrameBuilder
+from dynfusion_ros.ros.frames import FrameBuilder, Refusal, SensorDoor, assemble
+from dynfusion_ros.ros.sensor_params import SENSOR_DEFAULTS
+from dynfusion_ros.ros.sync import FRAME_SENSORS
 from dynfusion_ros.ros.typestore import bag_typestore
 
 
@@ -38,8 +42,20 @@ class BagTopics:
     radar: str = "/radar/points"
     imu: str = "/imu/data"
     tf_static: str = "/tf_static"
+    tf: str = "/tf"
     truth: str = "/ground_truth/objects"
     context: str = "/scenario/context"
+
+    @classmethod
+    def from_values(cls, values: dict) -> BagTopics:
+        """The sensor topics of the sensor parameters (``sensor_params``)."""
+        return cls(
+            camera=values["camera_topic"],
+            camera_info=values["camera_info_topic"],
+            lidar=values["lidar_topic"],
+            radar=values["radar_topic"],
+            imu=values["imu_topic"],
+        )
 
 
 @dataclass(frozen=True)
@@ -52,6 +68,14 @@ class FrameTiming:
         default_factory=lambda: {Modality.CAMERA: 0.12, Modality.LIDAR: 0.12, Modality.RADAR: 0.1}
     )
     lag_s: float = 0.3  # wait this long in log time for late messages before assembling
+
+    @classmethod
+    def from_values(cls, values: dict) -> FrameTiming:
+        return cls(
+            frame_period_s=values["frame_period_s"],
+            tolerance_s=values["stamp_tolerance_s"],
+            max_age_s={m: values[f"{m.value}_max_age_s"] for m in FRAME_SENSORS},
+        )
 
 
 @dataclass
@@ -68,16 +92,31 @@ def _warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
 
+def _tell(message: str) -> None:
+    print(f"note: {message}", file=sys.stderr)
+
+
 class _Reporter:
-    def __init__(self, bag: Path, on_problem: Callable[[str], None]) -> None:
-        self.bag, self.on_problem = bag, on_problem
+    """Each problem and each note once per topic, with the bag's name."""
+
+    def __init__(
+        self, bag: Path, on_problem: Callable[[str], None], on_note: Callable[[str], None]
+    ) -> None:
+        self.bag, self.on_problem, self.on_note = bag, on_problem, on_note
         self.seen: set[tuple[str, str]] = set()
 
+    def _first(self, topic: str, text: str) -> bool:
+        new = (topic, text) not in self.seen
+        self.seen.add((topic, text))
+        return new
+
     def __call__(self, topic: str, reason: str) -> None:
-        key = (topic, reason)
-        if key not in self.seen:
-            self.seen.add(key)
+        if self._first(topic, reason):
             self.on_problem(f"{self.bag}: {topic}: {reason} (message dropped)")
+
+    def note(self, topic: str, text: str) -> None:
+        if self._first(topic, text):
+            self.on_note(f"{self.bag}: {topic}: {text}")
 
 
 class _Latest:
@@ -100,36 +139,49 @@ class _Latest:
 
 
 class _FrameAssembler:
-    """Buffers sensor messages (converted only when a frame uses them) and builds the
-    frame for each stamp."""
+    """Converts sensor messages as the nodes do (``SensorDoor``), buffers them, and
+    builds the frame for each stamp."""
 
-    def __init__(self, topics: BagTopics, timing: FrameTiming, report: _Reporter) -> None:
+    def __init__(
+        self, topics: BagTopics, timing: FrameTiming, values: dict, report: _Reporter
+    ) -> None:
         self.topics, self.timing, self.report = topics, timing, report
         self.sensors = {
             topics.camera: Modality.CAMERA,
             topics.lidar: Modality.LIDAR,
             topics.radar: Modality.RADAR,
+            topics.imu: Modality.IMU,
         }
         self.topic_of = {modality: topic for topic, modality in self.sensors.items()}
-        self.topic_of[Modality.IMU] = topics.imu
-        self.buffers = {modality: _Latest() for modality in self.sensors.values()}
+        self.buffers = {m: _Latest() for m in FRAME_SENSORS}
         self.imu: deque[tuple[int, object]] = deque()
         self.contexts = _Latest()
-        self.builder = FrameBuilder()
-        self.previous_stamp: int | None = None
+        self.door = SensorDoor(
+            FrameBuilder(values, self._note), values, self._ready, self._refused, self._note
+        )
 
-    def handle(self, topic: str, msg) -> None:
+    def _note(self, modality: Modality, text: str) -> None:
+        self.report.note(self.topic_of[modality], text)
+
+    def _refused(self, modality: Modality, refusal: Refusal) -> None:
+        self.report(self.topic_of[modality], refusal.detail)
+
+    def _ready(self, modality: Modality, data, _: int) -> None:
+        if modality is Modality.IMU:
+            self.imu.append((data.stamp_ns, data))
+        else:
+            self.buffers[modality].add(data.stamp_ns, data)
+
+    def handle(self, topic: str, msg, log_ns: int) -> None:
         """Take one deserialised message; conversion errors reach the reporter."""
         topics = self.topics
         try:
-            if topic == topics.tf_static:
-                self.builder.take_transforms(msg)
+            if topic in (topics.tf_static, topics.tf):
+                self.door.take_transforms(msg)
             elif topic == topics.camera_info:
-                self.builder.take_camera_info(msg)
+                self.door.take_camera_info(msg)
             elif topic in self.sensors:
-                self.buffers[self.sensors[topic]].add(stamp_ns(msg.header), msg)
-            elif topic == topics.imu:
-                self.imu.append((stamp_ns(msg.header), msg))
+                self.door.admit(self.sensors[topic], msg, log_ns)
             elif topic == topics.context:
                 self.contexts.add(stamp_ns(msg.header), (msg.context, tuple(msg.faults)))
         except ConversionError as error:
@@ -141,35 +193,32 @@ class _FrameAssembler:
         return self.buffers[modality].pick(stamp, tolerance, max_age)
 
     def assemble(self, stamp: int, truth: list[Detection]) -> LabelledFrame:
-        picked = {m: self._pick(m, stamp) for m in self.sensors.values()}
-        period_ns = round(self.timing.frame_period_s * NS_PER_S)
-        start = self.previous_stamp if self.previous_stamp is not None else stamp - period_ns
-        imu = [msg for t, msg in self.imu if start < t <= stamp]
-        frame, problems = self.builder.build(
-            stamp, {m: p for m, p in picked.items() if p is not None}, imu
-        )
-        for modality, problem in problems.items():
-            self.report(self.topic_of[modality], str(problem))
+        picked = {m: self._pick(m, stamp) for m in FRAME_SENSORS}
+        imu = []
+        while self.imu and self.imu[0][0] <= stamp:  # since the last frame, as the nodes
+            imu.append(self.imu.popleft()[1])
+        frame = assemble(stamp, {m: p for m, p in picked.items() if p is not None}, imu)
         context = self.contexts.pick(stamp, 0, 10 * NS_PER_S)
         label, faults = ("", ()) if context is None else context[1]
-        self.previous_stamp = stamp
         for buffer in self.buffers.values():
             buffer.forget_before(stamp - NS_PER_S)
-        while self.imu and self.imu[0][0] <= stamp:
-            self.imu.popleft()
         return LabelledFrame(frame, truth, label, faults)
 
 
 def read_frames(
     bag: Path,
     *,
-    topics: BagTopics | None = None,
-    timing: FrameTiming | None = None,
+    values: dict | None = None,
     on_problem: Callable[[str], None] = _warn,
+    on_note: Callable[[str], None] = _tell,
 ) -> Iterator[LabelledFrame]:
-    """Labelled frames of a bag with ground truth, in stamp order."""
-    topics, timing = topics or BagTopics(), timing or FrameTiming()
-    assembler = _FrameAssembler(topics, timing, _Reporter(Path(bag), on_problem))
+    """Labelled frames of a bag with ground truth, in stamp order; ``values`` are the
+    sensor parameters (``sensor_params.load_params_file``), the defaults when None.
+    ``on_note`` hears how a driver's layout was read, or what a topic lacked."""
+    values = values or SENSOR_DEFAULTS
+    topics, timing = BagTopics.from_values(values), FrameTiming.from_values(values)
+    reporter = _Reporter(Path(bag), on_problem, on_note)
+    assembler = _FrameAssembler(topics, timing, values, reporter)
     store = bag_typestore()
     period_ns = round(timing.frame_period_s * NS_PER_S)
     lag_ns = round(timing.lag_s * NS_PER_S)
@@ -188,7 +237,7 @@ def read_frames(
                 assembler.report(connection.topic, f"cannot deserialize: {error}")
                 continue
             if connection.topic != topics.truth:
-                assembler.handle(connection.topic, msg)
+                assembler.handle(connection.topic, msg, log_ns)
                 continue
             stamp = stamp_ns(msg.header)
             # ground truth comes at every camera and radar stamp: keep one per frame period
@@ -220,9 +269,9 @@ def _wanted(topics: BagTopics) -> set[str]:
     return set(vars(topics).values())
 
 
-def bag_duration_frames(bag: Path, timing: FrameTiming | None = None) -> int:
+def bag_duration_frames(bag: Path, values: dict | None = None) -> int:
     """How many frames ``read_frames`` will yield, from the bag's metadata (for progress)."""
-    timing = timing or FrameTiming()
+    timing = FrameTiming.from_values(values or SENSOR_DEFAULTS)
     with _open(bag) as reader:
         truth = [c for c in reader.connections if c.topic == BagTopics().truth]
         if not truth:

@@ -1,21 +1,27 @@
 """Sensor messages of one frame -> a core ``SensorFrame``, with the calibration they need.
 
 Shared by the nodes (frames from ``sync.FrameSync``) and the bag reader, so a frame is
-built the same way live and offline. The builder keeps what arrives once: the camera's
-CameraInfo and the /tf_static extrinsics (base_link -> each sensor frame). A message
-that cannot be used (malformed, or from a frame with no transform) is left out of the
-frame and its problem returned, for the caller to report with the topic. The nodes
-convert each message as it arrives (so a malformed one never keys or fills a frame);
-the bag reader converts only the messages a frame uses.
+built the same way live and offline, from the same sensor parameters
+(``sensor_params``). The builder keeps what arrives once or rarely: the camera's
+CameraInfo and the robot's tf tree (/tf_static and /tf, chained; see
+``core.transforms``). A message that cannot be used (malformed, or from a frame the tree
+cannot place on the base frame) raises ConversionError for the caller to report with
+the topic; what a conversion used only in part, or concluded about a driver's layout,
+reaches ``note``. ``SensorDoor`` converts each message as it arrives, for the nodes and
+the bag reader alike, so a malformed one never keys or fills a frame.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import numpy as np
 
+from dynfusion_ros.core.transforms import TransformError, TransformTree
 from dynfusion_ros.core.types import (
+    NS_PER_S,
     CameraImage,
     ImuSample,
     Modality,
@@ -25,87 +31,106 @@ from dynfusion_ros.core.types import (
 )
 from dynfusion_ros.ros.convert import (
     ConversionError,
+    LidarReader,
+    RadarReader,
     camera_info_to_model,
+    compressed_to_camera_image,
     image_to_camera_image,
     imu_to_sample,
-    pointcloud2_to_lidar_scan,
-    pointcloud2_to_radar_scan,
 )
 from dynfusion_ros.ros.convert.geometry import transform_to_matrix
+from dynfusion_ros.ros.sensor_params import (
+    SENSOR_DEFAULTS,
+    compressed_camera,
+    lidar_layout,
+    radar_layout,
+)
+
+# Parents that place the robot in the world (REP-105), never a sensor on the robot: the
+# odometry this package publishes on /tf is not a mount.
+WORLD_FRAMES = frozenset({"odom", "map", "earth"})
+
+
+class MountUnknownError(ConversionError):
+    """The message's frame cannot be placed on the base frame yet (the tf tree lacks a
+    link): the message may be held until it can."""
 
 
 class FrameBuilder:
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        values: dict | None = None,
+        note: Callable[[Modality, str], None] = lambda modality, text: None,
+    ) -> None:
+        values = values or SENSOR_DEFAULTS
+        self.base_frame = values["base_frame"].lstrip("/")
+        self.compressed = compressed_camera(values)
         self.camera_model = None
-        self.extrinsics: dict[str, np.ndarray] = {}
-        self.base_of: dict[str, str] = {}  # child frame -> the frame its transform is from
-        self.turned: set[str] = set()  # child frames rotated against their parent
+        self.tree = TransformTree()
+        self.lidar = LidarReader(lidar_layout(values), lambda text: note(Modality.LIDAR, text))
+        self.radar = RadarReader(radar_layout(values), lambda text: note(Modality.RADAR, text))
+        self._mounts: dict[str, tuple[int, np.ndarray]] = {}  # frame -> (tree version, T)
 
     def take_camera_info(self, msg) -> None:
         """Raises ConversionError for a malformed CameraInfo (the previous one stays)."""
         self.camera_model = camera_info_to_model(msg)
 
     def take_transforms(self, msg) -> None:
-        """A tf2_msgs/TFMessage from /tf_static: every child frame's pose in its parent."""
+        """A tf2_msgs/TFMessage from /tf_static or /tf: every edge in it. A malformed
+        transform is skipped, and raised once the good ones are in."""
+        problem = None
         for transform in msg.transforms:
-            child = transform.child_frame_id
-            self.extrinsics[child] = transform_to_matrix(transform)
-            self.base_of[child] = transform.header.frame_id
-            self.turned.discard(child)
-            if not np.allclose(self.extrinsics[child][:3, :3], np.eye(3), atol=1e-9):
-                self.turned.add(child)
+            parent = transform.header.frame_id.lstrip("/")
+            if parent in WORLD_FRAMES:
+                continue
+            try:
+                self.tree.add(parent, transform.child_frame_id, transform_to_matrix(transform))
+            except (ConversionError, ValueError) as error:
+                problem = ConversionError(
+                    f"transform {parent!r} -> {transform.child_frame_id!r}", str(error)
+                )
+        if problem is not None:
+            raise problem
+
+    def mount(self, frame_id: str) -> np.ndarray:
+        """T_base_frame; MountUnknownError naming the missing link."""
+        cached = self._mounts.get(frame_id)
+        if cached is not None and cached[0] == self.tree.version:
+            return cached[1]
+        try:
+            matrix = self.tree.lookup(self.base_frame, frame_id)
+        except TransformError as error:
+            raise MountUnknownError(
+                "header.frame_id", f"no transform from {self.base_frame!r} to {frame_id!r}: {error}"
+            ) from None
+        self._mounts[frame_id] = (self.tree.version, matrix)
+        return matrix
 
     def convert(self, modality: Modality, msg) -> CameraImage | PointScan | ImuSample:
-        """One sensor message in the core's types (camera and point clouds placed on
-        base_link, IMU samples turned to its axes); ConversionError when it is malformed
-        or (camera, clouds) its frame has no transform. An IMU whose frame /tf_static
-        does not name is taken as mounted level, with base_link's axes."""
+        """One sensor message in the core's types (camera and point clouds placed on the
+        base frame, IMU samples turned to its axes); ConversionError when it is malformed,
+        MountUnknownError when its frame is not in the tf tree (an IMU too: one taken as level
+        when it is not would start the filter tilted or upside down)."""
         if modality is Modality.IMU:
             sample = imu_to_sample(msg)
-            if sample.frame_id not in self.turned:  # level (or unknown): as it is, at 200 Hz
+            rotation = self.mount(sample.frame_id)[:3, :3]
+            if np.allclose(rotation, np.eye(3), atol=1e-9):
                 return sample
-            rotation = self.extrinsics[sample.frame_id][:3, :3]
-            return imu_in_base(sample, rotation, self.base_of[sample.frame_id])
+            return imu_in_base(sample, rotation, self.base_frame)
         if modality is Modality.CAMERA:
             if self.camera_model is None:
                 raise ConversionError("camera_info", "no CameraInfo received yet")
-            data = image_to_camera_image(msg, self.camera_model)
+            read = compressed_to_camera_image if self.compressed else image_to_camera_image
+            data = read(msg, self.camera_model)
             frame_id = data.model.frame_id
         elif modality is Modality.LIDAR:
-            data = pointcloud2_to_lidar_scan(msg)
+            data = self.lidar.read(msg)
             frame_id = data.frame_id
         else:
-            data = pointcloud2_to_radar_scan(msg)
+            data = self.radar.read(msg)
             frame_id = data.frame_id
-        if frame_id not in self.extrinsics:
-            raise ConversionError(
-                "header.frame_id", f"no /tf_static transform from base_link to {frame_id!r}"
-            )
-        data.T_base_sensor = self.extrinsics[frame_id]
+        data.T_base_sensor = self.mount(frame_id)
         return data
-
-    def build(
-        self,
-        stamp_ns: int,
-        messages: dict[Modality, tuple[int, object]],
-        imu: Iterable[object] = (),
-    ) -> tuple[SensorFrame, dict[Modality, ConversionError]]:
-        """The frame from unconverted ``messages`` (sensor -> (stamp, message)) and IMU
-        messages, and why each message left out could not be used."""
-        converted: dict[Modality, tuple[int, object]] = {}
-        problems: dict[Modality, ConversionError] = {}
-        for modality, (stamp, msg) in messages.items():
-            try:
-                converted[modality] = (stamp, self.convert(modality, msg))
-            except ConversionError as error:
-                problems[modality] = error
-        samples = []
-        for msg in imu:
-            try:
-                samples.append(self.convert(Modality.IMU, msg))
-            except ConversionError as error:
-                problems[Modality.IMU] = error
-        return assemble(stamp_ns, converted, samples), problems
 
 
 def assemble(
@@ -117,3 +142,94 @@ def assemble(
         setattr(frame, modality.value, item)
         frame.sensor_stamps_ns[modality] = stamp
     return frame
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a message was not used: ``reason`` short (a counter's key), ``detail`` with
+    the field and values (the log line)."""
+
+    reason: str
+    detail: str
+
+
+class SensorDoor:
+    """Converts each sensor message as it arrives and hands it to ``on_ready(modality,
+    data, arrived_ns)``; a refused one goes to ``on_refused(modality, Refusal)``.
+
+    A message that comes before its calibration (the first CameraInfo, the tf link of its
+    frame: at start-up they often come after the first data, and a robot_state_publisher
+    may start last) waits for it, up to ``calibration_hold_s``, and is then handed on in
+    arrival order, so the first frames are built as if it had been there all along and
+    the IMU filter never starts on axes it cannot place. Older ones are refused and
+    counted. Clouds larger than ``<sensor>_max_points`` are thinned, and noted.
+    """
+
+    def __init__(
+        self,
+        builder: FrameBuilder,
+        values: dict,
+        on_ready: Callable[[Modality, object, int], None],
+        on_refused: Callable[[Modality, Refusal], None],
+        note: Callable[[Modality, str], None],
+    ) -> None:
+        self.builder, self.on_ready, self.on_refused, self.note = builder, on_ready, on_refused, note
+        self.hold_ns = round(values["calibration_hold_s"] * NS_PER_S)
+        self.max_points = {
+            Modality.LIDAR: values["lidar_max_points"],
+            Modality.RADAR: values["radar_max_points"],
+        }
+        self.thinned = dict.fromkeys(self.max_points, 0)
+        self.early: dict[Modality, deque[tuple[object, int, Refusal]]] = {}
+
+    def take_camera_info(self, msg) -> None:
+        """ConversionError for a malformed one (the previous one stays)."""
+        self.builder.take_camera_info(msg)
+        self._release()
+
+    def take_transforms(self, msg) -> None:
+        """ConversionError for a malformed transform (the others in the message are taken)."""
+        try:
+            self.builder.take_transforms(msg)
+        finally:
+            self._release()
+
+    @property
+    def held(self) -> int:
+        return sum(len(queue) for queue in self.early.values())
+
+    def admit(self, modality: Modality, msg, arrived_ns: int) -> None:
+        """Convert ``msg`` and hand it on, or hold it until its calibration comes, or
+        refuse it. A malformed message is refused even while it waits for calibration."""
+        if modality is Modality.CAMERA and self.builder.camera_model is None:
+            self._hold(modality, msg, arrived_ns, "no CameraInfo received yet")
+            return
+        try:
+            data = self.builder.convert(modality, msg)
+        except MountUnknownError as error:
+            self._hold(modality, msg, arrived_ns, error.problem)
+            return
+        except ConversionError as error:
+            self.on_refused(modality, Refusal(f"malformed {error.field}", str(error)))
+            return
+        limit = self.max_points.get(modality)
+        if limit is not None and len(data) > limit:
+            self.thinned[modality] += 1
+            self.note(modality, f"clouds of more than {limit} points thinned to it (every k-th)")
+            data = data.thinned(limit)
+        self.on_ready(modality, data, arrived_ns)
+
+    def _hold(self, modality: Modality, msg, arrived_ns: int, missing: str) -> None:
+        queue = self.early.setdefault(modality, deque())
+        queue.append((msg, arrived_ns, Refusal(missing.split(":")[0], f"{missing} (held)")))
+        while queue and queue[0][1] < arrived_ns - self.hold_ns:
+            refusal = queue.popleft()[2]
+            self.on_refused(modality, Refusal(refusal.reason, f"{refusal.detail} too long"))
+
+    def _release(self) -> None:
+        """Hand on, in arrival order, the held messages; those still lacking their
+        calibration are held again."""
+        held = [(arrived, m, msg) for m, queue in self.early.items() for msg, arrived, _ in queue]
+        self.early.clear()
+        for arrived, modality, msg in sorted(held, key=lambda item: item[0]):
+            self.admit(modality, msg, arrived)

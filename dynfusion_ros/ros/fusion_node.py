@@ -361,9 +361,12 @@ class FusionNode(Node):
         for (name, _), n in outcomes.items():
             runs[name] += n
         rejected = {name: n for (name, outcome), n in outcomes.items() if outcome == REJECTED}
+        skipped = self.pipeline.odometry.filter.skipped
         level, message = DiagnosticStatus.OK, f"{self.odometry_frames} estimates published"
         if not self.odometry_frames and self.frames:
-            level, message = DiagnosticStatus.WARN, "no estimate yet: no usable IMU sample"
+            reasons = "; ".join(reason for reason, _ in skipped.most_common(2))
+            level = DiagnosticStatus.WARN
+            message = f"no estimate yet: no usable IMU sample{f' ({reasons})' if reasons else ''}"
         elif outcomes.get((FILTER, DIVERGED)):
             level = DiagnosticStatus.WARN
             message = f"re-initialised {outcomes[FILTER, DIVERGED]} times (non-finite state)"
@@ -378,5 +381,6 @@ class FusionNode(Node):
             "estimates_published": self.odometry_frames,
             "odometry_corrections (fallback)": self.pipeline.odometry_policy.text,
             **{f"{name}: {outcome}": n for (name, outcome), n in sorted(outcomes.items())},
+            **{f"imu samples skipped: {reason}": n for reason, n in sorted(skipped.items())},
         }
         return status("fusion: odometry", level, message, values)

@@ -44,14 +44,25 @@ def message_class(msgtype: str):
 
 
 class Player:
-    """Publishes a bag's connections from one node; ``play`` paces them."""
+    """Publishes a bag's connections from one node; ``play`` paces them. A topic whose
+    message type is not installed here is left out with a warning (in ``skipped``):
+    the rest of the bag still plays, as ``ros2 bag play`` does."""
 
     def __init__(self, node, reader: Reader, topics: list[str] | None, clock: bool) -> None:
         from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
         from rosgraph_msgs.msg import Clock
 
         self.node = node
-        self.connections = [c for c in reader.connections if topics is None or c.topic in topics]
+        chosen = [c for c in reader.connections if topics is None or c.topic in topics]
+        self.skipped: dict[str, str] = {}  # topic -> why it is not played
+        self.connections = []
+        for connection in chosen:
+            try:
+                message_class(connection.msgtype)
+            except ImportError as error:
+                self.skipped[connection.topic] = str(error)
+                continue
+            self.connections.append(connection)
         self.publishers = {}
         for connection in self.connections:
             static = connection.topic in STATIC_TOPICS
@@ -119,6 +130,11 @@ def run(args: argparse.Namespace) -> int:
     node = rclpy.create_node("dynfusion_replay")
     try:
         player = Player(node, reader, args.topics, args.clock)
+        for topic, reason in player.skipped.items():
+            print(f"dynfusion replay: warning: {topic} not played: {reason}", file=sys.stderr)
+        if not player.connections:
+            print("dynfusion replay: error: no topic of the bag can be played", file=sys.stderr)
+            return 2
         freeze_start_up_objects()  # a full collection would hold every message back
         while True:
             total = sum(c.msgcount for c in player.connections)
@@ -126,9 +142,6 @@ def run(args: argparse.Namespace) -> int:
                 pass
             if not args.loop:
                 break
-    except ImportError as error:
-        print(f"dynfusion replay: error: {error}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         pass
     finally:

@@ -70,7 +70,6 @@ class SensorHealth:
     received: int = 0
     used: int = 0  # messages that went into a frame
     missing_frames: int = 0  # frames that went on without this sensor
-    thinned: int = 0  # clouds with more points than allowed, used in part
     dropped: Counter[str] = field(default_factory=Counter)  # reason -> count
     last_stamp_ns: int | None = None
     last_arrival_ns: int | None = None

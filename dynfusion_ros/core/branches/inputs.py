@@ -36,7 +36,7 @@ class LiftCache:
     def __call__(self, image: CameraImage) -> np.ndarray:
         model = image.model
         key = model.K.tobytes() + np.array([model.width, model.height]).tobytes()
-        key += image.T_base_sensor.tobytes()
+        key += model.D.tobytes() + model.distortion_model.encode() + image.T_base_sensor.tobytes()
         if key not in self.grids:
             if len(self.grids) > 8:
                 self.grids.clear()

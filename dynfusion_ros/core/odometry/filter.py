@@ -48,6 +48,7 @@ POSE_ERROR = np.r_[0:3, 6:9]  # dp, dtheta of the error state
 MAX_SPECIFIC_FORCE_MPS2 = 16 * GRAVITY_MPS2  # beyond what any vehicle IMU reports
 MAX_ANGULAR_RATE_RADPS = 35.0  # 2000 deg/s, the widest common gyro range
 AT_REST_FORCE_MPS2 = 0.15  # |specific force| this close to g: the accelerometer shows gravity
+MAX_START_TILT_RAD = math.radians(35.0)  # steeper than any road: the mount must be wrong
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,10 @@ class ImuFilter:
         force, rate = sample.linear_acceleration, sample.angular_velocity
         state = self.state
         if state is None:
+            problem = _start_refusal(force)
+            if problem:
+                self.skipped[problem] += 1
+                return False
             self.state = self._start(sample.stamp_ns, force, rate)
             return True
         if sample.stamp_ns <= state.stamp_ns:
@@ -409,6 +414,19 @@ def correlated_error_share(interval_s: float, correlation_s: float) -> float:
     taken as independent they would make the filter surer with every one (the usual
     variance inflation for time-correlated errors). 1 for measurements far apart."""
     return max(1.0, correlation_s / max(interval_s, 1e-3))
+
+
+def _start_refusal(force: np.ndarray) -> str:
+    """Why the filter must not start on this sample: a ground vehicle starts upright, so
+    gravity read upside down or steeply tilted means the IMU's axes are not base_link's
+    (a mount missing from tf, or wrong). Starting anyway would integrate gravity the
+    wrong way and diverge by hundreds of metres."""
+    tilt = math.acos(max(-1.0, min(1.0, force[2] / max(float(np.linalg.norm(force)), 1e-9))))
+    if force[2] <= 0:
+        return "upside down at start (gravity not along +z): is the IMU's mount in tf?"
+    if abs(np.linalg.norm(force) - GRAVITY_MPS2) < AT_REST_FORCE_MPS2 and tilt > MAX_START_TILT_RAD:
+        return f"tilted {math.degrees(tilt):.0f} deg at start: is the IMU's mount in tf?"
+    return ""
 
 
 def _implausible(force: np.ndarray, rate: np.ndarray) -> str:

@@ -22,12 +22,14 @@ from dynfusion_ros.ros.convert.errors import ConversionError
 from dynfusion_ros.ros.convert.image import (
     array_to_image,
     camera_info_to_model,
+    compressed_to_camera_image,
     image_to_array,
     image_to_camera_image,
     model_to_camera_info,
     to_rgb8,
 )
 from dynfusion_ros.ros.convert.imu import imu_to_sample, sample_to_imu
+from dynfusion_ros.ros.convert.lidar import LidarLayout, LidarReader, pointcloud2_to_lidar_scan
 from dynfusion_ros.ros.convert.odometry import (
     estimate_to_odometry,
     estimate_to_transform,
@@ -38,19 +40,22 @@ from dynfusion_ros.ros.convert.pointcloud import (
     columns_to_pointcloud2,
     pointcloud2_dtype,
     pointcloud2_to_array,
-    pointcloud2_to_lidar_scan,
-    pointcloud2_to_radar_scan,
-    pointcloud2_to_scan,
     scan_to_pointcloud2,
 )
+from dynfusion_ros.ros.convert.radar import RadarLayout, RadarReader, pointcloud2_to_radar_scan
 from dynfusion_ros.ros.convert.stamps import header_msg, stamp_ns, time_msg
 
 __all__ = [
     "ConversionError",
+    "LidarLayout",
+    "LidarReader",
+    "RadarLayout",
+    "RadarReader",
     "array_to_image",
     "array_to_pointcloud2",
     "camera_info_to_model",
     "columns_to_pointcloud2",
+    "compressed_to_camera_image",
     "detection_array_to_detections",
     "detections_to_array",
     "energy_record_to_msg",
@@ -70,7 +75,6 @@ __all__ = [
     "pointcloud2_to_array",
     "pointcloud2_to_lidar_scan",
     "pointcloud2_to_radar_scan",
-    "pointcloud2_to_scan",
     "sample_to_imu",
     "scan_to_pointcloud2",
     "selection_to_msg",

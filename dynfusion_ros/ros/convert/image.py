@@ -31,10 +31,21 @@ ENCODINGS: dict[str, tuple[np.dtype, int]] = {
     "32SC1": (np.dtype(np.int32), 1),
     "32FC1": (np.dtype(np.float32), 1),
     "64FC1": (np.dtype(np.float64), 1),
+    "bayer_rggb8": (np.dtype(np.uint8), 1),
+    "bayer_bggr8": (np.dtype(np.uint8), 1),
+    "bayer_gbrg8": (np.dtype(np.uint8), 1),
+    "bayer_grbg8": (np.dtype(np.uint8), 1),
 }
 
 # 8-bit encodings that become RGB in the core (8UC3 is taken as OpenCV's BGR).
 RGB_CONVERTIBLE = frozenset({"rgb8", "bgr8", "rgba8", "bgra8", "mono8", "8UC1", "8UC3"})
+# ROS names a Bayer mosaic by its first row, OpenCV by its second.
+BAYER_TO_RGB = {
+    "bayer_rggb8": "COLOR_BayerBG2RGB",
+    "bayer_bggr8": "COLOR_BayerRG2RGB",
+    "bayer_gbrg8": "COLOR_BayerGR2RGB",
+    "bayer_grbg8": "COLOR_BayerGB2RGB",
+}
 
 
 def image_to_array(msg) -> np.ndarray:
@@ -144,18 +155,59 @@ def model_to_camera_info(model: CameraModel, stamp_ns: int) -> CameraInfo:
     )
 
 
-def image_to_camera_image(msg, model: CameraModel | None) -> CameraImage:
-    """A core CameraImage: colour and mono 8-bit images as RGB, depth images as they are."""
-    pixels = image_to_array(msg)
-    if msg.encoding in RGB_CONVERTIBLE:
-        pixels = to_rgb8(pixels, msg.encoding)
-        encoding = "rgb8"
-    else:
-        encoding = msg.encoding
+def camera_pixels(pixels: np.ndarray, encoding: str) -> np.ndarray:
+    """(H, W, 3) RGB uint8 for the camera branch from any encoding a camera publishes:
+    colour, mono8, mono16 (its high byte), Bayer mosaics (debayered). Depth and float
+    images are not camera images: a ConversionError says so rather than the branch
+    being charged for an image it cannot read."""
+    if encoding in RGB_CONVERTIBLE:
+        return to_rgb8(pixels, encoding)
+    if encoding == "mono16":
+        return to_rgb8((pixels >> 8).astype(np.uint8), "mono8")
+    if encoding in BAYER_TO_RGB:
+        import cv2
+
+        return cv2.cvtColor(np.ascontiguousarray(pixels), getattr(cv2, BAYER_TO_RGB[encoding]))
+    raise ConversionError(
+        "encoding",
+        f"{encoding!r} is a depth or measurement image, not one the camera branch can"
+        " read (colour, mono8, mono16 or bayer_*)",
+    )
+
+
+def _checked_size(pixels: np.ndarray, model: CameraModel | None) -> None:
     if model is not None and (pixels.shape[1], pixels.shape[0]) != (model.width, model.height):
         raise ConversionError(
             "width/height",
             f"image is {pixels.shape[1]}x{pixels.shape[0]} but its CameraInfo says "
             f"{model.width}x{model.height}",
         )
-    return CameraImage(stamp_ns=stamp_ns(msg.header), pixels=pixels, encoding=encoding, model=model)
+
+
+def image_to_camera_image(msg, model: CameraModel | None) -> CameraImage:
+    """A core CameraImage (RGB) from a sensor_msgs/Image."""
+    pixels = camera_pixels(image_to_array(msg), msg.encoding)
+    _checked_size(pixels, model)
+    return CameraImage(stamp_ns=stamp_ns(msg.header), pixels=pixels, encoding="rgb8", model=model)
+
+
+def compressed_to_camera_image(msg, model: CameraModel | None) -> CameraImage:
+    """A core CameraImage (RGB) from a sensor_msgs/CompressedImage (jpeg or png, as
+    image_transport's compressed plugin writes; its depth plugin is refused)."""
+    import cv2
+
+    if "compresseddepth" in msg.format.lower():
+        raise ConversionError("format", f"{msg.format!r} is a depth image, not a camera image")
+    data = np.frombuffer(msg.data, dtype=np.uint8)
+    decoded = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if decoded is None:
+        raise ConversionError("data", f"{data.size} bytes that do not decode as {msg.format!r}")
+    if decoded.ndim == 2:
+        encoding = "mono16" if decoded.dtype == np.uint16 else "mono8"
+    else:
+        if decoded.dtype != np.uint8:
+            raise ConversionError("data", f"decodes to {decoded.dtype} colour: not a camera image")
+        encoding = "bgr8" if decoded.shape[2] == 3 else "bgra8"
+    pixels = camera_pixels(decoded, encoding)
+    _checked_size(pixels, model)
+    return CameraImage(stamp_ns=stamp_ns(msg.header), pixels=pixels, encoding="rgb8", model=model)

@@ -22,7 +22,7 @@ from sensor_msgs.msg import PointCloud2, PointField
 
 from dynfusion_ros.core.types import PointScan
 from dynfusion_ros.ros.convert.errors import ConversionError
-from dynfusion_ros.ros.convert.stamps import header_msg, stamp_ns
+from dynfusion_ros.ros.convert.stamps import header_msg
 
 # PointField datatype constant -> numpy type (native layout; endianness applied later).
 _DATATYPES: dict[int, np.dtype] = {
@@ -36,17 +36,6 @@ _DATATYPES: dict[int, np.dtype] = {
     PointField.FLOAT64: np.dtype(np.float64),
 }
 _DATATYPE_OF: dict[np.dtype, int] = {dtype: code for code, dtype in _DATATYPES.items()}
-
-# Canonical per-point channel -> names drivers publish it under, most common first.
-LIDAR_FIELD_ALIASES: dict[str, tuple[str, ...]] = {
-    "intensity": ("intensity", "reflectivity", "i"),
-    "ring": ("ring", "channel", "laser_id"),
-    "time": ("time", "t", "timestamp", "offset_time"),
-}
-RADAR_FIELD_ALIASES: dict[str, tuple[str, ...]] = {
-    "doppler": ("doppler", "range_rate", "velocity", "radial_velocity", "v_r", "vrel"),
-    "rcs": ("rcs", "RCS", "rcs_dbsm"),
-}
 
 
 def pointcloud2_dtype(fields: Sequence, point_step: int, is_bigendian: bool) -> np.dtype:
@@ -115,76 +104,24 @@ def pointcloud2_to_array(msg) -> np.ndarray:
     return np.ascontiguousarray(rows).view(dtype).reshape(-1)
 
 
-def _first_present(points: np.ndarray, aliases: Sequence[str]) -> str | None:
-    return next((name for name in aliases if name in points.dtype.names), None)
-
-
-def _scalar_column(points: np.ndarray, name: str) -> np.ndarray:
+def scalar_column(points: np.ndarray, name: str) -> np.ndarray:
+    """One field of a structured cloud, which must hold one value per point."""
     column = points[name]
     if column.ndim != 1:
         raise ConversionError(f"fields[{name!r}]", f"has count {column.shape[1]}, expected 1")
     return column
 
 
-def _time_seconds(column: np.ndarray) -> np.ndarray:
-    """Per-point time offsets in seconds: float fields are seconds, integer ones nanoseconds
-    (as Ouster and Livox drivers publish them)."""
-    if np.issubdtype(column.dtype, np.integer):
-        return column.astype(np.float64) * 1e-9
-    return column.astype(np.float64)
-
-
-def pointcloud2_to_scan(
-    msg, aliases: Mapping[str, Sequence[str]], required: Sequence[str] = ()
-) -> PointScan:
-    """x, y, z plus the channels named in ``aliases``, under their canonical names.
-
-    Points with a non-finite coordinate are dropped and counted in ``dropped_invalid``
-    whatever ``is_dense`` claims. Channels in ``required`` must be present.
-    """
-    points = pointcloud2_to_array(msg)
+def xyz_of(points: np.ndarray) -> np.ndarray:
+    """(N, 3) float32 of the x, y, z fields; ConversionError naming what is missing."""
     names = points.dtype.names or ()
     missing = [axis for axis in ("x", "y", "z") if axis not in names]
     if missing:
         raise ConversionError("fields", f"no {'/'.join(missing)} field (has {list(names)})")
     xyz = np.empty((len(points), 3), dtype=np.float32)
     for axis, name in enumerate("xyz"):
-        xyz[:, axis] = _scalar_column(points, name)
-    channels: dict[str, np.ndarray] = {}
-    for canonical, candidates in aliases.items():
-        found = _first_present(points, candidates)
-        if found is None:
-            if canonical in required:
-                raise ConversionError(
-                    "fields", f"no {canonical} field (looked for {', '.join(candidates)})"
-                )
-            continue
-        column = _scalar_column(points, found)
-        channels[canonical] = (
-            _time_seconds(column) if canonical == "time" else column.astype(np.float32)
-        )
-    finite = np.isfinite(xyz).all(axis=1)
-    dropped = int(len(xyz) - np.count_nonzero(finite))
-    if dropped:
-        xyz = xyz[finite]
-        channels = {name: values[finite] for name, values in channels.items()}
-    return PointScan(
-        stamp_ns=stamp_ns(msg.header),
-        xyz=xyz,
-        fields=channels,
-        frame_id=msg.header.frame_id,
-        dropped_invalid=dropped,
-    )
-
-
-def pointcloud2_to_lidar_scan(msg) -> PointScan:
-    """A lidar sweep: x, y, z and, when present, intensity, ring and time (s)."""
-    return pointcloud2_to_scan(msg, LIDAR_FIELD_ALIASES)
-
-
-def pointcloud2_to_radar_scan(msg) -> PointScan:
-    """A radar scan: x, y, z, doppler (m/s, required) and rcs (dBsm) when present."""
-    return pointcloud2_to_scan(msg, RADAR_FIELD_ALIASES, required=("doppler",))
+        xyz[:, axis] = scalar_column(points, name)
+    return xyz
 
 
 def array_to_pointcloud2(points: np.ndarray, stamp_ns: int, frame_id: str) -> PointCloud2:
