@@ -29,6 +29,7 @@ from dynfusion_ros.ros.convert import (
 from dynfusion_ros.ros.convert.geometry import quaternion_msg, vector3_msg
 from dynfusion_ros.ros.replay import message_class
 from dynfusion_ros.ros.typestore import bag_typestore
+from dynfusion_ros.sim.rig import SensorRig
 
 Layout = Callable[[str, object, int], list[tuple[str, object, int]]]
 SIM_LIDAR_FRAME = "lidar_link"
@@ -86,47 +87,38 @@ def _points(msg: PointCloud2) -> np.ndarray:
     return pointcloud2_to_array(msg).copy()
 
 
-def chained_mount(sensor_frame: str, chain: list[tuple[str, np.ndarray]], *, on_tf: bool = False):
+def chained_mount(sensor_frame: str, chain: list[tuple[str, np.ndarray]]):
     """The mount of ``sensor_frame`` split into ``chain`` ((child, T_parent_child) below
-    base_link, in order; the last child is the new sensor frame, and the data are moved
-    into it). Returns the layout pieces: (tf rewrite, point mover)."""
-    state = {}
+    base_link, in order; the last child is the new sensor frame). Returns (the /tf_static
+    rewrite, which also keeps the edges in ``edges``; the mover of points from the old
+    sensor frame into the new one; the new frame's name)."""
+    state: dict = {"edges": []}
 
     def tf(topic: str, msg, log_ns: int):
         if topic != "/tf_static":
             return None
-        kept, out = [], []
+        kept = []
         for transform in msg.transforms:
             if transform.child_frame_id != sensor_frame:
                 kept.append(transform)
                 continue
-            T_base_sensor = _matrix(transform)
-            stamp = stamp_ns(transform.header)
             parent, T_base_child = "/base_link", np.eye(4)  # a ROS 1 name, on purpose
             for child, T_parent_child in chain:
-                edge = _transform(parent, child, T_parent_child, stamp)
+                state["edges"].append((parent, child, T_parent_child))
                 T_base_child = T_base_child @ T_parent_child
-                (out if on_tf else kept).append(edge)
                 parent = child
-            state["T_new_sensor"] = np.linalg.inv(T_base_child) @ T_base_sensor
-        msg.transforms = kept
-        result = [(topic, msg, log_ns)]
-        if out:  # on /tf at 10 Hz, as robot_state_publisher sends moving joints
-            for k in range(0, 600):
-                stamped = []
-                for edge in out:
-                    copy = _transform(
-                        edge.header.frame_id, edge.child_frame_id, _matrix(edge), log_ns
-                    )
-                    stamped.append(copy)
-                result.append(("/tf", TFMessage(transforms=stamped), log_ns + k * 100_000_000))
-        return result
+            state["T_new_sensor"] = np.linalg.inv(T_base_child) @ _matrix(transform)
+        msg.transforms = kept + [
+            _transform(parent, child, T, stamp_ns(msg.transforms[0].header))
+            for parent, child, T in state["edges"]
+        ]
+        return [(topic, msg, log_ns)]
 
     def move(xyz: np.ndarray) -> np.ndarray:
         T = state["T_new_sensor"]
         return xyz @ T[:3, :3].T + T[:3, 3]
 
-    return tf, move, chain[-1][0]
+    return tf, move, chain[-1][0], state
 
 
 def _sim_xyz(points: np.ndarray) -> np.ndarray:
@@ -134,8 +126,12 @@ def _sim_xyz(points: np.ndarray) -> np.ndarray:
 
 
 def _columns(xyz: np.ndarray, **others) -> dict:
-    return {"x": xyz[:, 0].astype(np.float32), "y": xyz[:, 1].astype(np.float32),
-            "z": xyz[:, 2].astype(np.float32), **others}  # fmt: skip
+    return {
+        "x": xyz[:, 0].astype(np.float32),
+        "y": xyz[:, 1].astype(np.float32),
+        "z": xyz[:, 2].astype(np.float32),
+        **others,
+    }
 
 
 def lidar_layout(driver: str) -> Layout:
@@ -145,11 +141,13 @@ def lidar_layout(driver: str) -> Layout:
     if driver == "velodyne":
         chain = [("velodyne_base_link", _shift(1.2, 0, 1.85)), ("velodyne", _shift(0, 0, 0.05))]
     elif driver == "ouster":
-        chain = [("os_sensor", _shift(1.2, 0, 1.86)),
-                 ("os_lidar", _shift(0, 0, 0.036) @ _rotation("z", np.pi))]  # fmt: skip
+        chain = [
+            ("os_sensor", _shift(1.2, 0, 1.86)),
+            ("os_lidar", _shift(0, 0, 0.036) @ _rotation("z", np.pi)),
+        ]
     else:
-        chain = [(f"{driver}_lidar", np.eye(4) @ _shift(1.2, 0, 1.9))]
-    tf, move, frame = chained_mount(SIM_LIDAR_FRAME, chain)
+        chain = [(f"{driver}_lidar", _shift(1.2, 0, 1.9))]
+    tf, move, frame, _ = chained_mount(SIM_LIDAR_FRAME, chain)
 
     def layout(topic: str, msg, log_ns: int):
         handled = tf(topic, msg, log_ns)
@@ -163,8 +161,12 @@ def lidar_layout(driver: str) -> Layout:
         if driver == "velodyne":  # the driver stamps the last packet: times are negative
             end = float(time.max())
             cloud = columns_to_pointcloud2(
-                _columns(xyz, intensity=points["intensity"], ring=points["ring"],
-                         time=(time - end).astype(np.float32)),  # fmt: skip
+                _columns(
+                    xyz,
+                    intensity=points["intensity"],
+                    ring=points["ring"],
+                    time=(time - end).astype(np.float32),
+                ),
                 header + round(end * 1e9),
                 frame,
             )
@@ -174,19 +176,29 @@ def lidar_layout(driver: str) -> Layout:
             stamps = header / 1e9 + time
             xyz = np.concatenate([xyz, np.zeros((50, 3))])  # no-return points
             cloud = columns_to_pointcloud2(
-                _columns(xyz, intensity=np.concatenate([points["intensity"], np.zeros(50)])
-                         .round().astype(np.uint8),
-                         ring=np.concatenate([points["ring"], np.zeros(50, np.uint16)]),
-                         timestamp=np.concatenate([stamps, np.full(50, stamps[0])])),
-                header, frame,
-            )  # fmt: skip
+                _columns(
+                    xyz,
+                    intensity=np.concatenate([points["intensity"], np.zeros(50)])
+                    .round()
+                    .astype(np.uint8),
+                    ring=np.concatenate([points["ring"], np.zeros(50, np.uint16)]),
+                    timestamp=np.concatenate([stamps, np.full(50, stamps[0])]),
+                ),
+                header,
+                frame,
+            )
         else:  # livox: float64 nanoseconds since the epoch
             cloud = columns_to_pointcloud2(
-                _columns(xyz, intensity=points["intensity"],
-                         tag=np.zeros(len(xyz), np.uint8), line=points["ring"].astype(np.uint8),
-                         timestamp=header + time * 1e9),
-                header, frame,
-            )  # fmt: skip
+                _columns(
+                    xyz,
+                    intensity=points["intensity"],
+                    tag=np.zeros(len(xyz), np.uint8),
+                    line=points["ring"].astype(np.uint8),
+                    timestamp=header + time * 1e9,
+                ),
+                header,
+                frame,
+            )
         return [(topic, cloud, log_ns)]
 
     return layout
@@ -197,10 +209,21 @@ def _ouster(points, xyz, time, header: int, frame: str) -> PointCloud2:
     columns = np.unique(time)
     beams = int(points["ring"].max()) + 1
     width = len(columns)
-    grid = np.zeros((beams, width), dtype=[
-        ("x", np.float32), ("y", np.float32), ("z", np.float32), ("pad", np.float32),
-        ("intensity", np.float32), ("t", np.uint32), ("reflectivity", np.uint16),
-        ("ring", np.uint16), ("ambient", np.uint16), ("range", np.uint32)])  # fmt: skip
+    grid = np.zeros(
+        (beams, width),
+        dtype=[
+            ("x", np.float32),
+            ("y", np.float32),
+            ("z", np.float32),
+            ("pad", np.float32),
+            ("intensity", np.float32),
+            ("t", np.uint32),
+            ("reflectivity", np.uint16),
+            ("ring", np.uint16),
+            ("ambient", np.uint16),
+            ("range", np.uint32),
+        ],
+    )
     column = np.searchsorted(columns, time)
     row = points["ring"].astype(int)
     grid["t"] = np.round(columns * 1e9).astype(np.uint32)[None, :]
@@ -229,9 +252,12 @@ def radar_layout(variant: str) -> Layout:
         frame, stamp = msg.header.frame_id, stamp_ns(msg.header)
         if variant == "ars408":
             reach = np.maximum(np.hypot(xyz[:, 0], xyz[:, 1]), 1e-6)
-            columns = _columns(xyz, vrel_long=(doppler * xyz[:, 0] / reach).astype(np.float32),
-                               vrel_lat=(doppler * xyz[:, 1] / reach).astype(np.float32),
-                               rcs=points["rcs"])  # fmt: skip
+            columns = _columns(
+                xyz,
+                vrel_long=(doppler * xyz[:, 0] / reach).astype(np.float32),
+                vrel_lat=(doppler * xyz[:, 1] / reach).astype(np.float32),
+                rcs=points["rcs"],
+            )
         elif variant == "polar":
             distance = np.linalg.norm(xyz, axis=1)
             columns = {
@@ -248,52 +274,64 @@ def radar_layout(variant: str) -> Layout:
     return layout
 
 
-def camera_layout(variant: str, camera_frame: str = "camera_optical_frame") -> Layout:
-    """A RealSense-like chained optical frame with the images as jpeg or png on
-    .../compressed (``compressed_jpeg``/``compressed_png``), or a barrel lens
-    (``distorted``: k1 = -0.28, the image warped through it)."""
+def camera_layout(variant: str) -> Layout:
+    """A RealSense-like chained optical frame, its upper links on /tf (as
+    robot_state_publisher sends them) and the images as jpeg or png on .../compressed
+    (``compressed_jpeg``/``compressed_png``); or a barrel lens (``distorted``: k1 = -0.28,
+    the image warped through it)."""
     optical = np.array([[0, 0, 1, 0], [-1, 0, 0, 0], [0, -1, 0, 0], [0, 0, 0, 1]], float)
-    chain = [("camera_link", _shift(1.6, 0, 1.4)), ("camera_color_frame", _shift(0, 0, 0)),
-             ("camera_color_optical_frame", optical)]  # fmt: skip
-    tf, _, frame = chained_mount(camera_frame, chain, on_tf=True)
-    D = np.array([-0.28, 0.07, 0.0, 0.0, 0.0])
-    maps = {}
+    chain = [
+        ("camera_link", _shift(1.6, 0, 1.4)),
+        ("camera_color_frame", _shift(0, 0, 0)),
+        ("camera_color_optical_frame", optical),
+    ]
+    tf, _, frame, mount = chained_mount(SensorRig().frame_ids["camera"], chain)
+    K, D = SensorRig().camera.K, np.array([-0.28, 0.07, 0.0, 0.0, 0.0])
+    lens_map = _lens_map(K, D, SensorRig().image_width, SensorRig().image_height)
 
-    def layout(topic: str, msg, log_ns: int):
+    def compressed(topic: str, msg, log_ns: int):
         import cv2
 
-        if variant.startswith("compressed"):
-            handled = tf(topic, msg, log_ns)
-            if handled is not None:
-                return handled
-        if topic == "/camera/camera_info":
-            if variant.startswith("compressed"):
-                msg.header.frame_id = frame
-            else:
-                msg.d = D.tolist()
-                maps["K"] = np.asarray(msg.k, float).reshape(3, 3)
+        if topic == "/tf_static":
+            tf(topic, msg, log_ns)
+            on_tf = msg.transforms[-3:-1]  # camera_link and camera_color_frame
+            msg.transforms = msg.transforms[:-3] + msg.transforms[-1:]
+            mount["on_tf"] = on_tf
             return [(topic, msg, log_ns)]
+        if topic == "/camera/camera_info":
+            msg.header.frame_id = frame
+            tf_msg = TFMessage(transforms=mount["on_tf"])
+            return [(topic, msg, log_ns), ("/tf", tf_msg, log_ns)]
         if topic != "/camera/image_raw":
             return [(topic, msg, log_ns)]
-        pixels = image_to_array(msg)  # rgb8
-        if variant.startswith("compressed"):
-            extension = ".jpg" if variant.endswith("jpeg") else ".png"
-            options = [cv2.IMWRITE_JPEG_QUALITY, 95] if extension == ".jpg" else []
-            ok, data = cv2.imencode(extension, np.ascontiguousarray(pixels[..., ::-1]), options)
-            out = CompressedImage(header=msg.header, format=extension[1:], data=data.tobytes())
-            out.header.frame_id = frame
-            return [("/camera/image_raw/compressed", out, log_ns)]
-        if "map" not in maps:  # each distorted pixel shows what the pinhole saw at its ray
-            height, width = pixels.shape[:2]
-            grid = np.stack(np.meshgrid(np.arange(width), np.arange(height)), -1).astype(float)
-            rays = cv2.undistortPoints(grid.reshape(-1, 1, 2), maps["K"], D).reshape(-1, 2)
-            ideal = rays @ maps["K"][:2, :2].T + maps["K"][:2, 2]
-            maps["map"] = ideal.reshape(height, width, 2).astype(np.float32)
-        warped = cv2.remap(np.ascontiguousarray(pixels), maps["map"], None, cv2.INTER_LINEAR)
-        msg.data = warped.tobytes()
+        extension = ".jpg" if variant.endswith("jpeg") else ".png"
+        options = [cv2.IMWRITE_JPEG_QUALITY, 95] if extension == ".jpg" else []
+        bgr = np.ascontiguousarray(image_to_array(msg)[..., ::-1])
+        _, data = cv2.imencode(extension, bgr, options)
+        out = CompressedImage(header=msg.header, format=extension[1:], data=data.tobytes())
+        out.header.frame_id = frame
+        return [("/camera/image_raw/compressed", out, log_ns)]
+
+    def distorted(topic: str, msg, log_ns: int):
+        import cv2
+
+        if topic == "/camera/camera_info":
+            msg.d = D.tolist()
+        elif topic == "/camera/image_raw":
+            pixels = np.ascontiguousarray(image_to_array(msg))
+            msg.data = cv2.remap(pixels, lens_map, None, cv2.INTER_LINEAR).tobytes()
         return [(topic, msg, log_ns)]
 
-    return layout
+    return compressed if variant.startswith("compressed") else distorted
+
+
+def _lens_map(K: np.ndarray, D: np.ndarray, width: int, height: int) -> np.ndarray:
+    """For each pixel of the distorted image, where the pinhole image saw its ray."""
+    import cv2
+
+    grid = np.stack(np.meshgrid(np.arange(width), np.arange(height)), -1).astype(float)
+    rays = cv2.undistortPoints(grid.reshape(-1, 1, 2), K, D).reshape(-1, 2)
+    return (rays @ K[:2, :2].T + K[:2, 2]).reshape(height, width, 2).astype(np.float32)
 
 
 def imu_layout(late_s: float) -> Layout:
@@ -306,9 +344,7 @@ def imu_layout(late_s: float) -> Layout:
             for transform in msg.transforms:
                 if transform.child_frame_id == "imu_link":
                     turned = _matrix(transform) @ flip
-                    transform.transform.rotation = quaternion_msg(
-                        matrix_quaternion(turned[:3, :3])
-                    )
+                    transform.transform.rotation = quaternion_msg(matrix_quaternion(turned[:3, :3]))
             return [(topic, msg, log_ns + round(late_s * 1e9))]
         if topic == "/imu/data":
             R = flip[:3, :3].T
@@ -352,7 +388,3 @@ def combine(*layouts: Layout) -> Layout:
         return items
 
     return layout
-
-
-def header_msg_of(stamp: int, frame: str):
-    return header_msg(stamp, frame)

@@ -146,7 +146,7 @@ def test_sensor_data_that_comes_before_its_calibration_waits_for_it(ros_context,
     sensor_input = SensorInput(node, values, lambda _, frame: frames.append(frame))
     sensors = {topic: modality for modality, topic in sensor_input.topics.items()}
     del sensors["/imu/data"]
-    handlers = {"/tf_static": sensor_input._on_tf_static}
+    handlers = {"/tf_static": lambda msg: sensor_input._on_transforms("/tf_static", msg)}
     handlers["/camera/camera_info"] = sensor_input._on_camera_info
     messages = _bag_messages(clear_bag)
     calibration = [m for m in messages if m[0] in handlers]
@@ -156,12 +156,12 @@ def test_sensor_data_that_comes_before_its_calibration_waits_for_it(ros_context,
         firsts = [m for m in data if m[1].header.stamp == first_stamp]
         assert {topic for topic, _, _ in firsts} >= {"/camera/image_raw", "/radar/points"}
         for topic, msg, log_ns in firsts:  # the first data, before any calibration
-            sensor_input._on_sensor(sensors[topic], msg, log_ns)
+            sensor_input.door.admit(sensors[topic], msg, log_ns)
         assert not frames
         for topic, msg, _ in calibration[:2]:
             handlers[topic](msg)
         for topic, msg, log_ns in data[len(firsts) :]:
-            sensor_input._on_sensor(sensors[topic], msg, log_ns)
+            sensor_input.door.admit(sensors[topic], msg, log_ns)
         first = frames[0]
         assert first.stamp_ns == first_stamp.sec * 1_000_000_000 + first_stamp.nanosec
         assert first.camera is not None and first.lidar is not None and first.radar is not None

@@ -216,6 +216,7 @@ def test_the_ground_vehicle_constraint_stops_vertical_drift():
 
 
 def test_an_imu_mounted_turned_is_read_in_base_link_axes():
+    from dataclasses import replace
     from types import SimpleNamespace
 
     from geometry_msgs.msg import TransformStamped
@@ -223,7 +224,7 @@ def test_an_imu_mounted_turned_is_read_in_base_link_axes():
     from dynfusion_ros.core.rotations import yaw_quaternion
     from dynfusion_ros.core.types import ImuSample, Modality
     from dynfusion_ros.ros.convert.imu import sample_to_imu
-    from dynfusion_ros.ros.frames import FrameBuilder
+    from dynfusion_ros.ros.frames import FrameBuilder, MountUnknownError
 
     mount = TransformStamped()
     mount.header.frame_id, mount.child_frame_id = "base_link", "imu_link"
@@ -234,8 +235,10 @@ def test_an_imu_mounted_turned_is_read_in_base_link_axes():
     sample = ImuSample(
         1, [0.0, 0.0, 0.3], [2.0, 0.0, 9.8], linear_acceleration_covariance=np.diag([1, 4, 9.0])
     )
-    unknown = builder.convert(Modality.IMU, sample_to_imu(sample))
-    np.testing.assert_allclose(unknown.linear_acceleration, [2.0, 0.0, 9.8])  # level, as is
+    with pytest.raises(MountUnknownError, match="'imu_link' is in no transform received"):
+        builder.convert(Modality.IMU, sample_to_imu(sample))  # never taken as level
+    level = builder.convert(Modality.IMU, sample_to_imu(replace(sample, frame_id="base_link")))
+    np.testing.assert_allclose(level.linear_acceleration, [2.0, 0.0, 9.8])
     builder.take_transforms(SimpleNamespace(transforms=[mount]))
     turned = builder.convert(Modality.IMU, sample_to_imu(sample))
     np.testing.assert_allclose(turned.linear_acceleration, [0.0, 2.0, 9.8], atol=1e-12)

@@ -60,7 +60,7 @@ def test_builder_skips_world_frames_and_refuses_a_bad_transform_keeping_the_rest
     message = TFMessage(
         transforms=[_tf("odom", "base_link", 5.0), _tf("base_link", "lidar_link", 1.2), bad]
     )
-    with pytest.raises(ValueError, match="radar_link.*zero quaternion"):
+    with pytest.raises(ValueError, match=r"radar_link.*zero quaternion"):
         builder.take_transforms(message)
     assert builder.mount("lidar_link")[0, 3] == 1.2
     assert "odom" not in builder.tree.frames()  # our own odometry on /tf is no mount

@@ -187,6 +187,15 @@ class _FrameAssembler:
         except ConversionError as error:
             self.report(topic, str(error))
 
+    def ready(self, stamp: int, log_ns: int, lag_ns: int) -> bool:
+        """Whether the frame at ``stamp`` can be built at log time ``log_ns``: its wait
+        for late messages is over, and none it could use is still held for calibration
+        (a tf tree published after the data), unless that wait is over too."""
+        if log_ns < stamp + lag_ns:
+            return False
+        oldest = self.door.oldest_held_ns()
+        return oldest is None or oldest > stamp + lag_ns or log_ns >= oldest + self.door.hold_ns
+
     def _pick(self, modality: Modality, stamp: int) -> tuple[int, object] | None:
         max_age = round(self.timing.max_age_s[modality] * NS_PER_S)
         tolerance = round(self.timing.tolerance_s * NS_PER_S)
@@ -229,7 +238,7 @@ def read_frames(
         if topics.truth not in {c.topic for c in connections}:
             raise ValueError(f"{bag}: no {topics.truth} topic: not a labelled bag")
         for connection, log_ns, raw in reader.messages(connections=connections):
-            while pending and pending[0][0] + lag_ns <= log_ns:
+            while pending and assembler.ready(pending[0][0], log_ns, lag_ns):
                 yield assembler.assemble(*pending.popleft())
             try:
                 msg = store.deserialize_cdr(raw, connection.msgtype)

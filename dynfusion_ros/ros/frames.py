@@ -194,9 +194,9 @@ class SensorDoor:
         finally:
             self._release()
 
-    @property
-    def held(self) -> int:
-        return sum(len(queue) for queue in self.early.values())
+    def oldest_held_ns(self) -> int | None:
+        """Arrival of the oldest message still waiting for its calibration."""
+        return min((queue[0][1] for queue in self.early.values() if queue), default=None)
 
     def admit(self, modality: Modality, msg, arrived_ns: int) -> None:
         """Convert ``msg`` and hand it on, or hold it until its calibration comes, or

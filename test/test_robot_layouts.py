@@ -1,0 +1,128 @@
+"""A simulated drive rewritten as real drivers publish it scores as the simulator's own.
+
+Each layout (``robot_layouts``) keeps the geometry and timing and changes only how it is
+written: field names and types, time bases, frames, tf chains, transports, the lens. Read
+back with the matching sensor parameters, the same pipeline must score the same mAP
+(within 0.5) and ATE (within 10 %) as on the original bag, and say what it concluded.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import robot_layouts as layouts
+import yaml
+
+from dynfusion_ros.core.energy import ModelMeter
+from dynfusion_ros.core.gate import Policy
+from dynfusion_ros.core.odometry.estimator import OdometryEstimator
+from dynfusion_ros.core.pipeline import DynamicFusionPipeline
+from dynfusion_ros.eval.evaluation import evaluate_bags
+from dynfusion_ros.resources import default_energy_profile, default_model_path
+from dynfusion_ros.ros.sensor_params import SENSOR_DEFAULTS, load_params_file
+
+LAYOUTS = {
+    "velodyne_end_stamped": (layouts.lidar_layout("velodyne"), {}),
+    "ouster": (layouts.lidar_layout("ouster"), {}),
+    "hesai": (layouts.lidar_layout("hesai"), {}),
+    "livox": (layouts.lidar_layout("livox"), {}),
+    "radar_vr": (layouts.radar_layout("vr"), {}),
+    "radar_doppler_velocity": (layouts.radar_layout("doppler_velocity"), {}),
+    "radar_ars408": (layouts.radar_layout("ars408"), {}),
+    "radar_polar": (layouts.radar_layout("polar"), {}),
+    "camera_chain_on_tf_png": (
+        layouts.camera_layout("compressed_png"),
+        {"camera_topic": "/camera/image_raw/compressed"},
+    ),
+    "camera_chain_on_tf_jpeg": (
+        layouts.camera_layout("compressed_jpeg"),
+        {"camera_topic": "/camera/image_raw/compressed"},
+    ),
+    "camera_distorted": (layouts.camera_layout("distorted"), {}),
+    "imu_upside_down_late_tf": (layouts.imu_layout(0.4), {}),
+}
+
+
+@pytest.fixture(scope="module")
+def drive(simulate_bag):
+    """3 s of a clear drive with cars and cyclists close by."""
+    return simulate_bag("clear", 3.0, 11)
+
+
+def _pipeline() -> DynamicFusionPipeline:
+    return DynamicFusionPipeline.from_files(
+        default_model_path("branches.json"),
+        default_energy_profile(),
+        default_model_path("gate.json"),
+        policy=Policy.parse("dynamic"),
+        meter=ModelMeter(),
+        odometry=OdometryEstimator(),
+    )
+
+
+def _score(bag, values=None):
+    evaluation = evaluate_bags(_pipeline(), [bag], values=values, progress=False)
+    return evaluation.map, evaluation.ate_rmse_m
+
+
+@pytest.fixture(scope="module")
+def reference(drive):
+    return _score(drive)
+
+
+@pytest.mark.parametrize("name", list(LAYOUTS))
+def test_layout_scores_as_the_simulator_layout(name, drive, reference, tmp_path, capsys):
+    layout, params = LAYOUTS[name]
+    bag = layouts.rewrite_bag(drive, tmp_path / name, layout)
+    mean_ap, ate = _score(bag, {**SENSOR_DEFAULTS, **params})
+    assert abs(mean_ap - reference[0]) <= 0.005, (name, mean_ap, reference)
+    assert abs(ate - reference[1]) <= 0.1 * reference[1] + 0.005, (name, ate, reference)
+    said = capsys.readouterr().err
+    assert "message dropped" not in said, said  # nothing lost on the way
+    if name in ("ouster", "hesai", "livox"):
+        encoding = {"ouster": "relative_ns", "hesai": "absolute_s", "livox": "absolute_ns"}
+        assert f"read as {encoding[name]} (auto)" in said
+    if name == "ouster":
+        assert "intensity from 'reflectivity'" in said
+
+
+def test_a_bag_with_ros1_names_runs_with_a_parameters_file(drive, reference, tmp_path):
+    bag = layouts.rewrite_bag(drive, tmp_path / "ros1", layouts.ros1_names)
+    params = tmp_path / "robot.yaml"
+    section = {
+        "camera_topic": layouts.ROS1_TOPICS["/camera/image_raw"],
+        "camera_info_topic": layouts.ROS1_TOPICS["/camera/camera_info"],
+        "lidar_topic": layouts.ROS1_TOPICS["/lidar/points"],
+        "radar_topic": layouts.ROS1_TOPICS["/radar/points"],
+        "imu_topic": layouts.ROS1_TOPICS["/imu/data"],
+        "base_frame": "/base_link",
+    }
+    params.write_text(yaml.safe_dump({"/**": {"ros__parameters": section}}))
+    from dynfusion_ros.cli import main
+
+    out = tmp_path / "ros1.json"
+    command = ["evaluate", "--bag", str(bag), "--params", str(params), "--json", str(out)]
+    assert main([*command, "--quiet"]) == 0
+
+    figures = json.loads(out.read_text())
+    assert abs(figures["map"] - reference[0]) <= 0.005
+    assert main(["evaluate", "--bag", str(bag), "--quiet"]) == 2  # the defaults find nothing
+
+
+def test_a_parameters_file_is_checked_before_any_bag_is_read(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"/**": {"ros__parameters": {"lidar_time_encoding": "us"}}}))
+    with pytest.raises(ValueError, match=r"lidar_time_encoding.*'us' is not one of"):
+        load_params_file(bad)
+    split = tmp_path / "split.yaml"
+    split.write_text(
+        yaml.safe_dump(
+            {
+                "context_estimator": {"ros__parameters": {"lidar_topic": "/a"}},
+                "fusion": {"ros__parameters": {"lidar_topic": "/b"}},
+            }
+        )
+    )
+    with pytest.raises(ValueError, match="both nodes must read the sensors alike"):
+        load_params_file(split)
