@@ -173,7 +173,8 @@ class SensorDoor:
         on_refused: Callable[[Modality, Refusal], None],
         note: Callable[[Modality, str], None],
     ) -> None:
-        self.builder, self.on_ready, self.on_refused, self.note = builder, on_ready, on_refused, note
+        self.builder, self.note = builder, note
+        self.on_ready, self.on_refused = on_ready, on_refused
         self.hold_ns = round(values["calibration_hold_s"] * NS_PER_S)
         self.max_points = {
             Modality.LIDAR: values["lidar_max_points"],
@@ -221,7 +222,8 @@ class SensorDoor:
 
     def _hold(self, modality: Modality, msg, arrived_ns: int, missing: str) -> None:
         queue = self.early.setdefault(modality, deque())
-        queue.append((msg, arrived_ns, Refusal(missing.split(":")[0], f"{missing} (held)")))
+        reason = missing.split(":", maxsplit=1)[0]
+        queue.append((msg, arrived_ns, Refusal(reason, f"{missing} (held)")))
         while queue and queue[0][1] < arrived_ns - self.hold_ns:
             refusal = queue.popleft()[2]
             self.on_refused(modality, Refusal(refusal.reason, f"{refusal.detail} too long"))
