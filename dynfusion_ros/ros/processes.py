@@ -88,7 +88,11 @@ def replay_through_nodes(
         record.insert(1, "--use-sim-time")
     processes["recorder"] = start(record, out / "recorder.log")
     # ready: both nodes take the camera, the recorder every topic it records
-    needs = {"/camera/image_raw": 2, **{topic: 1 for topic in topics}}
+    camera = next(
+        (o.split(":=", 1)[1] for o in overrides if o.startswith("camera_topic:=")),
+        "/camera/image_raw",
+    )
+    needs = {camera: 2, **{topic: 1 for topic in topics}}
     try:
         with Reader(drive) as reader:
             player = Player(node, reader, None, clock=True)

@@ -4,8 +4,9 @@ A frame is keyed by the stamp of a *reference* sensor message (the first sensor 
 ``reference_order`` that is alive, so a dead camera hands the frame clock to the lidar
 rather than stopping it). Every other sensor contributes its newest message stamped in
 ``[stamp - max_age, stamp + tolerance]``; IMU samples stamped since the previous frame
-ride along. A frame waits for its sensors at most ``timeout_s`` of clock time after
-its reference message arrived, then goes on without the missing ones: a late sensor
+ride along. A frame waits until every sensor has caught up with its stamp, at most
+``timeout_s`` of clock time after its reference message arrived, then goes on with
+what it has: a late sensor
 never stalls the output, and one silent for ``silent_after_s`` is not waited for at all
 (nor does it key frames) until it speaks again.
 
@@ -32,6 +33,7 @@ from dynfusion_ros.core.types import NS_PER_S, Modality
 FRAME_SENSORS = (Modality.CAMERA, Modality.LIDAR, Modality.RADAR)
 RATE_WINDOW = 20  # arrivals kept per sensor for the rate estimate
 BUFFER_LENGTH = 512  # messages kept per sensor while no frame takes them (2.5 s of 200 Hz IMU)
+NEXT_SHARE = 0.9  # a sensor's next message is expected no sooner than this share of its period
 
 
 def _per_sensor(camera: float, lidar: float, radar: float) -> dict[Modality, float]:
@@ -72,6 +74,7 @@ class SensorHealth:
     missing_frames: int = 0  # frames that went on without this sensor
     dropped: Counter[str] = field(default_factory=Counter)  # reason -> count
     last_stamp_ns: int | None = None
+    period_ns: int | None = None  # between its last two stamps
     last_arrival_ns: int | None = None
     arrivals: deque[int] = field(default_factory=lambda: deque(maxlen=RATE_WINDOW))
 
@@ -130,7 +133,7 @@ class FrameSync:
         self._pending: deque[_Pending] = deque()
         self._last_frame_ns: int | None = None
         for health in self.health.values():
-            health.last_stamp_ns = None
+            health.last_stamp_ns = health.period_ns = None
 
     def reset(self) -> None:
         """Forget buffered messages and stamps (the counters stay)."""
@@ -172,6 +175,8 @@ class FrameSync:
         if reason:
             self.drop(modality, reason)
             return self.poll(now_ns)
+        if health.last_stamp_ns is not None:
+            health.period_ns = stamp_ns - health.last_stamp_ns
         health.last_stamp_ns = stamp_ns
         health.last_arrival_ns = now_ns
         health.arrivals.append(now_ns)
@@ -238,17 +243,27 @@ class FrameSync:
         return inside[-1] if inside else None
 
     def _complete(self, pending: _Pending, now_ns: int) -> bool:
-        """Every sensor still speaking has delivered: frame sensors a message in their
-        window, the IMU a sample at or after the frame stamp."""
-        for modality in FRAME_SENSORS:
+        """Every sensor still speaking has caught up with the frame: delivered a message
+        stamped at or after the frame stamp, or one so recent that its next (a period
+        later) falls after the frame's window. Its newest message in the window is then
+        the one a frame built later would take too (as the bag reader, which waits, takes
+        it): a lidar sweep stamped with the image but sent a sweep later is waited for,
+        not replaced by the sweep before it, 0.1 s staler."""
+        window_end = pending.stamp_ns + max(self.settings.tolerance_s.values()) * NS_PER_S
+        for modality in (*FRAME_SENSORS, Modality.IMU):
             if modality is pending.reference or self.silent(modality, now_ns):
                 continue
-            if self._window(modality, pending.stamp_ns) is None:
+            health = self.health[modality]
+            last = health.last_stamp_ns
+            if last is None:
+                if modality is Modality.IMU:
+                    continue
                 return False
-        imu = self.health[Modality.IMU]
-        if self.silent(Modality.IMU, now_ns) or imu.last_stamp_ns is None:
-            return True
-        return imu.last_stamp_ns >= pending.stamp_ns
+            if last >= pending.stamp_ns:
+                continue
+            if health.period_ns is None or last + NEXT_SHARE * health.period_ns <= window_end:
+                return False
+        return True
 
     def _assemble(self, pending: _Pending, now_ns: int) -> SyncedFrame:
         stamp = pending.stamp_ns
