@@ -35,3 +35,25 @@ def add_bags_argument(parser: argparse.ArgumentParser, example: str) -> None:
         metavar="BAG",
         help=f"labelled bags, or folders of them (e.g. {example})",
     )
+
+
+def add_params_argument(parser: argparse.ArgumentParser) -> None:
+    """``--params``: the nodes' parameters file, for the sensor settings (topics, field
+    layouts, base frame, frame timing), so offline runs read a bag as the nodes do."""
+    parser.add_argument(
+        "--params",
+        type=Path,
+        metavar="FILE.yaml",
+        help="ROS 2 parameters file the nodes run with (e.g. config/dynfusion.yaml): its"
+        " sensor topics, field layouts, base frame and frame timing (default: the defaults)",
+    )
+
+
+def sensor_values(args: argparse.Namespace) -> dict:
+    """The sensor parameters of ``--params``; UsageError for a bad file."""
+    from dynfusion_ros.ros.sensor_params import load_params_file
+
+    try:
+        return load_params_file(args.params)
+    except ValueError as error:
+        raise UsageError(str(error)) from None

@@ -338,13 +338,38 @@ def test_train_gate_command_writes_a_loadable_gate(record, clear_bag, tmp_path, 
     assert "scoring every selection" not in capsys.readouterr().out
 
 
-def test_a_recording_pairs_published_frames_with_truth_within_two_milliseconds():
+def test_a_recording_pairs_each_truth_frame_with_the_frame_published_in_its_period():
+    from dynfusion_ros.core.types import Box3D, Detection, ObjectClass
     from dynfusion_ros.eval.recording import Recording
 
     ms = 1_000_000
-    recording = Recording(detections={100 * ms: ([], 0), 201 * ms: ([], 0), 300 * ms: ([], 0)})
+    published = {100 * ms: ([], 0), 201 * ms: ([], 0), 350 * ms: ([], 0)}  # 350: lidar-keyed
+    truth = {
+        t * ms: [Detection(ObjectClass.CAR, 1.0, Box3D(t, 0, 0, 4, 2, 1.5, 0.0))]
+        for t in (100, 150, 200, 250, 300, 350, 400)
+    }
+    recording = Recording(detections=published, truth=truth)
+    assert recording.frame_stamps() == [100 * ms, 200 * ms, 300 * ms, 400 * ms]
     assert recording.published(100 * ms) == 100 * ms
-    assert recording.published(199 * ms) == 201 * ms  # 2 ms off: still that frame
-    assert recording.published(301 * ms + ms // 2) == 300 * ms
-    assert recording.published(250 * ms) is None
+    assert recording.published(200 * ms) == 201 * ms  # 1 ms late: still that frame
+    assert recording.published(300 * ms) is None  # 201 is 200's: nothing in (202, 330]
+    assert recording.published(400 * ms) == 350 * ms  # the lidar-keyed frame before it
     assert recording.published(0) is None
+    # scored against the truth at its own stamp where the drive has one
+    assert recording.truth_of(350 * ms, 300 * ms)[0].box.x == 350
+    assert recording.truth_of(201 * ms, 200 * ms)[0].box.x == 200
+    assert recording.truth_of(100 * ms + 10 * ms, 100 * ms)[0].box.x == 100
+
+
+def test_a_cached_record_is_reused_only_for_the_sensor_parameters_it_was_read_with(
+    record, clear_bag, tmp_path
+):
+    from dynfusion_ros.eval.records import cached_record
+    from dynfusion_ros.ros.sensor_params import SENSOR_DEFAULTS
+
+    path = tmp_path / "record.npz"
+    record.save(path)
+    assert cached_record(path, [clear_bag]) is not None
+    assert cached_record(path, [clear_bag], dict(SENSOR_DEFAULTS)) is not None
+    other = {**SENSOR_DEFAULTS, "lidar_intensity_field": "none"}
+    assert cached_record(path, [clear_bag], other) is None  # read differently: record again

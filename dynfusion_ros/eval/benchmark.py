@@ -23,6 +23,7 @@ BUDGET_SHARES = (0.15, 0.25, 0.35, 0.5, 0.65, 0.8, 1.0)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from dynfusion_ros.command_args import add_params_argument
     from dynfusion_ros.eval.evaluate_command import add_pipeline_arguments
 
     parser.add_argument("--suite", default="heldout", help="simulated suite (default heldout)")
@@ -49,6 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="run one half of the benchmark (default: both)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_params_argument(parser)
     add_pipeline_arguments(parser)
 
 
@@ -78,18 +80,24 @@ def _suite_bags(args: argparse.Namespace) -> list[Path]:
     return [folder / d.name for d in SUITES[args.suite]]
 
 
-def _record(args: argparse.Namespace, bags: list[Path], branches: Path, calibration) -> None:
-    """Make ``<out>/record.npz`` cover the bags, with qualities under ``calibration``."""
+def _record(
+    args: argparse.Namespace, bags: list[Path], branches: Path, calibration, values: dict
+) -> None:
+    """Make ``<out>/record.npz`` cover the bags read with ``values`` (the sensor
+    parameters), with qualities under ``calibration``."""
     from dynfusion_ros.core.branches import BranchRunner
     from dynfusion_ros.core.calibration import scoring_name
     from dynfusion_ros.eval.records import cached_record, record_branches, rescored
 
     path = args.out / "record.npz"
-    record = cached_record(path, bags)
+    record = cached_record(path, bags, values)
     if record is None:
         print(f"running every branch on every frame of {len(bags)} drives (recorded once)")
         runner = BranchRunner.load(branches)
-        record = record_branches(runner, bags, calibration=calibration, progress=not args.quiet)
+        progress = not args.quiet
+        record = record_branches(
+            runner, bags, calibration=calibration, progress=progress, values=values
+        )
     elif record.scoring != scoring_name(calibration):
         print(f"re-scoring the recorded selections in {path} for this gate's calibration")
         record = rescored(record, calibration, processes=args.processes)
@@ -310,6 +318,7 @@ def _shown(path: str | Path) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dynfusion_ros.command_args import sensor_values
     from dynfusion_ros.core.branches import WeightsError
     from dynfusion_ros.core.energy import EnergyProfile
     from dynfusion_ros.core.gate import Gate, GateModel, GateModelError
@@ -321,19 +330,21 @@ def run(args: argparse.Namespace) -> int:
         if args.processes < 1:
             raise UsageError(f"--processes must be at least 1, got {args.processes}")
         args.out.mkdir(parents=True, exist_ok=True)
+        values = sensor_values(args)
         bags = _suite_bags(args)
         branches, profile_path, gate_path = pipeline_files(args)
         profile = EnergyProfile.load(profile_path)
         gate = Gate(profile, GateModel.load(gate_path) if gate_path else None)
         if args.only != "odometry":
-            _record(args, bags, branches, gate.model.calibration if gate.model else None)
+            calibration = gate.model.calibration if gate.model else None
+            _record(args, bags, branches, calibration, values)
     except (UsageError, ValueError, WeightsError, GateModelError) as error:
         print(f"dynfusion benchmark: error: {error}", file=sys.stderr)
         return 2
     if args.only != "odometry":
         _detection(args, gate, profile, (args.out / "record.npz", profile_path, gate_path))
     if args.only != "detection":
-        _odometry(args, bags, (profile_path, gate_path))
+        _odometry(args, bags, (profile_path, gate_path, values))
     return 0
 
 

@@ -96,16 +96,23 @@ def situation(labelled: LabelledFrame) -> str:
 
 
 def score_branches(
-    runner: BranchRunner, bags: Sequence[Path], *, every: int = 1, progress: bool = True
+    runner: BranchRunner,
+    bags: Sequence[Path],
+    *,
+    every: int = 1,
+    progress: bool = True,
+    values: dict | None = None,
 ) -> BranchReport:
+    """Every branch on every ``every``-th frame, the bags read with ``values`` (the
+    sensor parameters; the defaults when None)."""
     names = list(runner.branch_names)
     scored: dict[str, list[ScoredFrame]] = defaultdict(list)
     stem_ms, head_ms = defaultdict(list), defaultdict(list)
     frames: dict[str, int] = defaultdict(int)
     for bag in bags:
         bar = tqdm(
-            read_frames(Path(bag)),
-            total=bag_duration_frames(Path(bag)),
+            read_frames(Path(bag), values=values),
+            total=bag_duration_frames(Path(bag), values),
             desc=Path(bag).name,
             unit="frame",
             disable=not progress,

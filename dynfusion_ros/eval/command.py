@@ -6,7 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from dynfusion_ros.command_args import UsageError, add_bags_argument, bag_paths
+from dynfusion_ros.command_args import (
+    UsageError,
+    add_bags_argument,
+    add_params_argument,
+    bag_paths,
+    sensor_values,
+)
 from dynfusion_ros.resources import default_model_path
 
 
@@ -21,6 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--every", type=int, default=1, metavar="N", help="score one frame in N")
     parser.add_argument("--markdown", type=Path, help="also write the table here")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_params_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,12 +38,14 @@ def run(args: argparse.Namespace) -> int:
         if args.every < 1:
             raise UsageError(f"--every must be at least 1, got {args.every}")
         bags = bag_paths(args.data)
+        values = sensor_values(args)
         runner = BranchRunner.load(args.model or default_model_path("branches.json"))
     except (UsageError, WeightsError) as error:
         print(f"dynfusion score-branches: error: {error}", file=sys.stderr)
         return 2
     try:
-        report = score_branches(runner, bags, every=args.every, progress=not args.quiet)
+        progress = not args.quiet
+        report = score_branches(runner, bags, every=args.every, progress=progress, values=values)
     except ValueError as error:  # e.g. a bag without ground truth
         print(f"dynfusion score-branches: error: {error}", file=sys.stderr)
         return 2

@@ -7,33 +7,11 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dynfusion_ros.command_args import UsageError, bag_paths
+from dynfusion_ros.command_args import UsageError, add_params_argument, bag_paths, sensor_values
 from dynfusion_ros.resources import ENERGY_PROFILE, default_energy_profile, default_model_path
 
 if TYPE_CHECKING:
     from dynfusion_ros.eval.evaluation import Evaluation, Tally
-
-
-def add_params_argument(parser: argparse.ArgumentParser) -> None:
-    """``--params``: the nodes' parameters file, for the sensor settings (topics, field
-    layouts, base frame, frame timing), so offline runs read a bag as the nodes do."""
-    parser.add_argument(
-        "--params",
-        type=Path,
-        metavar="FILE.yaml",
-        help="ROS 2 parameters file the nodes run with (e.g. config/dynfusion.yaml): its"
-        " sensor topics, field layouts, base frame and frame timing (default: the defaults)",
-    )
-
-
-def sensor_values(args: argparse.Namespace) -> dict:
-    """The sensor parameters of ``--params``; UsageError for a bad file."""
-    from dynfusion_ros.ros.sensor_params import load_params_file
-
-    try:
-        return load_params_file(args.params)
-    except ValueError as error:
-        raise UsageError(str(error)) from None
 
 
 def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:

@@ -60,10 +60,11 @@ class OdometryRun:
 _worker: dict = {}
 
 
-def _load(profile_path: Path, gate_path: Path | None) -> None:
+def _load(profile_path: Path, gate_path: Path | None, values: dict | None) -> None:
     from dynfusion_ros.core.pipeline import load_gate
 
     _worker["gate"] = load_gate(profile_path, gate_path)
+    _worker["values"] = values
 
 
 def _run_drive(bag: Path) -> list[OdometryRun]:
@@ -71,7 +72,7 @@ def _run_drive(bag: Path) -> list[OdometryRun]:
     from dynfusion_ros.eval.trajectory import read_odometry_messages
     from dynfusion_ros.ros.bag_frames import read_frames
 
-    frames = [labelled.frame for labelled in read_frames(bag)]
+    frames = [labelled.frame for labelled in read_frames(bag, values=_worker["values"])]
     truth = read_odometry_messages(bag)
     return [_run(bag.name, frames, truth, policy) for policy in POLICIES]
 
@@ -134,11 +135,12 @@ def _run(drive: str, frames: list, truth: list, policy: tuple) -> OdometryRun:
 
 def run_all(
     bags: list[Path],
-    files: tuple[Path, Path | None],
+    files: tuple[Path, Path | None, dict | None],
     processes: int,
     progress: bool,
 ) -> list[OdometryRun]:
-    """Every policy of POLICIES on every drive (``files``: profile, gate), in parallel."""
+    """Every policy of POLICIES on every drive (``files``: profile, gate, the sensor
+    parameters the bags are read with), in parallel."""
     from concurrent.futures import ProcessPoolExecutor
 
     from tqdm import tqdm

@@ -49,8 +49,9 @@ TOPICS = {
     "truth_odometry": "/ground_truth/odometry",
 }
 ODOMETRY_COMPONENT = "odometry/"  # the energy report's prefix for a correction that ran
-MATCH_NS = 2_000_000  # a published stamp within 2 ms of a truth stamp is that frame
+MATCH_NS = 2_000_000  # a published stamp within 2 ms of a truth stamp is that instant
 FRAME_PERIOD_NS = NS_PER_S // 10
+LATE_NS = 30_000_000  # a frame stamped this much after a truth frame still belongs to it
 
 
 @dataclass
@@ -113,11 +114,23 @@ class Recording:
         return self.contexts[index][1] if index >= 0 else "unlabelled"
 
     def published(self, stamp: int) -> int | None:
-        """The published stamp nearest this frame's, if within MATCH_NS."""
+        """The published frame of the truth frame at ``stamp``: the newest stamped in
+        (stamp - a frame period + MATCH_NS, stamp + LATE_NS], as the bag reader picks a sensor's
+        message for a frame. Frames keyed by another sensor than the camera (a dead
+        camera hands the clock to the lidar) carry that sensor's stamps."""
         stamps = self._published_stamps
-        index = bisect_right(stamps, stamp)
-        near = [s for s in stamps[max(0, index - 1) : index + 1] if abs(s - stamp) <= MATCH_NS]
-        return min(near, key=lambda s: abs(s - stamp)) if near else None
+        index = bisect_right(stamps, stamp + LATE_NS) - 1
+        if index >= 0 and stamps[index] > stamp - FRAME_PERIOD_NS + MATCH_NS:
+            return stamps[index]
+        return None
+
+    def truth_of(self, published: int, frame_stamp: int) -> list[Detection]:
+        """The truth a published frame is scored against: at its own stamp where the
+        drive has one (truth comes at every camera and radar stamp), else the frame's."""
+        stamps = self._truth_stamps
+        index = bisect_right(stamps, published)
+        near = [s for s in stamps[max(0, index - 1) : index + 1] if abs(s - published) <= MATCH_NS]
+        return self.truth[near[0] if near else frame_stamp]
 
     def trajectories(self) -> list[tuple[Trajectory, Trajectory]]:
         """(ground truth, published odometry), when both were recorded."""
@@ -132,6 +145,10 @@ class Recording:
     @cached_property
     def _published_stamps(self) -> list[int]:  # read once the recording is whole
         return sorted(self.detections)
+
+    @cached_property
+    def _truth_stamps(self) -> list[int]:
+        return sorted(self.truth)
 
 
 def evaluate_recording(
@@ -149,7 +166,7 @@ def evaluate_recording(
             scored.append(ScoredFrame([], truth, column))
             continue
         detections, log_ns = recording.detections[published]
-        scored.append(ScoredFrame(detections, truth, column))
+        scored.append(ScoredFrame(detections, recording.truth_of(published, stamp), column))
         energy = recording.energy.get(published)
         if energy is not None:  # what ran is what was spent on (a fallback has no selection)
             selection = recording.selections.get(published)

@@ -35,6 +35,7 @@ from dynfusion_ros.core.quality import selection_qualities
 from dynfusion_ros.core.types import Box3D, Detection, Modality, ObjectClass, SensorFrame
 from dynfusion_ros.eval.branch_report import situation
 from dynfusion_ros.ros.bag_frames import bag_duration_frames, read_frames
+from dynfusion_ros.ros.sensor_params import fingerprint
 
 RECORD_FORMAT = 1
 
@@ -63,6 +64,7 @@ class BranchRecord:
     detections: np.ndarray  # (M, 11), sorted by frame
     truth: np.ndarray  # (T, 11) the same layout, branch -1
     scoring: str = "uncalibrated"  # how fused scores were computed for ``quality``
+    sensor_params: str = ""  # how the bags were read (``sensor_params.fingerprint``)
 
     def __len__(self) -> int:
         return len(self.stamps)
@@ -97,6 +99,7 @@ class BranchRecord:
             detections=self.detections,
             truth=self.truth,
             scoring=np.array(self.scoring),
+            sensor_params=np.array(self.sensor_params),
         )
 
     @classmethod
@@ -118,6 +121,7 @@ class BranchRecord:
                     data["detections"],
                     data["truth"],
                     str(data["scoring"]),
+                    str(data["sensor_params"]) if "sensor_params" in data.files else "",
                 )
         except (KeyError, OSError, ValueError) as error:
             raise ValueError(
@@ -125,12 +129,16 @@ class BranchRecord:
             ) from None
 
 
-def cached_record(path: Path, bags: Sequence[Path]) -> BranchRecord | None:
-    """The record saved at ``path`` when it covers exactly these bags, else None."""
+def cached_record(
+    path: Path, bags: Sequence[Path], values: dict | None = None
+) -> BranchRecord | None:
+    """The record saved at ``path`` when it covers exactly these bags, read with these
+    sensor parameters, else None."""
     if not Path(path).exists():
         return None
     record = BranchRecord.load(path)
-    return record if set(record.bags.tolist()) == {Path(b).name for b in bags} else None
+    same_bags = set(record.bags.tolist()) == {Path(b).name for b in bags}
+    return record if same_bags and record.sensor_params == fingerprint(values) else None
 
 
 _scoring: dict = {}  # a worker's record and calibration, sent once per process
@@ -200,6 +208,7 @@ def record_branches(
     calibration: ScoreCalibration | None = None,
     progress: bool = True,
     on_problem: Callable[[str], None] | None = None,
+    values: dict | None = None,
 ) -> BranchRecord:
     """Run every branch on every ``every``-th frame of the bags and score every selection
     (fused scores under ``calibration``)."""
@@ -209,8 +218,9 @@ def record_branches(
     quality, detections, truth = [], [], []
     for bag in bags:
         estimator = ContextEstimator()
-        frames = read_frames(Path(bag), **({"on_problem": on_problem} if on_problem else {}))
-        total = bag_duration_frames(Path(bag))
+        problems = {"on_problem": on_problem} if on_problem else {}
+        frames = read_frames(Path(bag), values=values, **problems)
+        total = bag_duration_frames(Path(bag), values)
         for number, labelled in enumerate(
             tqdm(frames, total=total, desc=Path(bag).name, unit="frame", disable=not progress)
         ):
@@ -242,6 +252,7 @@ def record_branches(
         np.concatenate(detections) if detections else np.zeros((0, 11)),
         np.concatenate(truth) if truth else np.zeros((0, 11)),
         scoring_name(calibration),
+        fingerprint(values),
     )
 
 

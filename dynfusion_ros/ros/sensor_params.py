@@ -244,6 +244,15 @@ SENSOR_PARAMS = (
 SENSOR_DEFAULTS = {param.name: param.default for param in SENSOR_PARAMS}
 
 
+def fingerprint(values: dict | None) -> str:
+    """The sensor parameters that differ from the defaults, as JSON ("" for none): what
+    a cache of frames read from bags must match to be reused."""
+    import json
+
+    changed = {k: v for k, v in (values or {}).items() if SENSOR_DEFAULTS.get(k) != v}
+    return json.dumps(changed, sort_keys=True) if changed else ""
+
+
 def sync_settings(values: dict) -> SyncSettings:
     """The sync settings from the declared SENSOR_PARAMS values."""
     per_sensor = {m: values[f"{m.value}_max_age_s"] for m in FRAME_SENSORS}

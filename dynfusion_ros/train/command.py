@@ -7,7 +7,13 @@ import json
 import sys
 from pathlib import Path
 
-from dynfusion_ros.command_args import UsageError, add_bags_argument, bag_paths
+from dynfusion_ros.command_args import (
+    UsageError,
+    add_bags_argument,
+    add_params_argument,
+    bag_paths,
+    sensor_values,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,6 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     branches.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     branches.add_argument("--max-steps", type=int, help="stop after this many steps (smoke runs)")
     branches.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_params_argument(branches)
     _gate_arguments(targets)
 
 
@@ -70,6 +77,7 @@ def _gate_arguments(targets) -> None:
     gate.add_argument("--steps", type=int, default=3000, help="optimiser steps (default 3000)")
     gate.add_argument("--seed", type=int, default=0)
     gate.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_params_argument(gate)
 
 
 def _validate(args: argparse.Namespace) -> tuple[list[Path], list[Path]]:
@@ -92,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
         return run_gate(args)
     try:
         train_bags, val_bags = _validate(args)
+        values = sensor_values(args)
     except UsageError as error:
         print(f"dynfusion train: error: {error}", file=sys.stderr)
         return 2
@@ -110,9 +119,10 @@ def run(args: argparse.Namespace) -> int:
     progress = not args.quiet
     print(f"reading {len(train_bags)} training bags (one frame in {args.every})")
     try:
-        data = load_dataset(train_bags, config, every=args.every, progress=progress)
+        options = {"every": args.every, "progress": progress, "values": values}
+        data = load_dataset(train_bags, config, **options)
         if val_bags:
-            validation = load_dataset(val_bags, config, every=args.every, progress=progress)
+            validation = load_dataset(val_bags, config, **options)
         else:
             data, validation = _split_tail(data)
     except (UsageError, ValueError) as error:  # e.g. a bag without ground truth

@@ -129,13 +129,19 @@ class _Builder:
 
 
 def load_dataset(
-    bags: Sequence[Path], config: DetectorConfig, *, every: int = 1, progress: bool = True
+    bags: Sequence[Path],
+    config: DetectorConfig,
+    *,
+    every: int = 1,
+    progress: bool = True,
+    values: dict | None = None,
 ) -> BranchDataset:
-    """Every ``every``-th frame of each bag (consecutive frames at 10 Hz are near-copies)."""
+    """Every ``every``-th frame of each bag (consecutive frames at 10 Hz are near-copies),
+    read with ``values`` (the sensor parameters; the defaults when None)."""
     builder = _Builder(config)
     for bag in bags:
-        total = bag_duration_frames(Path(bag))
-        frames = read_frames(Path(bag))
+        total = bag_duration_frames(Path(bag), values)
+        frames = read_frames(Path(bag), values=values)
         bar = tqdm(
             frames,
             total=total,

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from dynfusion_ros.command_args import UsageError, bag_paths
+from dynfusion_ros.command_args import UsageError, bag_paths, sensor_values
 from dynfusion_ros.resources import default_energy_profile, default_model_path
 
 
@@ -15,13 +15,15 @@ def _record(args: argparse.Namespace, bags: list[Path]):
     from dynfusion_ros.core.branches import BranchRunner
     from dynfusion_ros.eval.records import cached_record, record_branches
 
-    record = cached_record(args.record, bags)
+    values = sensor_values(args)
+    record = cached_record(args.record, bags, values)
     if record is not None:
         print(f"using the recorded branch outputs in {args.record} ({len(record)} frames)")
         return record
     runner = BranchRunner.load(args.model or default_model_path("branches.json"))
     print(f"running every branch on one frame in {args.every} of {len(bags)} bags")
-    record = record_branches(runner, bags, every=args.every, progress=not args.quiet)
+    progress = not args.quiet
+    record = record_branches(runner, bags, every=args.every, progress=progress, values=values)
     record.save(args.record)
     return record
 
