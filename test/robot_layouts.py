@@ -9,12 +9,14 @@ reading the result must give back the simulator's frames.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from geometry_msgs.msg import TransformStamped
 from rclpy.serialization import deserialize_message, serialize_message
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from sensor_msgs.msg import CompressedImage, PointCloud2
 from tf2_msgs.msg import TFMessage
 
@@ -33,11 +35,32 @@ from dynfusion_ros.sim.rig import SensorRig
 
 Layout = Callable[[str, object, int], list[tuple[str, object, int]]]
 SIM_LIDAR_FRAME = "lidar_link"
+# radar_msgs/RadarScan as its package defines it (not on PyPI: written here to make bags)
+RADAR_SCAN = (
+    "std_msgs/Header header\nradar_msgs/RadarReturn[] returns\n" + "=" * 80 + "\n"
+    "MSG: radar_msgs/RadarReturn\nfloat32 range\nfloat32 azimuth\nfloat32 elevation\n"
+    "float32 doppler_velocity\nfloat32 amplitude\n"
+)
+
+
+@dataclass
+class Serialized:
+    """A message of a type rclpy lacks here, already serialised by rosbags."""
+
+    msgtype: str
+    data: bytes
+
+
+def _writer_store():
+    store = get_typestore(Stores.ROS2_JAZZY)
+    store.register(bag_typestore().types)
+    store.register(get_types_from_msg(RADAR_SCAN, "radar_msgs/msg/RadarScan"))
+    return store
 
 
 def rewrite_bag(source: Path, out: Path, layout: Layout) -> Path:
     """``source`` through ``layout`` into a new mcap bag at ``out``."""
-    store = bag_typestore()
+    store = _writer_store()
     written = []
     with Reader(source) as reader:
         for connection, log_ns, raw in reader.messages():
@@ -47,10 +70,14 @@ def rewrite_bag(source: Path, out: Path, layout: Layout) -> Path:
     with Writer(out, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
         connections = {}
         for topic, msg, log_ns in written:
-            msgtype = type(msg).__module__.split(".")[0] + "/msg/" + type(msg).__name__
+            if isinstance(msg, Serialized):
+                msgtype, data = msg.msgtype, msg.data
+            else:
+                msgtype = type(msg).__module__.split(".")[0] + "/msg/" + type(msg).__name__
+                data = serialize_message(msg)
             if topic not in connections:
                 connections[topic] = writer.add_connection(topic, msgtype, typestore=store)
-            writer.write(connections[topic], log_ns, serialize_message(msg))
+            writer.write(connections[topic], log_ns, data)
     return out
 
 
@@ -258,6 +285,10 @@ def radar_layout(variant: str) -> Layout:
                 vrel_lat=(doppler * xyz[:, 1] / reach).astype(np.float32),
                 rcs=points["rcs"],
             )
+        elif variant == "no_rcs":
+            columns = _columns(xyz, doppler=doppler)
+        elif variant == "radar_scan":
+            return [(topic, _radar_scan(xyz, doppler, points["rcs"], msg.header), log_ns)]
         elif variant == "polar":
             distance = np.linalg.norm(xyz, axis=1)
             columns = {
@@ -272,6 +303,27 @@ def radar_layout(variant: str) -> Layout:
         return [(topic, columns_to_pointcloud2(columns, stamp, frame), log_ns)]
 
     return layout
+
+
+def _radar_scan(xyz: np.ndarray, doppler, rcs, header) -> Serialized:
+    store = _writer_store()
+    Scan, Return = (store.types[f"radar_msgs/msg/{n}"] for n in ("RadarScan", "RadarReturn"))
+    Header, Time = store.types["std_msgs/msg/Header"], store.types["builtin_interfaces/msg/Time"]
+    distance = np.linalg.norm(xyz, axis=1)
+    returns = [
+        Return(
+            range=float(d),
+            azimuth=float(np.arctan2(p[1], p[0])),
+            elevation=float(np.arcsin(p[2] / max(d, 1e-6))),
+            doppler_velocity=float(v),
+            amplitude=float(a),
+        )
+        for p, d, v, a in zip(xyz, distance, doppler, rcs, strict=True)
+    ]
+    stamp = Time(sec=header.stamp.sec, nanosec=header.stamp.nanosec)
+    scan = Scan(header=Header(stamp=stamp, frame_id=header.frame_id), returns=returns)
+    data = store.serialize_cdr(scan, "radar_msgs/msg/RadarScan")
+    return Serialized("radar_msgs/msg/RadarScan", bytes(data))
 
 
 def camera_layout(variant: str) -> Layout:

@@ -31,6 +31,7 @@ LAYOUTS = {
     "radar_doppler_velocity": (layouts.radar_layout("doppler_velocity"), {}),
     "radar_ars408": (layouts.radar_layout("ars408"), {}),
     "radar_polar": (layouts.radar_layout("polar"), {}),
+    "radar_msgs_radar_scan": (layouts.radar_layout("radar_scan"), {"radar_message": "radar_scan"}),
     "camera_chain_on_tf_png": (
         layouts.camera_layout("compressed_png"),
         {"camera_topic": "/camera/image_raw/compressed"},
@@ -77,6 +78,9 @@ def test_layout_scores_as_the_simulator_layout(name, drive, reference, tmp_path,
     layout, params = LAYOUTS[name]
     bag = layouts.rewrite_bag(drive, tmp_path / name, layout)
     mean_ap, ate = _score(bag, {**SENSOR_DEFAULTS, **params})
+    if name == "radar_msgs_radar_scan":  # no RCS in a RadarScan: as a cloud without it
+        no_rcs = layouts.radar_layout("no_rcs")
+        reference = _score(layouts.rewrite_bag(drive, tmp_path / "no_rcs", no_rcs))
     assert abs(mean_ap - reference[0]) <= 0.005, (name, mean_ap, reference)
     assert abs(ate - reference[1]) <= 0.1 * reference[1] + 0.005, (name, ate, reference)
     said = capsys.readouterr().err
@@ -86,6 +90,8 @@ def test_layout_scores_as_the_simulator_layout(name, drive, reference, tmp_path,
         assert f"read as {encoding[name]} (auto)" in said
     if name == "ouster":
         assert "intensity from 'reflectivity'" in said
+    if name == "radar_msgs_radar_scan":
+        assert "radar_msgs/RadarScan: used without RCS" in said
 
 
 def test_a_bag_with_ros1_names_runs_with_a_parameters_file(drive, reference, tmp_path):

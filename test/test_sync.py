@@ -139,3 +139,20 @@ def test_settings_are_checked():
         SyncSettings(timeout_s=0)
     with pytest.raises(ValueError, match="reference_order"):
         SyncSettings(reference_order=(IMU,))
+
+
+def test_a_frame_dropped_while_the_worker_is_busy_hands_on_its_imu_samples():
+    from dynfusion_ros.core.types import SensorFrame
+    from dynfusion_ros.ros.work_queue import FrameQueue
+
+    queue = FrameQueue(2)
+    frames = [SensorFrame(stamp_ns=k, imu=(f"imu{k}a", f"imu{k}b")) for k in range(4)]
+    for frame in frames:
+        queue.put(frame, None)
+    assert queue.dropped == 2 and len(queue) == 2
+    first, _ = queue.take()
+    assert first.stamp_ns == 2  # the newest two are kept
+    assert first.imu == ("imu0a", "imu0b", "imu1a", "imu1b", "imu2a", "imu2b")
+    assert queue.take()[0].imu == ("imu3a", "imu3b")
+    queue.close()
+    assert queue.take() is None  # the worker stops

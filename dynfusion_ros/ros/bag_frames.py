@@ -235,6 +235,7 @@ def read_frames(
     last_truth: int | None = None
     with _open(bag) as reader:
         connections = [c for c in reader.connections if c.topic in _wanted(topics)]
+        _learn_types(store, connections)
         if topics.truth not in {c.topic for c in connections}:
             raise ValueError(f"{bag}: no {topics.truth} topic: not a labelled bag")
         for connection, log_ns, raw in reader.messages(connections=connections):
@@ -272,6 +273,23 @@ def _open(bag: Path) -> Iterator[Reader]:
         yield reader
     finally:
         reader.close()
+
+
+def _learn_types(store, connections) -> None:
+    """Types our store lacks (radar_msgs/RadarScan, a driver's own) from the definitions
+    the bag carries, so they deserialize without their package installed."""
+    from rosbags.typesys import get_types_from_msg
+
+    for connection in connections:
+        if connection.msgtype in store.types or not (connection.msgdef and connection.msgdef.data):
+            continue
+        try:
+            found = get_types_from_msg(connection.msgdef.data, connection.msgtype)
+        except Exception as error:  # rosbags raises its own parser errors
+            raise ValueError(
+                f"{connection.topic}: cannot read the definition of {connection.msgtype}: {error}"
+            ) from None
+        store.register({name: kind for name, kind in found.items() if name not in store.types})
 
 
 def _wanted(topics: BagTopics) -> set[str]:

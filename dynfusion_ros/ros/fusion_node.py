@@ -65,6 +65,7 @@ from dynfusion_ros.ros.parameters import Param, declare
 from dynfusion_ros.ros.sensor_input import POLL_PERIOD_S, SENSOR_PARAMS, SensorInput
 from dynfusion_ros.ros.sync import SyncedFrame
 from dynfusion_ros.ros.timers import steady_timer
+from dynfusion_ros.ros.work_queue import FrameQueue
 
 SELECTIONS_KEPT = 100  # selections waiting for their frame
 LATENCIES_KEPT = 200  # frames in the latency percentiles on /diagnostics
@@ -114,8 +115,8 @@ FUSION_PARAMS = (
         "max_queued_frames",
         2,
         "Frames that may wait for the branches while they run on an earlier one; beyond"
-        " this the oldest waiting frame is dropped (counted on /diagnostics), so output"
-        " stays current when the input outruns the branches.",
+        " this the oldest waiting frame is dropped (counted on /diagnostics; its IMU samples"
+        " go to the next frame), so output stays current when the input outruns the branches.",
         1,
         100,
     ),
@@ -175,11 +176,7 @@ class FusionNode(Node):
         self.bad_selections = 0
         self.latency_ms: deque[float] = deque(maxlen=LATENCIES_KEPT)
         self.compute_ms: deque[float] = deque(maxlen=LATENCIES_KEPT)
-        self.dropped_busy = 0
-        self.max_queued = values["max_queued_frames"]
-        self.queue: deque[tuple[SensorFrame, Selection | None]] = deque()
-        self.queue_ready = threading.Condition()
-        self.stopping = False
+        self.queue = FrameQueue(values["max_queued_frames"])
         self.failures = FrameFailures(self)
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         latched = QoSProfile(
@@ -223,8 +220,7 @@ class FusionNode(Node):
         self.pipeline.reset()
         self.selections.clear()
         self.waiting.clear()
-        with self.queue_ready:
-            self.queue.clear()
+        self.queue.clear()
 
     def _on_selection(self, msg) -> None:
         try:
@@ -245,7 +241,8 @@ class FusionNode(Node):
 
     def _drain(self) -> None:
         """Hand waiting frames to the branch worker in stamp order: each once its
-        selection is here or its wait is over."""
+        selection is here or its wait is over (``FrameQueue`` drops the oldest when
+        the worker falls behind, keeping its IMU samples)."""
         now = self.get_clock().now().nanoseconds
         while self.waiting:
             head = self.waiting[0]
@@ -253,29 +250,17 @@ class FusionNode(Node):
             if selection is None and now < head.deadline_ns:
                 return
             self.waiting.popleft()
-            with self.queue_ready:
-                if len(self.queue) >= self.max_queued:
-                    self.queue.popleft()
-                    self.dropped_busy += 1
-                self.queue.append((head.frame, selection))
-                self.queue_ready.notify()
+            self.queue.put(head.frame, selection)
 
     def _work(self) -> None:
         """The branches run here, so the executor keeps taking sensor messages meanwhile
         (their best-effort queues would overflow while a frame is being fused)."""
-        while True:
-            with self.queue_ready:
-                while not (self.queue or self.stopping):
-                    self.queue_ready.wait()
-                if self.stopping:
-                    return
-                frame, selection = self.queue.popleft()
+        while (item := self.queue.take()) is not None:
+            frame, selection = item
             self.failures.guard(frame.stamp_ns, self._run, frame, selection)
 
     def destroy_node(self) -> None:
-        with self.queue_ready:
-            self.stopping = True
-            self.queue_ready.notify()
+        self.queue.close()
         self.worker.join()  # at most one frame: it must not publish on a destroyed node
         super().destroy_node()
 
@@ -322,12 +307,12 @@ class FusionNode(Node):
         level, message = DiagnosticStatus.OK, f"{self.frames} frames"
         if self.failures:
             level, message = DiagnosticStatus.ERROR, self.failures.summary()
-        elif self.over_budget or fallbacks or self.bad_selections or self.dropped_busy:
+        elif self.over_budget or fallbacks or self.bad_selections or self.queue.dropped:
             level = DiagnosticStatus.WARN
             message = (
                 f"{self.over_budget} over budget, {fallbacks} fallbacks, "
                 f"{self.bad_selections} unusable selections, "
-                f"{self.dropped_busy} dropped while busy"
+                f"{self.queue.dropped} dropped while busy"
             )
         latency = np.array(self.latency_ms or [np.nan])
         compute = np.array(self.compute_ms or [np.nan])
@@ -344,7 +329,7 @@ class FusionNode(Node):
             "branches_and_fusion_ms_p50": f"{np.percentile(compute, 50):.1f}",
             "branches_and_fusion_ms_p99": f"{np.percentile(compute, 99):.1f}",
             "frames_waiting": len(self.waiting),
-            "frames_dropped_busy": self.dropped_busy,
+            "frames_dropped_busy": self.queue.dropped,
             **self.failures.values(),
         }
         return [

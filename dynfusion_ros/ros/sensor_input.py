@@ -35,6 +35,14 @@ IMU_QUEUE = 50  # 200-400 Hz: a frame period of samples and then some
 NOTES_KEPT = 8  # per topic, on /diagnostics
 
 
+def _radar_type(values: dict) -> type:
+    if values["radar_message"] == "radar_scan":
+        from radar_msgs.msg import RadarScan  # checked by the parameter
+
+        return RadarScan
+    return PointCloud2
+
+
 class SensorInput:
     """Subscribes to the sensors and hands ``on_frame`` each assembled frame;
     ``on_time_jump`` hears that time went backwards (state downstream should reset)."""
@@ -60,7 +68,7 @@ class SensorInput:
         for modality, kind in (
             (Modality.CAMERA, camera_type),
             (Modality.LIDAR, PointCloud2),
-            (Modality.RADAR, PointCloud2),
+            (Modality.RADAR, _radar_type(values)),
             (Modality.IMU, Imu),
         ):
             node.create_subscription(

@@ -40,6 +40,16 @@ def _field(value: object) -> str:
     return "" if isinstance(value, str) and value else "must be auto, none or a field name"
 
 
+def _radar_message(value: object) -> str:
+    if value != "radar_scan":
+        return ""
+    try:
+        import radar_msgs.msg  # noqa: F401  (a full ROS install has it; PyPI has not)
+    except ImportError:
+        return "radar_scan needs the radar_msgs package, which is not installed here"
+    return ""
+
+
 def _fields(value: object) -> str:
     return "" if value and all(isinstance(v, str) and v for v in value) else "needs field names"
 
@@ -120,6 +130,15 @@ SENSOR_PARAMS = (
         " elevation; a radial velocity (radar_doppler_fields, or vrel_long and vrel_lat);"
         " rcs when present.",
         check=_topic,
+    ),
+    Param(
+        "radar_message",
+        "pointcloud2",
+        "What radar_topic carries: pointcloud2 (sensor_msgs/PointCloud2) or radar_scan"
+        " (radar_msgs/RadarScan; the nodes need the radar_msgs package, the offline tools"
+        " read it from the bag's own definition).",
+        choices=("pointcloud2", "radar_scan"),
+        check=_radar_message,
     ),
     Param(
         "radar_doppler_fields",

@@ -6,7 +6,9 @@ has as many names as there are drivers (``doppler``, ``range_rate``, ``v_r``, ``
 parameter ``radar_doppler_fields``); a Continental ARS408 gives the relative velocity as
 ``vrel_long`` / ``vrel_lat`` components instead, and its radial part is their projection
 on the line of sight. RCS is optional: a scan without it is used without it, and said so
-once. The core wants doppler in m/s, positive moving away, and RCS in dBsm.
+once. radar_msgs/RadarScan (range, azimuth, elevation, doppler_velocity and amplitude per
+return) is read too; its amplitude is a power in dB, not a cross-section, so it is not
+taken as RCS. The core wants doppler in m/s, positive moving away, and RCS in dBsm.
 """
 
 from __future__ import annotations
@@ -104,6 +106,9 @@ class RadarReader:
         )
 
     def read(self, msg) -> PointScan:
+        """A PointCloud2, or a radar_msgs/RadarScan (it has ``returns``)."""
+        if hasattr(msg, "returns"):
+            return self._read_returns(msg)
         points = pointcloud2_to_array(msg)
         xyz = self._xyz(points)
         fields = {"doppler": self._doppler(points, xyz)}
@@ -115,18 +120,34 @@ class RadarReader:
             )
         else:
             fields["rcs"] = scalar_column(points, rcs).astype(np.float32)
-        usable = np.isfinite(xyz).all(axis=1) & np.isfinite(fields["doppler"])
-        dropped = int(len(xyz) - np.count_nonzero(usable))
-        if dropped:
-            xyz = xyz[usable]
-            fields = {name: values[usable] for name, values in fields.items()}
-        return PointScan(
-            stamp_ns=stamp_ns(msg.header),
-            xyz=xyz,
-            fields=fields,
-            frame_id=msg.header.frame_id,
-            dropped_invalid=dropped,
-        )
+        return _scan(msg, xyz, fields)
+
+    def _read_returns(self, msg) -> PointScan:
+        polar = np.array(
+            [(r.range, r.azimuth, r.elevation, r.doppler_velocity) for r in msg.returns],
+            dtype=np.float64,
+        ).reshape(-1, 4)
+        self.note("radar_msgs/RadarScan: used without RCS (its amplitude is a power, not RCS)")
+        points = np.zeros(len(polar), dtype=[(n, np.float64) for n in POLAR_FIELDS])
+        for index, name in enumerate(POLAR_FIELDS):
+            points[name] = polar[:, index]
+        return _scan(msg, self._xyz(points), {"doppler": polar[:, 3].astype(np.float32)})
+
+
+def _scan(msg, xyz: np.ndarray, fields: dict[str, np.ndarray]) -> PointScan:
+    """The scan, points with a non-finite coordinate or doppler dropped and counted."""
+    usable = np.isfinite(xyz).all(axis=1) & np.isfinite(fields["doppler"])
+    dropped = int(len(xyz) - np.count_nonzero(usable))
+    if dropped:
+        xyz = xyz[usable]
+        fields = {name: values[usable] for name, values in fields.items()}
+    return PointScan(
+        stamp_ns=stamp_ns(msg.header),
+        xyz=xyz,
+        fields=fields,
+        frame_id=msg.header.frame_id,
+        dropped_invalid=dropped,
+    )
 
 
 def pointcloud2_to_radar_scan(msg, layout: RadarLayout | None = None) -> PointScan:
