@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import numpy as np
 from geometry_msgs.msg import TransformStamped
 from rclpy.serialization import deserialize_message, serialize_message
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
-from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+from rosbags.typesys import get_types_from_msg
 from sensor_msgs.msg import CompressedImage, PointCloud2
 from tf2_msgs.msg import TFMessage
 
@@ -51,9 +52,11 @@ class Serialized:
     data: bytes
 
 
+@cache
 def _writer_store():
-    store = get_typestore(Stores.ROS2_JAZZY)
-    store.register(bag_typestore().types)
+    """Our bags' types and radar_msgs, apart from the readers' store (which must learn
+    radar_msgs from the bag itself)."""
+    store = bag_typestore.__wrapped__()
     store.register(get_types_from_msg(RADAR_SCAN, "radar_msgs/msg/RadarScan"))
     return store
 
