@@ -208,3 +208,40 @@ def test_fusion_publishes_odometry_and_its_transform(ros_context, clear_frames):
     finally:
         listener.destroy_node()
         node.destroy_node()
+
+
+def test_a_publisher_of_another_type_on_a_sensor_topic_is_named(ros_context):
+    """DDS never matches a CompressedImage publisher with an Image subscription, and says
+    nothing: /diagnostics does."""
+    import rclpy
+    from sensor_msgs.msg import CompressedImage
+
+    from dynfusion_ros.ros.parameters import declare
+    from dynfusion_ros.ros.sensor_input import SENSOR_PARAMS, SensorInput
+
+    node = rclpy.create_node("test_type_mismatch", context=ros_context)
+    elsewhere = rclpy.Context()  # another participant, as another process would be
+    rclpy.init(context=elsewhere, domain_id=DOMAIN_ID)
+    other = rclpy.create_node("test_compressed_camera", context=elsewhere)
+    try:
+        sensor_input = SensorInput(node, declare(node, SENSOR_PARAMS, lambda *_: None), print)
+        other.create_publisher(CompressedImage, "/camera/image_raw", 1)
+
+        def camera_message() -> str:
+            return _status(sensor_input.statuses("test"), "test: camera").message
+
+        deadline = time.monotonic() + TIMEOUT_S
+        while "published as" not in camera_message() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert camera_message() == (
+            "no message received: /camera/image_raw is published as"
+            " sensor_msgs/msg/CompressedImage, this node takes sensor_msgs/msg/Image"
+            " (set camera_transport)"
+        )
+        assert _status(sensor_input.statuses("test"), "test: lidar").message == (
+            "no message received"
+        )
+    finally:
+        other.destroy_node()
+        rclpy.shutdown(context=elsewhere)
+        node.destroy_node()

@@ -43,6 +43,11 @@ def _radar_type(values: dict) -> type:
     return PointCloud2
 
 
+def _type_name(kind: type) -> str:
+    """``pkg/msg/Name`` of an rclpy message class, as the ROS graph names types."""
+    return f"{kind.__module__.split('.')[0]}/msg/{kind.__name__}"
+
+
 class SensorInput:
     """Subscribes to the sensors and hands ``on_frame`` each assembled frame;
     ``on_time_jump`` hears that time went backwards (state downstream should reset)."""
@@ -60,6 +65,7 @@ class SensorInput:
         self.topics = {m: values[f"{m.value}_topic"] for m in (*FRAME_SENSORS, Modality.IMU)}
         self.last_problem: dict[str, str] = {}  # topic -> what was last wrong with it
         self.notes: dict[str, list[str]] = {}  # topic -> what was used in part, or concluded
+        self.types: dict[Modality, str] = {}  # the message type taken on each topic
         self.builder = FrameBuilder(values, self._note)
         self.door = SensorDoor(self.builder, values, self._ready, self._refused, self._note)
         sensor_qos = qos_profile_sensor_data
@@ -71,6 +77,7 @@ class SensorInput:
             (Modality.RADAR, _radar_type(values)),
             (Modality.IMU, Imu),
         ):
+            self.types[modality] = _type_name(kind)
             node.create_subscription(
                 kind,
                 self.topics[modality],
@@ -142,6 +149,21 @@ class SensorInput:
             imu = [sample for _, sample in synced.imu]
             self.on_frame(synced, assemble(synced.stamp_ns, synced.messages, imu))
 
+    def _why_nothing(self, modality: Modality) -> str:
+        """ "no message received", and why when the graph tells: a publisher of another
+        type on the topic (DDS never matches it, and says nothing)."""
+        topic, wanted = self.topics[modality], self.types[modality]
+        offered = {info.topic_type for info in self.node.get_publishers_info_by_topic(topic)} - {
+            wanted
+        }
+        if not offered:
+            return "no message received"
+        hint = " (set camera_transport)" if modality is Modality.CAMERA else ""
+        return (
+            f"no message received: {topic} is published as {', '.join(sorted(offered))},"
+            f" this node takes {wanted}{hint}"
+        )
+
     def statuses(self, prefix: str) -> list[DiagnosticStatus]:
         """One status per sensor: rate, silence, frames without it, drops by reason."""
         now, out = self.now_ns(), []
@@ -152,7 +174,7 @@ class SensorInput:
                 level = DiagnosticStatus.ERROR
                 message = f"{health.received} received, none usable: {self.last_problem.get(topic)}"
             elif health.last_arrival_ns is None:
-                level, message = DiagnosticStatus.ERROR, "no message received"
+                level, message = DiagnosticStatus.ERROR, self._why_nothing(modality)
             elif silent:
                 level = DiagnosticStatus.ERROR
                 message = f"silent for {health.silent_s(now):.1f} s"
