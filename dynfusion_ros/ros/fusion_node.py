@@ -165,6 +165,7 @@ class FusionNode(Node):
             odometry=OdometryEstimator(),
             **choice_options(values),
         )
+        self.pipeline.odometry.warm_up()
         self.publish_tf = values["publish_tf"]
         self.score_threshold = values["score_threshold"]
         self.wait_ns = round(values["selection_wait_s"] * NS_PER_S)

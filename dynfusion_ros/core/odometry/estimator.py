@@ -57,6 +57,14 @@ class OdometryEstimator:
         self.outcomes: Counter[tuple[str, str]] = Counter()  # (correction, outcome)
         self.rejected_in_row: Counter[str] = Counter()
 
+    def warm_up(self) -> None:
+        """Load what the first lidar registration would (KISS-ICP and its configuration
+        take about 0.2 s to import): a node does it at start-up, so its first frames are
+        not late for it."""
+        import cv2  # noqa: F401  (visual odometry's)
+
+        LidarRegistration(np.eye(4))
+
     def reset(self) -> None:
         """Forget the stream (a new bag, a backwards time jump)."""
         self.filter.reset()
