@@ -135,15 +135,40 @@ def test_a_parameters_file_is_checked_before_any_bag_is_read(tmp_path):
         load_params_file(split)
 
 
-def test_nodes_read_a_real_robot_as_offline(drive, tmp_path):
-    """Ouster, a chained camera on /tf sending jpeg, an ARS408 and an upside-down IMU
-    whose /tf_static comes late: through the nodes over DDS as through `evaluate`."""
+def _nodes_and_offline(bag, params: dict, out):
+    """``bag`` through `evaluate` and through the nodes over DDS with the same sensor
+    parameters: (nodes' evaluation, offline evaluation, the nodes' log)."""
     import rclpy
 
     from dynfusion_ros.core.branches.registry import BRANCHES
     from dynfusion_ros.eval.recording import TOPICS, evaluate_recording
     from dynfusion_ros.ros.processes import replay_through_nodes
 
+    pipeline = _pipeline()
+    pipeline.budget_j = 0.35  # the nodes' default
+    offline = evaluate_bags(pipeline, [bag], values={**SENSOR_DEFAULTS, **params}, progress=False)
+    rclpy.init()
+    node = rclpy.create_node("robot_layout_replay")
+    try:
+        # frames held for a late tf tree come out in a burst: queue them all, where a
+        # robot's default (2) drops the oldest to keep the output current
+        overrides = ["score_threshold:=0.0", "max_queued_frames:=10"]
+        overrides += [f"{name}:={value}" for name, value in params.items()]
+        topics = list(TOPICS.values())
+        # at half speed: two cores run both nodes, the replay and the recorder
+        replay_through_nodes(node, bag, out, overrides=overrides, topics=topics, rate=0.5)
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    live, lost = evaluate_recording(out / "recording", tuple(BRANCHES), "dynamic")
+    log = (out / "nodes.log").read_text()
+    assert lost == 0, log[-3000:]
+    return live, offline, log
+
+
+def test_nodes_read_a_real_robot_as_offline(drive, tmp_path):
+    """Ouster, a chained camera on /tf sending jpeg, an ARS408 and an upside-down IMU
+    whose /tf_static comes late: through the nodes over DDS as through `evaluate`."""
     robot = layouts.combine(
         layouts.lidar_layout("ouster"),
         layouts.radar_layout("ars408"),
@@ -151,27 +176,33 @@ def test_nodes_read_a_real_robot_as_offline(drive, tmp_path):
         layouts.imu_layout(0.4),
     )
     bag = layouts.rewrite_bag(drive, tmp_path / "robot", robot)
-    camera = "/camera/image_raw/compressed"
-    pipeline = _pipeline()
-    pipeline.budget_j = 0.35  # the nodes' default
-    offline = evaluate_bags(
-        pipeline, [bag], values={**SENSOR_DEFAULTS, "camera_topic": camera}, progress=False
-    )
-    rclpy.init()
-    node = rclpy.create_node("robot_layout_replay")
-    try:
-        # frames held for the late tf tree come out in a burst: queue them all, where a
-        # robot's default (2) drops the oldest to keep the output current
-        overrides = ["score_threshold:=0.0", f"camera_topic:={camera}", "max_queued_frames:=10"]
-        topics = list(TOPICS.values())
-        # at half speed: two cores run both nodes, the replay and the recorder
-        replay_through_nodes(node, bag, tmp_path, overrides=overrides, topics=topics, rate=0.5)
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    live, lost = evaluate_recording(tmp_path / "recording", tuple(BRANCHES), "dynamic")
-    log = (tmp_path / "nodes.log").read_text()
-    assert lost == 0, log[-3000:]
+    params = {"camera_topic": "/camera/image_raw/compressed"}
+    live, offline, log = _nodes_and_offline(bag, params, tmp_path)
     assert abs(live.map - offline.map) <= 0.005, (live.map, offline.map)
     assert abs(live.ate_rmse_m - offline.ate_rmse_m) <= 0.1 * offline.ate_rmse_m + 0.005
     assert "read as relative_ns (auto)" in log and "intensity from 'reflectivity'" in log
+
+
+def test_nodes_read_a_ros1_named_velodyne_robot_as_offline(drive, tmp_path):
+    """A Velodyne stamped at sweep end on a chained mount, a polar radar and a barrel
+    lens, every topic and frame named as a ROS 1 bag names them: the nodes, given the
+    same parameters as `evaluate --params`, publish what it scores."""
+    robot = layouts.combine(
+        layouts.lidar_layout("velodyne"),
+        layouts.radar_layout("polar"),
+        layouts.camera_layout("distorted"),
+        layouts.ros1_names,
+    )
+    bag = layouts.rewrite_bag(drive, tmp_path / "robot", robot)
+    params = {
+        "camera_topic": layouts.ROS1_TOPICS["/camera/image_raw"],
+        "camera_info_topic": layouts.ROS1_TOPICS["/camera/camera_info"],
+        "lidar_topic": layouts.ROS1_TOPICS["/lidar/points"],
+        "radar_topic": layouts.ROS1_TOPICS["/radar/points"],
+        "imu_topic": layouts.ROS1_TOPICS["/imu/data"],
+        "base_frame": "/base_link",
+    }
+    live, offline, log = _nodes_and_offline(bag, params, tmp_path)
+    assert abs(live.map - offline.map) <= 0.005, (live.map, offline.map)
+    assert abs(live.ate_rmse_m - offline.ate_rmse_m) <= 0.1 * offline.ate_rmse_m + 0.005
+    assert "polar layout" in log
