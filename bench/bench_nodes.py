@@ -86,7 +86,7 @@ def _inputs_delivered(drive: Path) -> Callable[[int], int]:
     take it from (the sync's defaults). From there on, the latency is the nodes' own."""
     from rosbags.rosbag2 import Reader
 
-    from dynfusion_ros.ros.sensor_input import SENSOR_PARAMS
+    from dynfusion_ros.ros.sensor_params import SENSOR_PARAMS
     from dynfusion_ros.ros.sync import FRAME_SENSORS, SyncSettings
     from dynfusion_ros.ros.typestore import bag_typestore
 

@@ -138,7 +138,8 @@ def test_sensor_data_that_comes_before_its_calibration_waits_for_it(ros_context,
     import rclpy
 
     from dynfusion_ros.ros.parameters import declare
-    from dynfusion_ros.ros.sensor_input import SENSOR_PARAMS, SensorInput
+    from dynfusion_ros.ros.sensor_input import SensorInput
+    from dynfusion_ros.ros.sensor_params import SENSOR_PARAMS
 
     node = rclpy.create_node("test_early_input", context=ros_context)
     frames = []
@@ -217,7 +218,8 @@ def test_a_publisher_of_another_type_on_a_sensor_topic_is_named(ros_context):
     from sensor_msgs.msg import CompressedImage
 
     from dynfusion_ros.ros.parameters import declare
-    from dynfusion_ros.ros.sensor_input import SENSOR_PARAMS, SensorInput
+    from dynfusion_ros.ros.sensor_input import SensorInput
+    from dynfusion_ros.ros.sensor_params import SENSOR_PARAMS
 
     node = rclpy.create_node("test_type_mismatch", context=ros_context)
     elsewhere = rclpy.Context()  # another participant, as another process would be

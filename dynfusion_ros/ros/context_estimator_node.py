@@ -26,7 +26,8 @@ from dynfusion_ros.ros.gate_params import (
     make_gate,
 )
 from dynfusion_ros.ros.parameters import declare
-from dynfusion_ros.ros.sensor_input import SENSOR_PARAMS, SensorInput
+from dynfusion_ros.ros.sensor_input import SensorInput
+from dynfusion_ros.ros.sensor_params import SENSOR_PARAMS
 from dynfusion_ros.ros.sync import SyncedFrame
 
 SELECTION_TOPIC = "/dynfusion/selection"

@@ -62,7 +62,8 @@ from dynfusion_ros.ros.gate_params import (
     make_gate,
 )
 from dynfusion_ros.ros.parameters import Param, declare
-from dynfusion_ros.ros.sensor_input import POLL_PERIOD_S, SENSOR_PARAMS, SensorInput
+from dynfusion_ros.ros.sensor_input import POLL_PERIOD_S, SensorInput
+from dynfusion_ros.ros.sensor_params import SENSOR_PARAMS
 from dynfusion_ros.ros.sync import SyncedFrame
 from dynfusion_ros.ros.timers import steady_timer
 from dynfusion_ros.ros.work_queue import FrameQueue

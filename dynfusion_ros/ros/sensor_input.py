@@ -24,11 +24,9 @@ from dynfusion_ros.core.types import Modality, SensorFrame
 from dynfusion_ros.ros.convert import ConversionError
 from dynfusion_ros.ros.diagnostics import status
 from dynfusion_ros.ros.frames import FrameBuilder, Refusal, SensorDoor, assemble
-from dynfusion_ros.ros.sensor_params import SENSOR_PARAMS, compressed_camera, sync_settings
+from dynfusion_ros.ros.sensor_params import compressed_camera, sync_settings
 from dynfusion_ros.ros.sync import FRAME_SENSORS, FrameSync, SyncedFrame
 from dynfusion_ros.ros.timers import steady_timer
-
-__all__ = ["POLL_PERIOD_S", "SENSOR_PARAMS", "SensorInput"]
 
 POLL_PERIOD_S = 0.01  # how often waiting frames are checked against their timeout
 IMU_QUEUE = 50  # 200-400 Hz: a frame period of samples and then some
