@@ -278,7 +278,7 @@ def xyz_cloud(**overrides):
             r"fields\['x'\]\.datatype: unknown datatype 9",
         ),
         ({"row_step": 40}, pointcloud2_to_array, r"row_step: 40 is less than width\*point_step"),
-        ({"point_step": 0, "row_step": 0}, pointcloud2_to_array, r"point_step: must be positive"),
+        ({"point_step": 0, "row_step": 0}, pointcloud2_to_array, r"point_step: must be in 1\.\."),
         (
             {
                 "fields": [
@@ -326,3 +326,24 @@ def test_writer_rejects_plain_arrays_and_converts_foreign_byte_order():
     assert pointcloud2_to_array(msg)["x"].tolist() == [1.5, -2.0]
     with pytest.raises(ConversionError, match="lengths differ"):
         columns_to_pointcloud2({"x": np.zeros(2), "y": np.zeros(3)}, 0, "lidar")
+
+
+@pytest.mark.parametrize(("point_step", "row_step"), [(2**31, 120), (0, 120), (70_000, 700_000)])
+def test_an_absurd_point_step_is_a_conversion_error_not_a_crash(point_step, row_step):
+    msg = columns_to_pointcloud2({k: np.zeros(10, np.float32) for k in "xyz"}, 0, "lidar")
+    msg.point_step, msg.row_step = point_step, row_step
+    with pytest.raises(ConversionError, match="point_step"):
+        pointcloud2_to_lidar_scan(msg)
+
+
+def test_non_finite_or_absurd_point_times_are_taken_as_zero_and_said():
+    from dynfusion_ros.ros.convert import LidarLayout, LidarReader
+
+    times = np.array([0.0, np.nan, 0.05, 1e30], np.float32)
+    xyz = {k: np.ones(4, np.float32) for k in "xyz"}
+    msg = columns_to_pointcloud2({**xyz, "time": times}, 7, "lidar")
+    notes = []
+    scan = LidarReader(LidarLayout(time_encoding="relative_s"), notes.append).read(msg)
+    assert scan.fields["time"].tolist() == [0.0, 0.0, pytest.approx(0.05), 0.0]
+    assert np.isfinite(scan.fields["time"]).all()
+    assert any("non-finite or absurd times taken as 0" in note for note in notes)

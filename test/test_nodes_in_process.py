@@ -247,3 +247,37 @@ def test_a_publisher_of_another_type_on_a_sensor_topic_is_named(ros_context):
         other.destroy_node()
         rclpy.shutdown(context=elsewhere)
         node.destroy_node()
+
+
+def test_malformed_calibration_and_unreadable_clouds_are_counted_not_fatal(ros_context):
+    import rclpy
+    from geometry_msgs.msg import TransformStamped
+    from sensor_msgs.msg import CameraInfo, PointCloud2, PointField
+    from tf2_msgs.msg import TFMessage
+
+    from dynfusion_ros.core.types import Modality
+    from dynfusion_ros.ros.parameters import declare
+    from dynfusion_ros.ros.sensor_input import SensorInput
+    from dynfusion_ros.ros.sensor_params import SENSOR_PARAMS
+
+    node = rclpy.create_node("test_bad_calibration", context=ros_context)
+    try:
+        sensor_input = SensorInput(node, declare(node, SENSOR_PARAMS, lambda *_: None), print)
+        sensor_input._on_camera_info(CameraInfo(width=640, height=384))  # K all zero
+        zero = TransformStamped(child_frame_id="lidar_link")
+        zero.header.frame_id, zero.transform.rotation.w = "base_link", 0.0  # zero quaternion
+        sensor_input._on_transforms("/tf_static", TFMessage(transforms=[zero]))
+        cloud = PointCloud2(height=1, width=10, point_step=2**31, row_step=120, data=bytes(120))
+        cloud.fields = [PointField(name="x", offset=0, datatype=7, count=1)]
+        sensor_input.door.admit(Modality.LIDAR, cloud, 1)
+        statuses = sensor_input.statuses("test")
+        calibration = _status(statuses, "test: calibration")
+        values = {kv.key: kv.value for kv in calibration.values}
+        assert calibration.level == DiagnosticStatus.WARN
+        assert values["/camera/camera_info: refused"] == "1"
+        assert values["/tf_static: refused"] == "1"
+        assert "zero quaternion" in values["/tf_static: last_problem"]
+        lidar = {kv.key: kv.value for kv in _status(statuses, "test: lidar").values}
+        assert lidar["dropped: malformed point_step"] == "1"
+    finally:
+        node.destroy_node()

@@ -74,3 +74,62 @@ def test_run_arguments_are_checked(tmp_path):
         ros_arguments(None, ["energy_budget_j=0.3"])
     with pytest.raises(ValueError, match="no parameters file"):
         ros_arguments(tmp_path / "missing.yaml", [])
+
+
+@pytest.mark.parametrize(
+    ("override", "said"),
+    [
+        ("energy_budget_j:=1", "energy_budget_j: expects a floating-point number (write 0.35"),
+        ("frame_period_s:=5.0", "frame_period_s: Invalid parameter value (5.0)"),
+        ("policy:=sometimes", "policy: "),
+    ],
+)
+def test_a_bad_start_up_value_is_one_line_and_exit_2(override, said):
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [sys.executable, "-m", "dynfusion_ros.cli", "run", "-p", override],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 2, run.stderr
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and said in lines[0] and "Traceback" not in run.stderr, run.stderr
+
+
+def test_a_malformed_parameter_request_is_refused_and_the_node_lives():
+    import rclpy
+    from rcl_interfaces.msg import Parameter as ParameterMsg
+    from rcl_interfaces.msg import ParameterValue
+    from rcl_interfaces.srv import SetParameters, SetParametersAtomically
+
+    from dynfusion_ros.ros.parameters import declare
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node("test_bad_requests", context=context)
+    try:
+        declare(node, [BOTH["energy_budget_j"]], lambda *_: None)
+        services = {s.srv_name.rsplit("/", 1)[-1]: s for s in node.services}
+        bad = ParameterMsg(name="energy_budget_j", value=ParameterValue(type=255))
+        response = services["set_parameters"].callback(
+            SetParameters.Request(parameters=[bad]), SetParameters.Response()
+        )
+        assert not response.results[0].successful
+        assert "malformed request" in response.results[0].reason
+        response = services["set_parameters_atomically"].callback(
+            SetParametersAtomically.Request(parameters=[bad]), SetParametersAtomically.Response()
+        )
+        assert not response.result.successful
+        good = ParameterMsg(name="energy_budget_j", value=ParameterValue(type=3, double_value=0.2))
+        response = services["set_parameters"].callback(
+            SetParameters.Request(parameters=[good]), SetParameters.Response()
+        )
+        assert response.results[0].successful  # and the node still takes good ones
+        assert node.get_parameter("energy_budget_j").value == 0.2
+    finally:
+        node.destroy_node()
+        rclpy.shutdown(context=context)

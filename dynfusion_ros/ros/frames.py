@@ -213,6 +213,11 @@ class SensorDoor:
         except ConversionError as error:
             self.on_refused(modality, Refusal(f"malformed {error.field}", str(error)))
             return
+        except (ValueError, TypeError, OverflowError, IndexError) as error:
+            # no reader check caught it: still this message's fault, never the node's end
+            detail = f"unreadable: {type(error).__name__}: {error}"
+            self.on_refused(modality, Refusal("malformed message", detail))
+            return
         limit = self.max_points.get(modality)
         if limit is not None and len(data) > limit:
             self.thinned[modality] += 1

@@ -20,6 +20,7 @@ from rcl_interfaces.msg import (
     ParameterDescriptor,
     SetParametersResult,
 )
+from rclpy.exceptions import InvalidParameterTypeException, ParameterException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
@@ -63,6 +64,13 @@ class Param:
         return self.check(value) if self.check else ""
 
 
+def _start_up_problem(param: Param, error: Exception) -> str:
+    """rclpy's refusal of a start-up value in one line, with the fix for the usual slip."""
+    if isinstance(error, InvalidParameterTypeException) and isinstance(param.default, float):
+        return f"expects a floating-point number (write {param.default!r}, not an integer)"
+    return str(error).splitlines()[0]
+
+
 def declare(
     node: Node, params: Sequence[Param], on_change: Callable[[str, object], None]
 ) -> dict[str, object]:
@@ -71,7 +79,12 @@ def declare(
     by_name = {p.name: p for p in params}
     values = {}
     for param in params:
-        value = node.declare_parameter(param.name, param.default, param.descriptor()).value
+        try:
+            value = node.declare_parameter(param.name, param.default, param.descriptor()).value
+        except ParameterException as error:  # a wrong type, a value outside the range
+            raise ParameterError(
+                f"{node.get_name()}: parameter {param.name}: {_start_up_problem(param, error)}"
+            ) from None
         reason = param.refusal(value)
         if reason:
             raise ParameterError(f"{node.get_name()}: parameter {param.name}: {reason}")
@@ -94,4 +107,29 @@ def declare(
 
     node.add_on_set_parameters_callback(validate)
     node.add_post_set_parameters_callback(apply)
+    guard_parameter_services(node)
     return values
+
+
+def guard_parameter_services(node: Node) -> None:
+    """Answer a malformed parameter request (a type code no Parameter.Type has, a value
+    that does not fit it) with a refusal instead of letting rclpy's service raise, which
+    would end the node: any client on the graph could otherwise stop it."""
+    for service in node.services:
+        if service.srv_name.endswith(("/set_parameters", "/set_parameters_atomically")):
+            service.callback = _guarded(service.callback)
+
+
+def _guarded(callback: Callable):
+    def answer(request, response):
+        try:
+            return callback(request, response)
+        except (ValueError, TypeError, KeyError) as error:
+            refusal = SetParametersResult(successful=False, reason=f"malformed request: {error}")
+            if hasattr(response, "results"):  # SetParameters: one result per parameter
+                response.results = [refusal for _ in request.parameters]
+            else:
+                response.result = refusal
+            return response
+
+    return answer

@@ -7,6 +7,7 @@ the fusion node finds the context estimator's selection under the stamp it keyed
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 
 from diagnostic_msgs.msg import DiagnosticStatus
@@ -64,6 +65,8 @@ class SensorInput:
         self.last_problem: dict[str, str] = {}  # topic -> what was last wrong with it
         self.notes: dict[str, list[str]] = {}  # topic -> what was used in part, or concluded
         self.types: dict[Modality, str] = {}  # the message type taken on each topic
+        self.calibration: Counter[str] = Counter()  # CameraInfo and tf messages, per topic
+        self.calibration_refused: Counter[str] = Counter()
         self.builder = FrameBuilder(values, self._note)
         self.door = SensorDoor(self.builder, values, self._ready, self._refused, self._note)
         sensor_qos = qos_profile_sensor_data
@@ -121,16 +124,37 @@ class SensorInput:
             self.node.get_logger().info(f"{topic}: {text}")
 
     def _on_camera_info(self, msg) -> None:
+        self.calibration[self.camera_info_topic] += 1
         try:
             self.door.take_camera_info(msg)
         except ConversionError as error:
+            self.calibration_refused[self.camera_info_topic] += 1
             self.report(self.camera_info_topic, str(error))
 
     def _on_transforms(self, topic: str, msg) -> None:
+        self.calibration[topic] += 1
         try:
             self.door.take_transforms(msg)
         except ConversionError as error:
+            self.calibration_refused[topic] += 1
             self.report(topic, str(error), dropped=False)
+
+    def _calibration_status(self, prefix: str) -> DiagnosticStatus:
+        """CameraInfo and the tf tree: received, refused (and why), what is known."""
+        refused = sum(self.calibration_refused.values())
+        level, message = DiagnosticStatus.OK, f"{len(self.builder.tree)} transforms known"
+        if self.builder.camera_model is None:
+            level, message = DiagnosticStatus.WARN, f"no CameraInfo yet on {self.camera_info_topic}"
+        if refused:
+            level = DiagnosticStatus.WARN
+            message = f"{refused} calibration messages refused (see last_problem)"
+        values = {"base_frame": self.builder.base_frame, "transforms": len(self.builder.tree)}
+        for topic in (self.camera_info_topic, "/tf_static", "/tf"):
+            values[f"{topic}: received"] = self.calibration[topic]
+            values[f"{topic}: refused"] = self.calibration_refused[topic]
+            if topic in self.last_problem:
+                values[f"{topic}: last_problem"] = self.last_problem[topic]
+        return status(f"{prefix}: calibration", level, message, values)
 
     def _refused(self, modality: Modality, refusal: Refusal) -> None:
         self.sync.refuse(modality, refusal.reason)
@@ -163,7 +187,8 @@ class SensorInput:
         )
 
     def statuses(self, prefix: str) -> list[DiagnosticStatus]:
-        """One status per sensor: rate, silence, frames without it, drops by reason."""
+        """One status per sensor (rate, silence, frames without it, drops by reason), and
+        one for the calibration (CameraInfo, the tf tree)."""
         now, out = self.now_ns(), []
         for modality, topic in self.topics.items():
             health = self.sync.health[modality]
@@ -195,4 +220,5 @@ class SensorInput:
             if topic in self.notes:
                 values["read_as"] = "; ".join(self.notes[topic])
             out.append(status(f"{prefix}: {modality.value}", level, message, values))
+        out.append(self._calibration_status(prefix))
         return out

@@ -155,7 +155,9 @@ class LidarReader:
         stamp = header_ns
         if time_field is not None:
             times = seconds_since_header(scalar_column(points, time_field), encoding, header_ns)
-            finite = np.isfinite(times)
+            finite = np.isfinite(times) & (np.abs(times) <= MAX_SWEEP_S)
+            if not finite.all():  # NaN or absurd: deskewing on them would abort KISS-ICP
+                self.note(f"time field {time_field!r}: non-finite or absurd times taken as 0")
             start = min(float(times[finite].min()), 0.0) if finite.any() else 0.0
             stamp = header_ns + round(start * NS_PER_S)  # stamped at its end: at its start
             fields["time"] = np.where(finite, times - start, 0.0)

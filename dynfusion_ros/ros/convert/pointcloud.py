@@ -36,12 +36,13 @@ _DATATYPES: dict[int, np.dtype] = {
     PointField.FLOAT64: np.dtype(np.float64),
 }
 _DATATYPE_OF: dict[np.dtype, int] = {dtype: code for code, dtype in _DATATYPES.items()}
+MAX_POINT_STEP = 65_536  # bytes; drivers use 16-100: more is a corrupt header
 
 
 def pointcloud2_dtype(fields: Sequence, point_step: int, is_bigendian: bool) -> np.dtype:
     """The structured dtype of one point, validated against ``point_step``."""
-    if point_step <= 0:
-        raise ConversionError("point_step", f"must be positive, got {point_step}")
+    if not 0 < point_step <= MAX_POINT_STEP:
+        raise ConversionError("point_step", f"must be in 1..{MAX_POINT_STEP}, got {point_step}")
     byteorder = ">" if is_bigendian else "<"
     names, formats, offsets, spans = [], [], [], []
     for field in fields:
