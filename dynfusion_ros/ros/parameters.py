@@ -6,7 +6,8 @@ may change at run time, and an optional ``check`` returning the reason a value i
 refused. ``declare`` declares them all on a node; a bad start-up value raises
 ``ParameterError`` naming the parameter and the reason (rclpy does not call set-callbacks
 for initial values), and a bad value set later is refused with the same reason through
-``ros2 param set`` or the parameter service.
+``ros2 param set`` or the parameter service. A malformed request (a type code that does
+not exist) is refused too, where rclpy's own service would raise and end the node.
 """
 
 from __future__ import annotations
