@@ -281,3 +281,53 @@ def test_malformed_calibration_and_unreadable_clouds_are_counted_not_fatal(ros_c
         assert lidar["dropped: malformed point_step"] == "1"
     finally:
         node.destroy_node()
+
+
+def test_fusion_state_changes_while_frames_run_are_serialised(ros_context, clear_frames):
+    """Budget and policy sets, resets and diagnostics from the executor's side while the
+    worker fuses frames: no frame fails, nothing raises, every frame is published."""
+    import threading
+
+    from rclpy.parameter import Parameter
+    from vision_msgs.msg import Detection3DArray
+
+    from dynfusion_ros.ros.fusion_node import FusionNode
+
+    overrides = [Parameter("selection_wait_s", value=0.0), Parameter("max_queued_frames", value=50)]
+    node = FusionNode(context=ros_context, parameter_overrides=overrides)
+    received: list = []
+    listener = _listener(ros_context, "/dynfusion/detections", Detection3DArray, received)
+    frames = [labelled.frame for labelled in clear_frames] * 2
+    errors: list = []
+    done = threading.Event()
+
+    def meddle() -> None:
+        budgets = (0.2, 0.5, 0.35)
+        step = 0
+        while not done.is_set():
+            try:
+                node._on_change("energy_budget_j", budgets[step % 3])
+                node._on_change("policy", ("dynamic", "all")[step % 2])
+                node._on_change("fusion_method", ("wbf", "nms")[step % 2])
+                node._statuses()
+                if step % 7 == 0:
+                    with node.pipeline_lock:
+                        node.pipeline.reset()
+            except Exception as error:  # any: the test's point
+                errors.append(error)
+            step += 1
+
+    meddler = threading.Thread(target=meddle)
+    try:
+        _spin(node, listener, node.detections_pub.get_subscription_count)
+        meddler.start()
+        for frame in frames:
+            node._on_frame(None, frame)
+        _spin(node, listener, lambda: len(received) == len(frames))
+    finally:
+        done.set()
+        meddler.join()
+        listener.destroy_node()
+        node.destroy_node()
+    assert not errors and not node.failures, (errors, node.failures.values())
+    assert len(received) == len(frames)

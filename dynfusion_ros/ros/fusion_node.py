@@ -179,6 +179,9 @@ class FusionNode(Node):
         self.latency_ms: deque[float] = deque(maxlen=LATENCIES_KEPT)
         self.compute_ms: deque[float] = deque(maxlen=LATENCIES_KEPT)
         self.queue = FrameQueue(values["max_queued_frames"])
+        # the pipeline is the worker's; the executor thread (parameter changes, resets,
+        # diagnostics) takes this lock before it touches it
+        self.pipeline_lock = threading.Lock()
         self.failures = FrameFailures(self)
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         latched = QoSProfile(
@@ -210,16 +213,18 @@ class FusionNode(Node):
         self.labels_pub.publish(label_info(list(ObjectClass), self.score_threshold, now))
 
     def _on_change(self, name: str, value: object) -> None:
-        apply_choice_change(self.pipeline, name, value)
-        if name == "fusion_method":
-            self.pipeline.fusion_method = value
-        elif name == "score_threshold":
+        with self.pipeline_lock:  # never while the worker is inside a frame
+            apply_choice_change(self.pipeline, name, value)
+            if name == "fusion_method":
+                self.pipeline.fusion_method = value
+        if name == "score_threshold":
             self.score_threshold = value
             self._publish_labels()
         self.get_logger().info(f"{name} set to {value}")
 
     def _reset(self) -> None:
-        self.pipeline.reset()
+        with self.pipeline_lock:
+            self.pipeline.reset()
         self.selections.clear()
         self.waiting.clear()
         self.queue.clear()
@@ -259,7 +264,8 @@ class FusionNode(Node):
         (their best-effort queues would overflow while a frame is being fused)."""
         while (item := self.queue.take()) is not None:
             frame, selection = item
-            self.failures.guard(frame.stamp_ns, self._run, frame, selection)
+            with self.pipeline_lock:
+                self.failures.guard(frame.stamp_ns, self._run, frame, selection)
 
     def destroy_node(self) -> None:
         self.queue.close()
@@ -304,6 +310,10 @@ class FusionNode(Node):
             self.pipeline.policy = selection.policy
 
     def _statuses(self) -> list[DiagnosticStatus]:
+        with self.pipeline_lock:
+            return self._statuses_unlocked()
+
+    def _statuses_unlocked(self) -> list[DiagnosticStatus]:
         pipeline = self.pipeline
         fallbacks = sum(self.fallbacks.values())
         level, message = DiagnosticStatus.OK, f"{self.frames} frames"
