@@ -421,6 +421,17 @@ ROS1_TOPICS = {
 }
 
 
+# the sensor parameters that read a ros1_names bag: topics by sensor, and the base frame
+ROS1_PARAMS = {
+    "camera_topic": ROS1_TOPICS["/camera/image_raw"],
+    "camera_info_topic": ROS1_TOPICS["/camera/camera_info"],
+    "lidar_topic": ROS1_TOPICS["/lidar/points"],
+    "radar_topic": ROS1_TOPICS["/radar/points"],
+    "imu_topic": ROS1_TOPICS["/imu/data"],
+    "base_frame": "/base_link",
+}
+
+
 def ros1_names(topic: str, msg, log_ns: int):
     """A bag converted from ROS 1: other topic names, frame ids with a leading slash."""
     header = getattr(msg, "header", None)

@@ -97,15 +97,7 @@ def test_layout_scores_as_the_simulator_layout(name, drive, reference, tmp_path,
 def test_a_bag_with_ros1_names_runs_with_a_parameters_file(drive, reference, tmp_path):
     bag = layouts.rewrite_bag(drive, tmp_path / "ros1", layouts.ros1_names)
     params = tmp_path / "robot.yaml"
-    section = {
-        "camera_topic": layouts.ROS1_TOPICS["/camera/image_raw"],
-        "camera_info_topic": layouts.ROS1_TOPICS["/camera/camera_info"],
-        "lidar_topic": layouts.ROS1_TOPICS["/lidar/points"],
-        "radar_topic": layouts.ROS1_TOPICS["/radar/points"],
-        "imu_topic": layouts.ROS1_TOPICS["/imu/data"],
-        "base_frame": "/base_link",
-    }
-    params.write_text(yaml.safe_dump({"/**": {"ros__parameters": section}}))
+    params.write_text(yaml.safe_dump({"/**": {"ros__parameters": layouts.ROS1_PARAMS}}))
     from dynfusion_ros.cli import main
 
     out = tmp_path / "ros1.json"
@@ -194,15 +186,7 @@ def test_nodes_read_a_ros1_named_velodyne_robot_as_offline(drive, tmp_path):
         layouts.ros1_names,
     )
     bag = layouts.rewrite_bag(drive, tmp_path / "robot", robot)
-    params = {
-        "camera_topic": layouts.ROS1_TOPICS["/camera/image_raw"],
-        "camera_info_topic": layouts.ROS1_TOPICS["/camera/camera_info"],
-        "lidar_topic": layouts.ROS1_TOPICS["/lidar/points"],
-        "radar_topic": layouts.ROS1_TOPICS["/radar/points"],
-        "imu_topic": layouts.ROS1_TOPICS["/imu/data"],
-        "base_frame": "/base_link",
-    }
-    live, offline, log = _nodes_and_offline(bag, params, tmp_path)
+    live, offline, log = _nodes_and_offline(bag, layouts.ROS1_PARAMS, tmp_path)
     assert abs(live.map - offline.map) <= 0.005, (live.map, offline.map)
     assert abs(live.ate_rmse_m - offline.ate_rmse_m) <= 0.1 * offline.ate_rmse_m + 0.005
     assert "polar layout" in log

@@ -90,3 +90,24 @@ def test_imu_samples_wait_for_their_mount_then_arrive_turned_in_order():
     door.take_transforms(TFMessage(transforms=[flipped]))
     assert [arrived for arrived, _ in ready] == [n * 5_000_000 for n in range(9, 20)]
     assert all(data.linear_acceleration[2] == pytest.approx(9.81) for _, data in ready)
+
+
+def test_held_messages_are_tried_again_only_when_the_calibration_changed():
+    from sensor_msgs.msg import Imu
+
+    from dynfusion_ros.ros.convert import header_msg
+
+    builder = FrameBuilder()
+    door = SensorDoor(builder, SENSOR_DEFAULTS, lambda *_: None, lambda *_: None, lambda *_: None)
+    for number in range(50):
+        door.admit(Modality.IMU, Imu(header=header_msg(number, "imu_link")), number)
+    tried = []
+    convert = builder.convert
+    builder.convert = lambda modality, msg: tried.append(msg) or convert(modality, msg)
+    unrelated = TFMessage(transforms=[_tf("base_link", "radar_link", 3.7)])
+    door.take_transforms(unrelated)  # a new edge: all 50 are tried, and held again
+    for _ in range(20):  # /tf repeating it changes nothing: none is tried again
+        door.take_transforms(unrelated)
+    assert len(tried) == 50
+    door.take_transforms(TFMessage(transforms=[_tf("base_link", "imu_link", 0.0)]))
+    assert len(tried) == 100 and not door.early

@@ -20,7 +20,7 @@ import sys
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from rosbags.rosbag2 import Reader, ReaderError
@@ -36,11 +36,13 @@ from dynfusion_ros.ros.typestore import bag_typestore
 
 @dataclass(frozen=True)
 class BagTopics:
-    camera: str = "/camera/image_raw"
-    camera_info: str = "/camera/camera_info"
-    lidar: str = "/lidar/points"
-    radar: str = "/radar/points"
-    imu: str = "/imu/data"
+    """Where a bag's messages are: the sensor topics come from the sensor parameters."""
+
+    camera: str
+    camera_info: str
+    lidar: str
+    radar: str
+    imu: str
     tf_static: str = "/tf_static"
     tf: str = "/tf"
     truth: str = "/ground_truth/objects"
@@ -60,13 +62,12 @@ class BagTopics:
 
 @dataclass(frozen=True)
 class FrameTiming:
-    """How sensors are matched to a frame stamp (seconds)."""
+    """How sensors are matched to a frame stamp (seconds), from the sensor parameters the
+    nodes' frame sync takes too."""
 
-    frame_period_s: float = 0.1
-    tolerance_s: float = 0.03
-    max_age_s: dict[Modality, float] = field(
-        default_factory=lambda: {Modality.CAMERA: 0.12, Modality.LIDAR: 0.12, Modality.RADAR: 0.1}
-    )
+    frame_period_s: float
+    tolerance_s: float
+    max_age_s: dict[Modality, float]
     lag_s: float = 0.3  # wait this long in log time for late messages before assembling
 
     @classmethod
@@ -300,7 +301,7 @@ def bag_duration_frames(bag: Path, values: dict | None = None) -> int:
     """How many frames ``read_frames`` will yield, from the bag's metadata (for progress)."""
     timing = FrameTiming.from_values(values or SENSOR_DEFAULTS)
     with _open(bag) as reader:
-        truth = [c for c in reader.connections if c.topic == BagTopics().truth]
+        truth = [c for c in reader.connections if c.topic == BagTopics.truth]
         if not truth:
             return 0
         return max(1, round(reader.duration / NS_PER_S / timing.frame_period_s))

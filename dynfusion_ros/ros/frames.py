@@ -185,14 +185,26 @@ class SensorDoor:
 
     def take_camera_info(self, msg) -> None:
         """ConversionError for a malformed one (the previous one stays)."""
+        before = self._calibration()
         self.builder.take_camera_info(msg)
-        self._release()
+        self._release_if_changed(before)
 
     def take_transforms(self, msg) -> None:
         """ConversionError for a malformed transform (the others in the message are taken)."""
+        before = self._calibration()
         try:
             self.builder.take_transforms(msg)
         finally:
+            self._release_if_changed(before)
+
+    def _calibration(self) -> tuple[bool, int]:
+        return self.builder.camera_model is not None, self.builder.tree.version
+
+    def _release_if_changed(self, before: tuple[bool, int]) -> None:
+        """Try the held messages again only when something they wait for may have come:
+        CameraInfo repeats at the camera rate and /tf at up to 100 Hz, and converting a
+        second of held clouds on each would be most of a core."""
+        if self.early and self._calibration() != before:
             self._release()
 
     def oldest_held_ns(self) -> int | None:

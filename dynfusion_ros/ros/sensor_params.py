@@ -9,6 +9,7 @@ offline and through the nodes uses the same topics, field choices and frames.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import yaml
@@ -266,8 +267,6 @@ SENSOR_DEFAULTS = {param.name: param.default for param in SENSOR_PARAMS}
 def fingerprint(values: dict | None) -> str:
     """The sensor parameters that differ from the defaults, as JSON ("" for none): what
     a cache of frames read from bags must match to be reused."""
-    import json
-
     changed = {k: v for k, v in (values or {}).items() if SENSOR_DEFAULTS.get(k) != v}
     return json.dumps(changed, sort_keys=True) if changed else ""
 

@@ -5,10 +5,9 @@ A frame is keyed by the stamp of a *reference* sensor message (the first sensor 
 rather than stopping it). Every other sensor contributes its newest message stamped in
 ``[stamp - max_age, stamp + tolerance]``; IMU samples stamped since the previous frame
 ride along. A frame waits until every sensor has caught up with its stamp, at most
-``timeout_s`` of clock time after its reference message arrived, then goes on with
-what it has: a late sensor
-never stalls the output, and one silent for ``silent_after_s`` is not waited for at all
-(nor does it key frames) until it speaks again.
+``timeout_s`` of clock time after its reference message arrived, then goes on with what
+it has: a late sensor never stalls the output, and one silent for ``silent_after_s`` is
+not waited for at all (nor does it key frames) until it speaks again.
 
 Plain Python, no rclpy: the node passes each message with its header stamp and the
 node clock's ``now`` (ROS time, so ``use_sim_time`` replays work), and calls ``poll``
