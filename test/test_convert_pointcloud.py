@@ -347,3 +347,14 @@ def test_non_finite_or_absurd_point_times_are_taken_as_zero_and_said():
     assert scan.fields["time"].tolist() == [0.0, 0.0, pytest.approx(0.05), 0.0]
     assert np.isfinite(scan.fields["time"]).all()
     assert any("non-finite or absurd times taken as 0" in note for note in notes)
+
+
+def test_a_cloud_without_point_times_is_read_and_said_once():
+    from dynfusion_ros.ros.convert import LidarLayout, LidarReader
+
+    msg = columns_to_pointcloud2({k: np.ones(4, np.float32) for k in "xyz"}, 7, "lidar")
+    notes = []
+    reader = LidarReader(LidarLayout(), notes.append)
+    for _ in range(3):
+        assert "time" not in reader.read(msg).fields
+    assert notes == ["no per-point time field: sweeps are registered without deskewing"]

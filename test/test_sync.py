@@ -7,7 +7,15 @@ import itertools
 import pytest
 
 from dynfusion_ros.core.types import NS_PER_S, Modality
-from dynfusion_ros.ros.sync import FrameSync, SyncSettings
+from dynfusion_ros.ros.sync import (
+    AHEAD,
+    DROP_KINDS_KEPT,
+    DUPLICATE,
+    OUT_OF_ORDER,
+    STALE,
+    FrameSync,
+    SyncSettings,
+)
 
 CAMERA, LIDAR, RADAR, IMU = Modality.CAMERA, Modality.LIDAR, Modality.RADAR, Modality.IMU
 MS = NS_PER_S // 1000
@@ -100,38 +108,90 @@ def test_duplicate_and_out_of_order_stamps_are_dropped_and_counted():
         (events[30][0] + 1, CAMERA, T0 + 200 * MS),  # duplicate of a camera stamp
         (events[60][0] + 1, RADAR, T0 + 100 * MS),  # older than radar's newest
     ]
-    sync = FrameSync()
+    refused = []
+    sync = FrameSync(on_refusal=lambda sensor, kind, detail: refused.append((sensor, detail)))
     frames = run(sync, sorted(events + extra))
     assert len(frames) == 10
-    assert sync.health[CAMERA].dropped == {"duplicate stamp": 1}
-    assert sync.health[RADAR].dropped == {"stamp older than the previous message (out of order)": 1}
+    assert sync.health[CAMERA].dropped == {DUPLICATE: 1}
+    assert sync.health[RADAR].dropped == {OUT_OF_ORDER: 1}
+    assert (RADAR, f"{OUT_OF_ORDER}: 0.100 s behind") in refused  # the figures go here
 
 
-def test_stamps_far_from_the_clock_are_dropped_with_the_reason():
-    sync = FrameSync()
+def test_stamps_far_from_the_clock_are_dropped_by_kind_with_the_figures_beside():
+    refused = []
+    sync = FrameSync(on_refusal=lambda sensor, kind, detail: refused.append(detail))
     assert sync.add(CAMERA, T0 + 3 * NS_PER_S, "future", T0) == []
     assert sync.add(LIDAR, T0 - 60 * NS_PER_S, "stale", T0) == []
-    assert sync.health[CAMERA].dropped == {"stamp 3.00 s in the future": 1}
-    assert sync.health[LIDAR].dropped == {"stamp 60.00 s in the past": 1}
+    assert sync.health[CAMERA].dropped == {AHEAD: 1}
+    assert sync.health[LIDAR].dropped == {STALE: 1}
+    assert "3.00 s" in refused[0] and "60.00 s" in refused[1]
     # a sim clock before its first /clock message reads zero: stamps are not judged
     unclocked = FrameSync()
     unclocked.add(CAMERA, T0, "x", 0)
     assert not unclocked.health[CAMERA].dropped
 
 
-def test_a_backwards_time_jump_resets_and_frames_start_again():
+def test_a_thousand_distinct_bad_stamps_keep_the_diagnostics_keys_few():
+    sync = FrameSync()
+    for k in range(1000):
+        sync.add(IMU, T0 - (6 * NS_PER_S + k * MS), "stale", T0)  # each "k.kkk s behind"
+        sync.add(IMU, T0 + (NS_PER_S + k * MS), "future", T0)
+    for k in range(100):
+        sync.drop(IMU, f"made-up reason {k}")  # a caller's own reasons are bounded too
+    dropped = sync.health[IMU].dropped
+    assert len(dropped) <= DROP_KINDS_KEPT and sum(dropped.values()) == 2100
+    assert dropped[STALE] == dropped[AHEAD] == 1000
+
+
+def test_one_stale_message_is_dropped_and_resets_nothing():
+    """A sample 2 s behind its sensor's newest (inside max_delay_s) is out of order, not a
+    time jump: the clock did not go back."""
+    events = drive(2.0)
+    stale = (events[300][0] + 1, IMU, events[300][2] - 2 * NS_PER_S + 7 * MS)
+    jumps = []
+    sync = FrameSync(on_time_jump=jumps.append)
+    frames = run(sync, sorted([*events, stale]))
+    assert not jumps and sync.time_jumps == 0
+    assert sync.health[IMU].dropped == {OUT_OF_ORDER: 1}
+    assert [f.stamp_ns for _, f in frames] == [T0 + k * 100 * MS for k in range(20)]
+
+
+def test_a_message_ahead_of_the_clock_is_held_and_costs_the_others_nothing():
+    """A lidar sweep stamped 0.4 s ahead (its clock off): taken at once, it would make
+    the next four sweeps out of order; held until the clock is there, only the one sweep
+    then in flight (stamped 105 ms before it arrives) is."""
+    events = drive(2.0)
+    ahead = (events[100][0] + 1, LIDAR, T0 + 820 * MS)  # the clock reads T0 + 0.417 s
+    sync = FrameSync()
+    frames = run(sync, sorted([*events, ahead]))
+    stamps = [f.stamp_ns for _, f in frames]
+    assert stamps == [T0 + k * 100 * MS for k in range(20)]  # in order, none lost
+    assert sync.health[LIDAR].dropped == {OUT_OF_ORDER: 1}
+    assert sync.health[LIDAR].missing_frames == 0
+
+
+def test_a_backwards_time_jump_of_the_clock_resets_and_frames_start_again():
     first = drive(2.0)
-    again = drive(2.0)  # the same stamps again: a looping bag with a looping clock
-    shift = first[-1][0] + 50 * MS - again[0][0]
+    again = drive(2.0)  # the same stamps and the same clock again: a looping bag
     warnings = []
     sync = FrameSync(on_time_jump=warnings.append)
     frames = run(sync, first)
-    # arrival times keep going forward (wall clock); stamps restart
-    frames += run(sync, [(a + shift, s, t) for a, s, t in again])
-    assert sync.time_jumps == 1 and "time jumped back" in warnings[0]
+    frames += run(sync, again)
+    assert sync.time_jumps == 1 and "the clock jumped back" in warnings[0]
     stamps = [f.stamp_ns for _, f in frames]
     assert stamps == [T0 + k * 100 * MS for k in range(20)] * 2
     assert not any(sync.health[m].dropped for m in sync.health)
+
+
+def test_stamps_that_restart_while_the_clock_goes_on_are_out_of_order_not_a_jump():
+    first = drive(2.0)
+    again = drive(2.0)
+    shift = first[-1][0] + 50 * MS - again[0][0]
+    sync = FrameSync()
+    run(sync, first)
+    run(sync, [(a + shift, s, t) for a, s, t in again])  # stamps 2 s behind the clock
+    assert sync.time_jumps == 0
+    assert sync.health[CAMERA].dropped == {OUT_OF_ORDER: 19, DUPLICATE: 1}  # the last: equal
 
 
 def test_settings_are_checked():

@@ -49,6 +49,9 @@ from dynfusion_ros.ros.sensor_params import (
 # Parents that place the robot in the world (REP-105), never a sensor on the robot: the
 # odometry this package publishes on /tf is not a mount.
 WORLD_FRAMES = frozenset({"odom", "map", "earth"})
+# why a message waits, then is refused: kinds, the frame names go in the detail
+NO_CAMERA_INFO = "no CameraInfo received yet"
+NO_MOUNT = "no transform to the base frame"
 
 
 class MountUnknownError(ConversionError):
@@ -215,15 +218,15 @@ class SensorDoor:
         """Convert ``msg`` and hand it on, or hold it until its calibration comes, or
         refuse it. A malformed message is refused even while it waits for calibration."""
         if modality is Modality.CAMERA and self.builder.camera_model is None:
-            self._hold(modality, msg, arrived_ns, "no CameraInfo received yet")
+            self._hold(modality, msg, arrived_ns, NO_CAMERA_INFO, NO_CAMERA_INFO)
             return
         try:
             data = self.builder.convert(modality, msg)
         except MountUnknownError as error:
-            self._hold(modality, msg, arrived_ns, error.problem)
+            self._hold(modality, msg, arrived_ns, NO_MOUNT, error.problem)
             return
         except ConversionError as error:
-            self.on_refused(modality, Refusal(f"malformed {error.field}", str(error)))
+            self.on_refused(modality, Refusal(error.kind, str(error)))
             return
         except (ValueError, TypeError, OverflowError, IndexError) as error:
             # no reader check caught it: still this message's fault, never the node's end
@@ -237,10 +240,9 @@ class SensorDoor:
             data = data.thinned(limit)
         self.on_ready(modality, data, arrived_ns)
 
-    def _hold(self, modality: Modality, msg, arrived_ns: int, missing: str) -> None:
+    def _hold(self, modality: Modality, msg, arrived_ns: int, kind: str, missing: str) -> None:
         queue = self.early.setdefault(modality, deque())
-        reason = missing.split(":", maxsplit=1)[0]
-        queue.append((msg, arrived_ns, Refusal(reason, f"{missing} (held)")))
+        queue.append((msg, arrived_ns, Refusal(kind, f"{missing} (held)")))
         while queue and queue[0][1] < arrived_ns - self.hold_ns:
             refusal = queue.popleft()[2]
             self.on_refused(modality, Refusal(refusal.reason, f"{refusal.detail} too long"))

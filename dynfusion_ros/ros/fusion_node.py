@@ -234,7 +234,7 @@ class FusionNode(Node):
             selection = msg_to_selection(msg)
         except ConversionError as error:
             self.bad_selections += 1
-            self.input.report(SELECTION_TOPIC, str(error))
+            self.input.report(SELECTION_TOPIC, str(error), error.kind)
             return
         self.selections[selection.stamp_ns] = selection
         while len(self.selections) > SELECTIONS_KEPT:
@@ -281,7 +281,7 @@ class FusionNode(Node):
                 self._follow(selection)
             except ValueError as error:
                 self.bad_selections += 1
-                self.input.report(SELECTION_TOPIC, str(error))
+                self.input.report(SELECTION_TOPIC, str(error), "unusable selection")
         if choice is None:
             reason = "no selection for the frame" if selection is None else "unusable selection"
             self.fallbacks[reason] += 1

@@ -7,6 +7,7 @@ the fusion node finds the context estimator's selection under the stamp it keyed
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable
 
@@ -32,6 +33,7 @@ from dynfusion_ros.ros.timers import steady_timer
 POLL_PERIOD_S = 0.01  # how often waiting frames are checked against their timeout
 IMU_QUEUE = 50  # 200-400 Hz: a frame period of samples and then some
 NOTES_KEPT = 8  # per topic, on /diagnostics
+REPORT_EVERY_S = 10.0  # one log line per topic and kind of problem, at most
 
 
 def _radar_type(values: dict) -> type:
@@ -60,9 +62,16 @@ class SensorInput:
         on_time_jump: Callable[[], None] = lambda: None,
     ) -> None:
         self.node, self.on_frame, self.on_time_jump = node, on_frame, on_time_jump
-        self.sync = FrameSync(sync_settings(values), on_time_jump=self._time_jumped)
         self.topics = {m: values[f"{m.value}_topic"] for m in (*FRAME_SENSORS, Modality.IMU)}
+        self.sync = FrameSync(
+            sync_settings(values),
+            on_time_jump=self._time_jumped,
+            on_refusal=lambda modality, kind, detail: self.report(
+                self.topics[modality], detail, kind
+            ),
+        )
         self.last_problem: dict[str, str] = {}  # topic -> what was last wrong with it
+        self._logged: dict[tuple[str, str], tuple[float, int]] = {}  # when, how many since
         self.notes: dict[str, list[str]] = {}  # topic -> what was used in part, or concluded
         self.types: dict[Modality, str] = {}  # the message type taken on each topic
         self.calibration: Counter[str] = Counter()  # CameraInfo and tf messages, per topic
@@ -108,12 +117,20 @@ class SensorInput:
     def now_ns(self) -> int:
         return self.node.get_clock().now().nanoseconds
 
-    def report(self, topic: str, problem: str, *, dropped: bool = True) -> None:
-        """Log a problem with a topic once (until it changes) and keep it for diagnostics."""
-        if self.last_problem.get(topic) != problem:
-            outcome = "message dropped" if dropped else "message used in part"
-            self.node.get_logger().warning(f"{topic}: {problem} ({outcome})")
+    def report(self, topic: str, problem: str, kind: str, *, dropped: bool = True) -> None:
+        """Keep a problem with a topic for diagnostics, and log it: the first of its kind
+        at once, then at most one per kind per ``REPORT_EVERY_S`` with the count of those
+        not logged (a stream of bad messages must not flood the log)."""
         self.last_problem[topic] = problem
+        now = time.monotonic()
+        logged_at, unlogged = self._logged.get((topic, kind), (-REPORT_EVERY_S, 0))
+        if now - logged_at < REPORT_EVERY_S:
+            self._logged[topic, kind] = (logged_at, unlogged + 1)
+            return
+        self._logged[topic, kind] = (now, 0)
+        outcome = "message dropped" if dropped else "message used in part"
+        more = f"; {unlogged} more of this kind since the last line" if unlogged else ""
+        self.node.get_logger().warning(f"{topic}: {problem} ({outcome}{more})")
 
     def _note(self, modality: Modality, text: str) -> None:
         """What a topic's messages were read as, or used without: logged once each."""
@@ -129,7 +146,7 @@ class SensorInput:
             self.door.take_camera_info(msg)
         except ConversionError as error:
             self.calibration_refused[self.camera_info_topic] += 1
-            self.report(self.camera_info_topic, str(error))
+            self.report(self.camera_info_topic, str(error), error.kind)
 
     def _on_transforms(self, topic: str, msg) -> None:
         self.calibration[topic] += 1
@@ -137,7 +154,7 @@ class SensorInput:
             self.door.take_transforms(msg)
         except ConversionError as error:
             self.calibration_refused[topic] += 1
-            self.report(topic, str(error), dropped=False)
+            self.report(topic, str(error), error.kind, dropped=False)
 
     def _calibration_status(self, prefix: str) -> DiagnosticStatus:
         """CameraInfo and the tf tree: received, refused (and why), what is known."""
@@ -158,7 +175,7 @@ class SensorInput:
 
     def _refused(self, modality: Modality, refusal: Refusal) -> None:
         self.sync.refuse(modality, refusal.reason)
-        self.report(self.topics[modality], refusal.detail)
+        self.report(self.topics[modality], refusal.detail, refusal.reason)
 
     def _ready(self, modality: Modality, data, arrived_ns: int) -> None:
         self._emit(self.sync.add(modality, data.stamp_ns, data, arrived_ns))

@@ -13,16 +13,27 @@ Plain Python, no rclpy: the node passes each message with its header stamp and t
 node clock's ``now`` (ROS time, so ``use_sim_time`` replays work), and calls ``poll``
 from a timer. What it passes with each stamp is opaque here and comes back in frames.
 
-What the sync refuses, and counts per sensor with the reason:
-- a stamp equal to the sensor's previous one (duplicate) or older (out of order);
-- a stamp further than ``max_future_s`` ahead of the clock or ``max_delay_s`` behind it;
-- a stamp more than ``jump_back_s`` behind the sensor's newest is not refused but taken
-  as a backwards time jump (a looping bag, a restarted simulator): everything buffered
-  is forgotten, a warning is raised, and frames start again from the new time.
+What the sync refuses, and counts per sensor by kind (the figures go to ``on_refusal``):
+- a stamp equal to the sensor's newest (duplicate) or older (out of order), however far
+  behind: one stale message is dropped, it never resets anything;
+- a stamp further than ``max_delay_s`` behind the node clock, or ``max_future_s`` ahead.
+
+A stamp ahead of the clock by less than ``max_future_s`` but more than the sensor's
+tolerance is held until the clock reaches it. Taken at once, one mis-stamped message
+would make all of its sensor's messages out of order until their stamps passed it; held,
+it costs at most those the sensor has in flight when the clock gets there (its latency),
+and a sim clock that lags its messages a little under load costs latency, never data.
+Once released, a held message is like any other (a reference sensor's keys a frame).
+
+Time jumps back only when the node clock does (a looping bag, a restarted simulator):
+by more than ``jump_back_s``, everything buffered is forgotten, ``on_time_jump`` hears
+why, and frames start again from the new time.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +44,15 @@ FRAME_SENSORS = (Modality.CAMERA, Modality.LIDAR, Modality.RADAR)
 RATE_WINDOW = 20  # arrivals kept per sensor for the rate estimate
 BUFFER_LENGTH = 512  # messages kept per sensor while no frame takes them (2.5 s of 200 Hz IMU)
 NEXT_SHARE = 0.9  # a sensor's next message is expected no sooner than this share of its period
+DROP_KINDS_KEPT = 24  # distinct drop reasons counted per sensor; later ones count as OTHER
+
+# what the sync refuses: the keys of the per-sensor drop counts on /diagnostics
+DUPLICATE = "duplicate stamp"
+OUT_OF_ORDER = "out of order (stamp behind the sensor's newest)"
+AHEAD = "stamp too far ahead of the clock"
+STALE = "stamp too far behind the clock"
+HOLD_FULL = "held for the clock, and too many held"
+OTHER = "other reasons"
 
 
 def _per_sensor(camera: float, lidar: float, radar: float) -> dict[Modality, float]:
@@ -110,19 +130,24 @@ class _Pending:
 
 
 class FrameSync:
-    """Assembles frames; ``on_time_jump`` hears why state was reset (time went backwards)."""
+    """Assembles frames; ``on_time_jump`` hears why state was reset (the clock went
+    back), ``on_refusal(sensor, kind, detail)`` what was wrong with each message refused."""
 
     def __init__(
         self,
         settings: SyncSettings | None = None,
         on_time_jump: Callable[[str], None] | None = None,
+        on_refusal: Callable[[Modality, str, str], None] | None = None,
     ) -> None:
         self.settings = settings or SyncSettings()
         self.on_time_jump = on_time_jump or (lambda _: None)
+        self.on_refusal = on_refusal or (lambda modality, kind, detail: None)
         self.health = {m: SensorHealth() for m in (*FRAME_SENSORS, Modality.IMU)}
         self.frames_out = 0
         self.time_jumps = 0
         self._started_ns: int | None = None
+        self._clock_ns: int | None = None  # the latest node clock reading seen
+        self._arrivals = itertools.count()  # orders held messages of equal stamps
         self._forget()
 
     def _forget(self) -> None:
@@ -130,6 +155,7 @@ class FrameSync:
             m: deque(maxlen=BUFFER_LENGTH) for m in self.health
         }
         self._pending: deque[_Pending] = deque()
+        self._held: list[tuple[int, int, Modality, object]] = []  # ahead of the clock
         self._last_frame_ns: int | None = None
         for health in self.health.values():
             health.last_stamp_ns = health.period_ns = None
@@ -154,8 +180,12 @@ class FrameSync:
         return None
 
     def drop(self, modality: Modality, reason: str) -> None:
-        """Count a received message as refused, with the reason."""
-        self.health[modality].dropped[reason] += 1
+        """Count a received message as refused, by the kind of reason (a bounded set of
+        keys: beyond ``DROP_KINDS_KEPT`` kinds, OTHER)."""
+        dropped = self.health[modality].dropped
+        if reason not in dropped and len(dropped) >= DROP_KINDS_KEPT - 1:
+            reason = OTHER
+        dropped[reason] += 1
 
     def refuse(self, modality: Modality, reason: str) -> None:
         """A message refused before it reached ``add`` (malformed, unusable yet)."""
@@ -166,14 +196,32 @@ class FrameSync:
         self, modality: Modality, stamp_ns: int, message: object, now_ns: int
     ) -> list[SyncedFrame]:
         """Take one message; returns the frames it completed, oldest first."""
-        health = self.health[modality]
-        health.received += 1
+        self.health[modality].received += 1
         if self._started_ns is None:
             self._started_ns = now_ns
-        reason = self._refusal(modality, stamp_ns, now_ns)
-        if reason:
-            self.drop(modality, reason)
-            return self.poll(now_ns)
+        self._watch_clock(now_ns)
+        refusal = self._clock_refusal(stamp_ns, now_ns)
+        if refusal:
+            self._refuse(modality, *refusal)
+        elif now_ns > 0 and stamp_ns - now_ns > self._tolerance_ns(modality):
+            if len(self._held) < BUFFER_LENGTH:
+                heapq.heappush(self._held, (stamp_ns, next(self._arrivals), modality, message))
+            else:
+                self._refuse(modality, HOLD_FULL, f"{BUFFER_LENGTH} messages already held")
+        else:
+            self._take(modality, stamp_ns, message, now_ns)
+        return self.poll(now_ns)
+
+    def _tolerance_ns(self, modality: Modality) -> float:
+        tolerance = self.settings.tolerance_s
+        return tolerance.get(modality, max(tolerance.values())) * NS_PER_S
+
+    def _take(self, modality: Modality, stamp_ns: int, message: object, now_ns: int) -> None:
+        health = self.health[modality]
+        refusal = self._order_refusal(modality, stamp_ns)
+        if refusal:
+            self._refuse(modality, *refusal)
+            return
         if health.last_stamp_ns is not None:
             health.period_ns = stamp_ns - health.last_stamp_ns
         health.last_stamp_ns = stamp_ns
@@ -183,38 +231,42 @@ class FrameSync:
         if modality is self.reference(now_ns) and self._keys_frame(stamp_ns):
             self._pending.append(_Pending(stamp_ns, modality, message, now_ns))
             self._last_frame_ns = stamp_ns
-        return self.poll(now_ns)
 
-    def _refusal(self, modality: Modality, stamp_ns: int, now_ns: int) -> str:
-        return self._clock_refusal(stamp_ns, now_ns) or self._order_refusal(modality, stamp_ns)
+    def _refuse(self, modality: Modality, kind: str, detail: str) -> None:
+        self.drop(modality, kind)
+        self.on_refusal(modality, kind, f"{kind}: {detail}")
 
-    def _clock_refusal(self, stamp_ns: int, now_ns: int) -> str:
+    def _watch_clock(self, now_ns: int) -> None:
+        """Reset when the node clock went back by more than ``jump_back_s``."""
+        latest = self._clock_ns
+        self._clock_ns = now_ns if latest is None else max(latest, now_ns)
+        if latest is None or now_ns >= latest - self.settings.jump_back_s * NS_PER_S:
+            return
+        self.time_jumps += 1
+        self._clock_ns = now_ns
+        self._forget()
+        self.on_time_jump(
+            f"the clock jumped back {(latest - now_ns) / NS_PER_S:.2f} s (a looping bag, a"
+            " restarted simulator?): buffered messages forgotten"
+        )
+
+    def _clock_refusal(self, stamp_ns: int, now_ns: int) -> tuple[str, str] | None:
         if now_ns <= 0:  # a sim clock reads 0 until the first /clock message
-            return ""
+            return None
         ahead = (stamp_ns - now_ns) / NS_PER_S
         if ahead > self.settings.max_future_s:
-            return f"stamp {ahead:.2f} s in the future"
+            return AHEAD, f"{ahead:.2f} s (max_stamp_lead_s {self.settings.max_future_s:g})"
         if -ahead > self.settings.max_delay_s:
-            return f"stamp {-ahead:.2f} s in the past"
-        return ""
+            return STALE, f"{-ahead:.2f} s (max_stamp_delay_s {self.settings.max_delay_s:g})"
+        return None
 
-    def _order_refusal(self, modality: Modality, stamp_ns: int) -> str:
+    def _order_refusal(self, modality: Modality, stamp_ns: int) -> tuple[str, str] | None:
         last = self.health[modality].last_stamp_ns
-        if last is None:
-            return ""
-        if stamp_ns < last - self.settings.jump_back_s * NS_PER_S:
-            self.time_jumps += 1
-            self.on_time_jump(
-                f"time jumped back {(last - stamp_ns) / NS_PER_S:.2f} s on {modality.value} "
-                "(a looping bag?): buffered messages forgotten"
-            )
-            self._forget()
-            return ""
+        if last is None or stamp_ns > last:
+            return None
         if stamp_ns == last:
-            return "duplicate stamp"
-        if stamp_ns < last:
-            return "stamp older than the previous message (out of order)"
-        return ""
+            return DUPLICATE, f"{stamp_ns} ns again"
+        return OUT_OF_ORDER, f"{(last - stamp_ns) / NS_PER_S:.3f} s behind"
 
     def _keys_frame(self, stamp_ns: int) -> bool:
         if self._last_frame_ns is None:
@@ -223,6 +275,10 @@ class FrameSync:
 
     def poll(self, now_ns: int) -> list[SyncedFrame]:
         """Frames that are complete or whose wait is over, oldest first."""
+        self._watch_clock(now_ns)
+        while self._held and self._held[0][0] - now_ns <= self._tolerance_ns(self._held[0][2]):
+            stamp_ns, _, modality, message = heapq.heappop(self._held)
+            self._take(modality, stamp_ns, message, now_ns)
         frames = []
         timeout_ns = self.settings.timeout_s * NS_PER_S
         while self._pending:

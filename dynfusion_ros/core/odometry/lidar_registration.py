@@ -81,6 +81,12 @@ class LidarRegistration:
         config.registration.max_num_threads = 1  # the branches need the other cores
         self.config = config
         self.restart()
+        from kiss_icp.preprocess import Preprocessor
+
+        # a sweep without a spread of per-point times cannot be deskewed: KISS-ICP's
+        # deskew divides by that spread (and aborts the process on the NaN it makes)
+        data = config.data
+        self.flat_preprocessor = Preprocessor(data.max_range, data.min_range, False, 1)
 
     def restart(self) -> None:
         """A new local map from the next sweep on."""
@@ -103,8 +109,7 @@ class LidarRegistration:
         points = scan.xyz.astype(np.float64)
         solid = self._above_ground(points) & ~_airborne(points)
         points = points[solid]
-        times = scan.fields.get("time")
-        times = times[solid].astype(np.float64) if times is not None else np.zeros(len(points))
+        times = _usable_times(scan.fields.get("time"), solid)
         if len(points) < MIN_POINTS:
             return f"{len(points)} lidar points (at least {MIN_POINTS} needed)"
         stale = (
@@ -179,14 +184,14 @@ class LidarRegistration:
         voxel grids (the finer one joins the map, the coarser one is registered)."""
         from kiss_icp.voxelization import voxel_down_sample
 
-        if np.ptp(times) > 0:
-            duration = float(np.ptp(times))
+        duration = float(np.ptp(times))
+        if duration > 0:
             normalised = (times - times.min()) / duration
+            frame = self.preprocessor.preprocess(
+                points, normalised, self._sweep_motion(filter_, duration)
+            )
         else:
-            duration, normalised = 0.0, np.full(len(points), 0.5)
-        frame = self.preprocessor.preprocess(
-            points, normalised, self._sweep_motion(filter_, duration)
-        )
+            frame = self.flat_preprocessor.preprocess(points, times, np.eye(4))
         kept = voxel_down_sample(frame, VOXEL_SIZE_M * 0.5)
         return voxel_down_sample(kept, VOXEL_SIZE_M * 1.5), kept
 
@@ -240,6 +245,16 @@ def map_measurement(
     H[2:, ATTITUDE] = np.eye(3)
     H[2:, CLONE_ATTITUDE] = -R.T @ R_anchor
     return shown, H
+
+
+def _usable_times(times: np.ndarray | None, kept: np.ndarray) -> np.ndarray:
+    """Per-point times (s) of the kept points; all 0 (the sweep is not deskewed) when
+    the cloud has none or any is not finite: one NaN would reach KISS-ICP's deskew,
+    which aborts the process on it."""
+    if times is None:
+        return np.zeros(np.count_nonzero(kept))
+    times = times[kept].astype(np.float64)
+    return times if np.isfinite(times).all() else np.zeros(len(times))
 
 
 def _airborne(points: np.ndarray) -> np.ndarray:

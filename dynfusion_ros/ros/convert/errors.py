@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -17,6 +18,12 @@ class ConversionError(ValueError):
         super().__init__(f"{field}: {problem}")
         self.field = field
         self.problem = problem
+
+    @property
+    def kind(self) -> str:
+        """What a counter keys it by: "malformed <field>", with the names a message gave
+        left out (``fields['x']`` -> ``fields[...]``): they must not become keys."""
+        return "malformed " + re.sub(r"\[[^\]]*\]|'[^']*'", "[...]", self.field)
 
 
 @contextmanager

@@ -104,7 +104,9 @@ class LidarReader:
         layout = self.layout
         time_field = _chosen(layout.time_field, TIME_FIELDS, names, "lidar_time_field")
         encoding = None
-        if time_field is not None:
+        if time_field is None:
+            self.note("no per-point time field: sweeps are registered without deskewing")
+        else:
             column = scalar_column(points, time_field)
             encoding = layout.time_encoding
             if encoding == "auto":
