@@ -1,5 +1,7 @@
 """Image and CameraInfo conversions: encodings, padding, byte order, bad input."""
 
+import re
+
 import numpy as np
 import pytest
 from rclpy.serialization import deserialize_message, serialize_message
@@ -204,3 +206,38 @@ def test_uncalibrated_camera_info_is_an_error():
     nan_info = CameraInfo(width=640, height=384, k=[float("nan")] * 9)
     with pytest.raises(ConversionError, match="k: contains NaN"):
         camera_info_to_model(nan_info)
+
+
+@pytest.mark.parametrize(
+    ("model", "d", "why"),
+    [
+        ("plumb_bob", [0.1, 0.2, 0.0], "plumb_bob takes 4 or 5 or 8 or 12 or 14 coefficients"),
+        ("plumb_bob", [0.0] * 100, "got 100"),
+        ("plumb_bob", [0.1, float("nan"), 0, 0, 0], "non-finite or absurd"),
+        ("rational_polynomial", [1e9, 0, 0, 0, 0, 0, 0, 0], "non-finite or absurd"),
+        ("equidistant", [0.1], "equidistant takes 4 coefficients, got 1"),
+        ("kannala_brandt", [0.1] * 4, "distortion model 'kannala_brandt' unknown"),
+    ],
+)
+def test_distortion_opencv_cannot_use_is_refused_with_the_field(model, d, why):
+    """Accepted, each of these made OpenCV raise inside the camera branch and correction."""
+    info = CameraInfo(width=640, height=384, k=[400, 0, 320, 0, 400, 192, 0, 0, 1])
+    info.distortion_model, info.d = model, d
+    with pytest.raises(ConversionError, match=f"^d: .*{re.escape(why)}"):
+        camera_info_to_model(info)
+
+
+def test_every_distortion_opencv_takes_projects_and_undistorts():
+    from dynfusion_ros.core.odometry.camera_geometry import CameraGeometry
+    from dynfusion_ros.core.types import DISTORTION_COEFFICIENTS
+
+    points = np.array([[0.5, -0.2, 5.0], [-1.0, 0.3, 8.0]])
+    for model, counts in DISTORTION_COEFFICIENTS.items():
+        for count in (0, *counts):
+            info = CameraInfo(width=640, height=384, k=[400, 0, 320, 0, 400, 192, 0, 0, 1])
+            info.distortion_model, info.d = model, [0.01] * count
+            camera = camera_info_to_model(info)
+            pixels, visible = camera.project(points)
+            assert visible.all() and np.isfinite(pixels).all()
+            back = CameraGeometry(camera, np.eye(4)).normalised(pixels)
+            np.testing.assert_allclose(back, points[:, :2] / points[:, 2:], atol=1e-4)

@@ -103,8 +103,24 @@ def test_imu_all_zero_covariance_means_unknown():
             ),
             r"orientation: not a unit quaternion \(norm 3",
         ),
+        (
+            lambda m: setattr(m.linear_acceleration, "x", 1e6),
+            r"linear_acceleration: 1e\+06 m/s\^2 is beyond any IMU's range",
+        ),
+        (
+            lambda m: setattr(m.angular_velocity, "z", 40.0),  # 2290 deg/s
+            r"angular_velocity: 40 rad/s is beyond any IMU's range",
+        ),
     ],
-    ids=["nan-gyro", "inf-accel", "negative-variance", "gyro-missing", "non-unit-quaternion"],
+    ids=[
+        "nan-gyro",
+        "inf-accel",
+        "negative-variance",
+        "gyro-missing",
+        "non-unit-quaternion",
+        "absurd-accel",
+        "absurd-gyro",
+    ],
 )
 def test_malformed_imu_raises_naming_the_field(mutate, message):
     msg = sample_to_imu(imu_sample())

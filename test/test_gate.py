@@ -177,6 +177,24 @@ def test_gate_model_round_trip_and_damage(tmp_path):
         GateModel.load(path)
 
 
+def test_infinite_or_absurd_features_give_finite_scores_and_a_choice():
+    """An infinite context feature (a sensor age) standardised without a bound made
+    every score NaN, and the BranchSelection carried them."""
+    gate_model = model(QUALITY, camera_gain=2.0)
+    bounded = features(brightness=0.5).values
+    for bad in (np.inf, -np.inf, 1e308, np.nan):
+        values = bounded.copy()
+        values[BRIGHTNESS] = bad
+        values[FEATURE_NAMES.index("lidar_age")] = np.inf
+        quality, contexts = gate_model.predict(values)
+        assert np.isfinite(quality).all() and np.isfinite(contexts).all()
+        gate = Gate(PROFILE, gate_model)
+        decision = gate.decide(ContextFeatures(0, values), Policy("dynamic"), 1.0)
+        assert decision.chosen and np.isfinite(decision.utility)
+        assert np.isfinite(list(decision.branch_utility.values())).all()
+        assert np.isfinite(list(decision.context_scores.values())).all()
+
+
 def test_gate_model_keeps_its_score_calibration(tmp_path):
     from dynfusion_ros.core.calibration import ScoreCalibration
 

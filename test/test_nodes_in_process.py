@@ -118,6 +118,31 @@ def test_context_estimator_skips_a_frame_the_gate_raises_on_and_goes_on(ros_cont
         node.destroy_node()
 
 
+def test_frames_the_fusion_node_never_assembled_are_counted(ros_context, clear_frames):
+    """The context estimator selected frames this node never built (it was stopped,
+    or its sensor messages were lost): each selection that never met its frame counts."""
+    from rclpy.parameter import Parameter
+
+    from dynfusion_ros.ros.convert.dynfusion import selection_to_msg
+    from dynfusion_ros.ros.fusion_node import FusionNode
+
+    overrides = [Parameter("selection_wait_s", value=0.0), Parameter("max_queued_frames", value=10)]
+    node = FusionNode(context=ros_context, parameter_overrides=overrides)
+    frames = [labelled.frame for labelled in clear_frames[:4]]
+    try:
+        for frame in frames:
+            node._on_selection(selection_to_msg(node.pipeline.choose(frame).selection))
+        node._on_frame(None, frames[0])
+        node._on_frame(None, frames[3])  # frames 1 and 2 never came
+        output = _status(node._statuses(), "fusion: output")
+        values = {v.key: v.value for v in output.values}
+        assert values["frames_selected_but_never_assembled"] == "2"
+        assert output.level == DiagnosticStatus.WARN
+        assert "2 frames never assembled" in output.message
+    finally:
+        node.destroy_node()
+
+
 def _bag_messages(bag) -> list[tuple[str, object, int]]:
     """(topic, rclpy message, log time) of a bag, in log order."""
     from rclpy.serialization import deserialize_message
@@ -264,6 +289,9 @@ def test_malformed_calibration_and_unreadable_clouds_are_counted_not_fatal(ros_c
     try:
         sensor_input = SensorInput(node, declare(node, SENSOR_PARAMS, lambda *_: None), print)
         sensor_input._on_camera_info(CameraInfo(width=640, height=384))  # K all zero
+        lens = CameraInfo(width=640, height=384, k=[400.0, 0, 320, 0, 400, 192, 0, 0, 1])
+        lens.distortion_model, lens.d = "equidistant", [0.1]  # OpenCV wants 4
+        sensor_input._on_camera_info(lens)
         zero = TransformStamped(child_frame_id="lidar_link")
         zero.header.frame_id, zero.transform.rotation.w = "base_link", 0.0  # zero quaternion
         sensor_input._on_transforms("/tf_static", TFMessage(transforms=[zero]))
@@ -274,7 +302,8 @@ def test_malformed_calibration_and_unreadable_clouds_are_counted_not_fatal(ros_c
         calibration = _status(statuses, "test: calibration")
         values = {kv.key: kv.value for kv in calibration.values}
         assert calibration.level == DiagnosticStatus.WARN
-        assert values["/camera/camera_info: refused"] == "1"
+        assert values["/camera/camera_info: refused"] == "2"
+        assert "equidistant takes 4 coefficients" in values["/camera/camera_info: last_problem"]
         assert values["/tf_static: refused"] == "1"
         assert "zero quaternion" in values["/tf_static: last_problem"]
         lidar = {kv.key: kv.value for kv in _status(statuses, "test: lidar").values}

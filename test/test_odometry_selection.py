@@ -204,3 +204,21 @@ def test_nees_of_honest_and_overconfident_covariances():
     fair = velocity_consistency(truth, honest)
     assert fair.dimension == 3 and fair.samples == 400 and fair.consistent, fair
     assert velocity_consistency(truth, overconfident).mean_nees > fair.high
+
+
+def test_a_correction_that_raises_fails_alone_and_the_frame_goes_on(clear_frames):
+    """OpenCV raising inside the camera correction (here: a lens it cannot take, past the
+    CameraInfo check) costs that correction, not the frame's other corrections."""
+    estimator = OdometryEstimator()
+    estimator.step(clear_frames[0].frame, ("radar", "camera"))
+    frame = copy.copy(clear_frames[1].frame)
+    camera = copy.copy(frame.camera)
+    model = copy.copy(camera.model)
+    object.__setattr__(model, "D", np.array([0.1, 0.2, 0.3]))  # 3: OpenCV refuses it
+    object.__setattr__(camera, "model", model)
+    frame.camera = camera
+    step = estimator.step(frame, ("radar", "camera"))
+    assert step.outcomes["camera"] == "failed (error)"  # cv2.error
+    assert step.outcomes["radar"] in ("accepted", "rejected")
+    assert "camera" in estimator.failures and step.estimate is not None
+    assert estimator.outcomes["camera", "failed (error)"] == 1

@@ -112,3 +112,32 @@ def test_held_messages_are_tried_again_only_when_the_calibration_changed():
     assert len(tried) == 50
     door.take_transforms(TFMessage(transforms=[_tf("base_link", "imu_link", 0.0)]))
     assert len(tried) == 100 and not door.early
+
+
+def test_a_camera_resending_one_image_is_refused_as_frozen_after_a_few():
+    from dynfusion_ros.core.types import CameraModel
+    from dynfusion_ros.ros.convert import array_to_image, model_to_camera_info
+    from dynfusion_ros.ros.frames import FROZEN, FROZEN_AFTER
+
+    ready, refused = [], []
+    door = SensorDoor(
+        FrameBuilder(),
+        SENSOR_DEFAULTS,
+        lambda modality, data, arrived: ready.append(arrived),
+        lambda modality, refusal: refused.append((arrived, refusal)),
+        lambda modality, text: None,
+    )
+    model = CameraModel(32, 24, [[30, 0, 16], [0, 30, 12], [0, 0, 1]], frame_id="camera_link")
+    door.take_camera_info(model_to_camera_info(model, 0))
+    door.take_transforms(TFMessage(transforms=[_tf("base_link", "camera_link", 1.0)]))
+    rng = np.random.default_rng(3)
+    still = rng.integers(0, 255, (24, 32, 3), np.uint8)
+    for arrived in range(12):  # 3 live images, then the driver sticks, then it recovers
+        pixels = still if 3 <= arrived < 10 else rng.integers(0, 255, (24, 32, 3), np.uint8)
+        image = array_to_image(pixels, "rgb8", arrived, "camera_link")
+        door.admit(Modality.CAMERA, image, arrived)
+    stuck_from = 3 + FROZEN_AFTER - 1  # the FROZEN_AFTER-th identical image is the first refused
+    assert ready == [*range(stuck_from), 10, 11]
+    assert [arrived for arrived, _ in refused] == list(range(stuck_from, 10))
+    assert all(refusal.reason == FROZEN for _, refusal in refused)
+    assert "5 identical images in a row" in refused[0][1].detail

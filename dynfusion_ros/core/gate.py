@@ -31,6 +31,7 @@ from dynfusion_ros.core.types import Modality
 
 GATE_FORMAT = 1
 ENERGY_TOLERANCE = 1e-9  # relative: sums of the same prices in another order
+FEATURE_CLIP = 10.0  # standard deviations from the training mean a feature may lie
 SENSORS = (Modality.CAMERA, Modality.LIDAR, Modality.RADAR)
 
 # Used when no gate model is loaded or the sensor set was never seen in training: each
@@ -117,7 +118,10 @@ class GateModel:
 
     def predict(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Quality of every selection (0..1) and probability of every context."""
-        hidden = np.nan_to_num((values - self.mean) / self.scale)
+        # missing (NaN) at the training mean; beyond the clip (an infinite age, an absurd
+        # count) at the clip: unbounded, one feature would overflow every score to NaN
+        standardised = np.clip((values - self.mean) / self.scale, -FEATURE_CLIP, FEATURE_CLIP)
+        hidden = np.nan_to_num(standardised, nan=0.0)
         for weight, bias in self.layers[:-1]:
             hidden = np.maximum(weight @ hidden + bias, 0.0)
         weight, bias = self.layers[-1]

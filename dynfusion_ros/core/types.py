@@ -67,6 +67,29 @@ def _as_matrix(value: np.ndarray, shape: tuple[int, int], name: str) -> np.ndarr
     return matrix
 
 
+# CameraInfo's distortion models and the coefficient counts OpenCV takes for each (an
+# empty D: no distortion); any other count makes OpenCV raise mid-frame
+DISTORTION_COEFFICIENTS = {
+    "plumb_bob": (4, 5, 8, 12, 14),
+    "rational_polynomial": (4, 5, 8, 12, 14),
+    "equidistant": (4,),
+}
+MAX_DISTORTION_COEFFICIENT = 1e4  # real lenses: |k| below 10, rational terms below 1e3
+
+
+def distortion_problem(model: str, D: np.ndarray) -> str:
+    """Why OpenCV could not use this lens model and these coefficients ("" if it can)."""
+    counts = DISTORTION_COEFFICIENTS.get(model)
+    if counts is None:
+        return f"distortion model {model!r} unknown (use {', '.join(DISTORTION_COEFFICIENTS)})"
+    if len(D) and len(D) not in counts:
+        allowed = " or ".join(map(str, counts))
+        return f"{model} takes {allowed} coefficients, got {len(D)}"
+    if not np.isfinite(D).all() or np.abs(D).max(initial=0.0) > MAX_DISTORTION_COEFFICIENT:
+        return f"distortion coefficients non-finite or absurd: {D.tolist()}"
+    return ""
+
+
 @dataclass(frozen=True)
 class CameraModel:
     """Pinhole camera with optional lens distortion, as sensor_msgs/CameraInfo describes it.
@@ -91,6 +114,9 @@ class CameraModel:
             raise ValueError(f"focal lengths must be positive, got fx={K[0, 0]}, fy={K[1, 1]}")
         object.__setattr__(self, "K", K)
         object.__setattr__(self, "D", np.asarray(self.D, dtype=np.float64).reshape(-1))
+        problem = distortion_problem(self.distortion_model, self.D)
+        if problem:
+            raise ValueError(problem)
 
     @property
     def fx(self) -> float:

@@ -13,6 +13,7 @@ the bag reader alike, so a malformed one never keys or fills a frame.
 
 from __future__ import annotations
 
+import hashlib
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -52,6 +53,8 @@ WORLD_FRAMES = frozenset({"odom", "map", "earth"})
 # why a message waits, then is refused: kinds, the frame names go in the detail
 NO_CAMERA_INFO = "no CameraInfo received yet"
 NO_MOUNT = "no transform to the base frame"
+FROZEN = "frozen image (identical to the ones before)"
+FROZEN_AFTER = 5  # identical images in a row: a stuck driver (sensor noise differs every frame)
 
 
 class MountUnknownError(ConversionError):
@@ -166,6 +169,10 @@ class SensorDoor:
     arrival order, so the first frames are built as if it had been there all along and
     the IMU filter never starts on axes it cannot place. Older ones are refused and
     counted. Clouds larger than ``<sensor>_max_points`` are thinned, and noted.
+
+    A camera whose images stop changing (``FROZEN_AFTER`` identical in a row: a stuck
+    driver re-sending its last image with new stamps) has them refused as frozen, so
+    the camera goes silent for the sync and the gate stops paying for it.
     """
 
     def __init__(
@@ -184,6 +191,8 @@ class SensorDoor:
             Modality.RADAR: values["radar_max_points"],
         }
         self.thinned = dict.fromkeys(self.max_points, 0)
+        self._last_image: bytes | None = None  # digest of the previous image's pixels
+        self._identical = 0  # images in a row identical to the one before them
         self.early: dict[Modality, deque[tuple[object, int, Refusal]]] = {}
 
     def take_camera_info(self, msg) -> None:
@@ -233,12 +242,22 @@ class SensorDoor:
             detail = f"unreadable: {type(error).__name__}: {error}"
             self.on_refused(modality, Refusal("malformed message", detail))
             return
+        if modality is Modality.CAMERA and self._frozen(data.pixels):
+            detail = f"{self._identical + 1} identical images in a row: the camera is stuck"
+            self.on_refused(modality, Refusal(FROZEN, detail))
+            return
         limit = self.max_points.get(modality)
         if limit is not None and len(data) > limit:
             self.thinned[modality] += 1
             self.note(modality, f"clouds of more than {limit} points thinned to it (every k-th)")
             data = data.thinned(limit)
         self.on_ready(modality, data, arrived_ns)
+
+    def _frozen(self, pixels: np.ndarray) -> bool:
+        digest = hashlib.blake2b(np.ascontiguousarray(pixels), digest_size=16).digest()
+        self._identical = self._identical + 1 if digest == self._last_image else 0
+        self._last_image = digest
+        return self._identical >= FROZEN_AFTER - 1
 
     def _hold(self, modality: Modality, msg, arrived_ns: int, kind: str, missing: str) -> None:
         queue = self.early.setdefault(modality, deque())

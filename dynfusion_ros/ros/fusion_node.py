@@ -171,6 +171,10 @@ class FusionNode(Node):
         self.score_threshold = values["score_threshold"]
         self.wait_ns = round(values["selection_wait_s"] * NS_PER_S)
         self.selections: OrderedDict[int, Selection] = OrderedDict()
+        # selections for frames this node never assembled (it was stopped, or its sensor
+        # messages were lost): counted from its first frame on
+        self.unmatched_selections = 0
+        self._first_frame_ns: int | None = None
         self.waiting: deque[_Waiting] = deque()
         self.frames = 0
         self.fallbacks: Counter[str] = Counter()
@@ -226,6 +230,7 @@ class FusionNode(Node):
         with self.pipeline_lock:
             self.pipeline.reset()
         self.selections.clear()
+        self._first_frame_ns = None
         self.waiting.clear()
         self.queue.clear()
 
@@ -239,6 +244,7 @@ class FusionNode(Node):
         self.selections[selection.stamp_ns] = selection
         while len(self.selections) > SELECTIONS_KEPT:
             self.selections.popitem(last=False)
+            self.unmatched_selections += 1
         self._drain()
 
     def _on_frame(self, synced: SyncedFrame, frame: SensorFrame) -> None:
@@ -257,7 +263,15 @@ class FusionNode(Node):
             if selection is None and now < head.deadline_ns:
                 return
             self.waiting.popleft()
+            self._forget_selections_before(head.frame.stamp_ns)
             self.queue.put(head.frame, selection)
+
+    def _forget_selections_before(self, stamp_ns: int) -> None:
+        if self._first_frame_ns is None:
+            self._first_frame_ns = stamp_ns
+        while self.selections and next(iter(self.selections)) < stamp_ns:
+            older, _ = self.selections.popitem(last=False)
+            self.unmatched_selections += older > self._first_frame_ns
 
     def _work(self) -> None:
         """The branches run here, so the executor keeps taking sensor messages meanwhile
@@ -319,12 +333,19 @@ class FusionNode(Node):
         level, message = DiagnosticStatus.OK, f"{self.frames} frames"
         if self.failures:
             level, message = DiagnosticStatus.ERROR, self.failures.summary()
-        elif self.over_budget or fallbacks or self.bad_selections or self.queue.dropped:
+        elif (
+            self.over_budget
+            or fallbacks
+            or self.bad_selections
+            or self.queue.dropped
+            or self.unmatched_selections
+        ):
             level = DiagnosticStatus.WARN
             message = (
                 f"{self.over_budget} over budget, {fallbacks} fallbacks, "
                 f"{self.bad_selections} unusable selections, "
-                f"{self.queue.dropped} dropped while busy"
+                f"{self.queue.dropped} dropped while busy, "
+                f"{self.unmatched_selections} frames never assembled here"
             )
         latency = np.array(self.latency_ms or [np.nan])
         compute = np.array(self.compute_ms or [np.nan])
@@ -342,6 +363,7 @@ class FusionNode(Node):
             "branches_and_fusion_ms_p99": f"{np.percentile(compute, 99):.1f}",
             "frames_waiting": len(self.waiting),
             "frames_dropped_busy": self.queue.dropped,
+            "frames_selected_but_never_assembled": self.unmatched_selections,
             **self.failures.values(),
         }
         return [
@@ -359,6 +381,7 @@ class FusionNode(Node):
             runs[name] += n
         rejected = {name: n for (name, outcome), n in outcomes.items() if outcome == REJECTED}
         skipped = self.pipeline.odometry.filter.skipped
+        failures = self.pipeline.odometry.failures
         level, message = DiagnosticStatus.OK, f"{self.odometry_frames} estimates published"
         if not self.odometry_frames and self.frames:
             reasons = "; ".join(reason for reason, _ in skipped.most_common(2))
@@ -379,5 +402,6 @@ class FusionNode(Node):
             "odometry_corrections (fallback)": self.pipeline.odometry_policy.text,
             **{f"{name}: {outcome}": n for (name, outcome), n in sorted(outcomes.items())},
             **{f"imu samples skipped: {reason}": n for reason, n in sorted(skipped.items())},
+            **{f"{name}: last failure": error for name, error in failures.items()},
         }
         return status("fusion: odometry", level, message, values)

@@ -218,6 +218,8 @@ class SensorInput:
             elif silent:
                 level = DiagnosticStatus.ERROR
                 message = f"silent for {health.silent_s(now):.1f} s"
+                if topic in self.last_problem:  # a stream refused, not one that stopped
+                    message += f" (last refused: {self.last_problem[topic]})"
             elif health.dropped:
                 level, message = DiagnosticStatus.WARN, f"{sum(health.dropped.values())} dropped"
             else:

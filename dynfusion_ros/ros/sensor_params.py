@@ -81,7 +81,9 @@ SENSOR_PARAMS = (
         "camera_info_topic",
         "/camera/camera_info",
         "Camera calibration (sensor_msgs/CameraInfo). A distorted lens (plumb_bob,"
-        " rational_polynomial, equidistant) is undistorted before any branch sees it.",
+        " rational_polynomial: 4, 5, 8, 12 or 14 coefficients; equidistant: 4) is followed"
+        " wherever points are projected into the image; a CameraInfo OpenCV could not use"
+        " is refused and counted, and the previous one stays.",
         check=_topic,
     ),
     Param(

@@ -6,8 +6,10 @@ correction runs on its sensor's data. The camera correction measures the motion 
 the previous image, so every frame's image is kept (a reference, no work), whether or
 not the correction ran on it. A correction that cannot use its data says why
 (too few returns, no consensus, a blind sweep); one the filter finds inconsistent with
-its prediction is rejected by the chi-square gate. Either way the frame goes on with
-the others, and every outcome is counted for /diagnostics.
+its prediction is rejected by the chi-square gate. One that raises (OpenCV on an image
+it cannot take, a singular system) has failed: the frame goes on with the others, its
+detections untouched. Every outcome is counted for /diagnostics, and ``failures`` keeps
+the last error of each correction.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class OdometryEstimator:
         self.lidar: LidarRegistration | None = None
         self.visual = VisualOdometry(rng=self.rng)
         self.outcomes: Counter[tuple[str, str]] = Counter()  # (correction, outcome)
+        self.failures: dict[str, str] = {}  # correction -> its last error
         self.rejected_in_row: Counter[str] = Counter()
 
     def warm_up(self) -> None:
@@ -122,7 +125,11 @@ class OdometryEstimator:
         data = getattr(frame, name)
         if data is None:
             return f"no {name} data in this frame"
-        update = self._update(name, data)
+        try:
+            update = self._update(name, data)
+        except Exception as error:  # one correction must not cost the frame
+            self.failures[name] = f"{type(error).__name__}: {error}"
+            return f"failed ({type(error).__name__})"
         if isinstance(update, str):
             return update
         return ACCEPTED if update.accepted else REJECTED

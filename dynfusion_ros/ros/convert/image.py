@@ -12,7 +12,7 @@ import sys
 import numpy as np
 from sensor_msgs.msg import CameraInfo, Image
 
-from dynfusion_ros.core.types import CameraImage, CameraModel
+from dynfusion_ros.core.types import CameraImage, CameraModel, distortion_problem
 from dynfusion_ros.ros.convert.errors import ConversionError, core_errors_as
 from dynfusion_ros.ros.convert.stamps import header_msg, stamp_ns
 
@@ -128,13 +128,18 @@ def camera_info_to_model(msg) -> CameraModel:
     K = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
     if not np.isfinite(K).all():
         raise ConversionError("k", "contains NaN or infinity")
+    D = np.asarray(msg.d, dtype=np.float64)
+    distortion_model = msg.distortion_model or "plumb_bob"
+    problem = distortion_problem(distortion_model, D)
+    if problem:
+        raise ConversionError("d", problem)
     with core_errors_as("k"):
         return CameraModel(
             width=int(msg.width),
             height=int(msg.height),
             K=K,
-            D=np.asarray(msg.d, dtype=np.float64),
-            distortion_model=msg.distortion_model or "plumb_bob",
+            D=D,
+            distortion_model=distortion_model,
             frame_id=msg.header.frame_id,
         )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 from sensor_msgs.msg import Imu
 
+from dynfusion_ros.core.odometry.filter import MAX_ANGULAR_RATE_RADPS, MAX_SPECIFIC_FORCE_MPS2
 from dynfusion_ros.core.types import ImuSample
 from dynfusion_ros.ros.convert.errors import ConversionError
 from dynfusion_ros.ros.convert.geometry import (
@@ -47,16 +48,27 @@ def _orientation(msg) -> np.ndarray | None:
     return quaternion / norm
 
 
+def _within(vector: np.ndarray, limit: float, unit: str, field: str) -> np.ndarray:
+    """A reading beyond the widest range vehicle IMUs measure is a corrupt sample."""
+    norm = float(np.linalg.norm(vector))
+    if norm > limit:
+        raise ConversionError(field, f"{norm:.4g} {unit} is beyond any IMU's range ({limit:g})")
+    return vector
+
+
 def imu_to_sample(msg) -> ImuSample:
-    """Gyro and accelerometer are required; orientation and covariances are optional."""
+    """Gyro and accelerometer are required (finite and within 2000 deg/s and 16 g);
+    orientation and covariances are optional."""
     for field in ("angular_velocity_covariance", "linear_acceleration_covariance"):
         if getattr(msg, field)[0] == -1:
             raise ConversionError(field, "marks the quantity as not provided (-1); it is required")
     orientation = _orientation(msg)
+    rate = finite_xyz(msg.angular_velocity, "angular_velocity")
+    force = finite_xyz(msg.linear_acceleration, "linear_acceleration")
     return ImuSample(
         stamp_ns=stamp_ns(msg.header),
-        angular_velocity=finite_xyz(msg.angular_velocity, "angular_velocity"),
-        linear_acceleration=finite_xyz(msg.linear_acceleration, "linear_acceleration"),
+        angular_velocity=_within(rate, MAX_ANGULAR_RATE_RADPS, "rad/s", "angular_velocity"),
+        linear_acceleration=_within(force, MAX_SPECIFIC_FORCE_MPS2, "m/s^2", "linear_acceleration"),
         orientation=orientation,
         angular_velocity_covariance=_covariance(
             msg.angular_velocity_covariance, "angular_velocity_covariance"
