@@ -285,6 +285,19 @@ def test_branch_selection_with_ragged_arrays_is_an_error():
         msg_to_selection(msg)
 
 
+@pytest.mark.parametrize("field", ["budget_j", "predicted_energy_j"])
+@pytest.mark.parametrize("value", [math.nan, math.inf, -1.0])
+def test_a_selection_with_figures_the_fusion_node_would_publish_badly_is_refused(field, value):
+    msg = selection_to_msg(make_selection())
+    setattr(msg, field, value)
+    with pytest.raises(ConversionError, match=f"{field}: .* not a finite, non-negative"):
+        msg_to_selection(msg)
+    msg = selection_to_msg(make_selection())
+    msg.context_scores[0] = math.inf
+    with pytest.raises(ConversionError, match="context_scores: contains NaN"):
+        msg_to_selection(msg)
+
+
 def test_energy_report_round_trip():
     record = EnergyRecord(
         stamp_ns=1,

@@ -51,7 +51,19 @@ def selection_to_msg(selection: Selection, frame_id: str = "base_link") -> Branc
     )
 
 
+def _finite(msg, *names: str) -> None:
+    """Figures the fusion node passes on (into EnergyReport, into its fallback budget):
+    NaN or infinity there would be published."""
+    for name in names:
+        value = getattr(msg, name)
+        if not math.isfinite(value) or value < 0:
+            raise ConversionError(name, f"{value} is not a finite, non-negative number")
+
+
 def msg_to_selection(msg) -> Selection:
+    _finite(msg, "budget_j", "predicted_energy_j")
+    if not all(map(math.isfinite, msg.context_scores)):
+        raise ConversionError("context_scores", "contains NaN or infinity")
     _parallel(msg, "branch_names", "chosen", "predicted_utility")
     _parallel(msg, "context_names", "context_scores")
     _parallel(msg, "sensor_names", "sensor_available", "sensor_age_s")
