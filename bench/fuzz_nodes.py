@@ -34,6 +34,7 @@ START_TIMEOUT_S = 120.0
 ANSWER_TIMEOUT_S = 10.0
 DRAIN_S = 3.0  # after the replay: the last frames and a /diagnostics round come out
 STAMP_SPREAD_NS = 1_000_000  # fuzz stamps lie this far apart, so none repeats a real one
+FUZZ_MARK_NS = 777  # in every stamp sent: the listener tells our selections from the nodes'
 
 
 # --- what is sent ---------------------------------------------------------------------
@@ -84,26 +85,6 @@ def _cloud_cases(topic: str, frame: str, status: str) -> list[Case]:
         msg.fields = [_point_field(name, 4 * i) for i, name in enumerate(names)]
         return msg
 
-    def sweep(times: str):
-        """A sweep KISS-ICP registers (2000 points on walls around the sensor), with
-        per-point times absent, NaN or all equal: each once aborted the fusion node."""
-
-        def make(rng, stamp):
-            from dynfusion_ros.ros.convert import columns_to_pointcloud2
-
-            angle = rng.uniform(0, 2 * np.pi, 2000)
-            reach = rng.uniform(5, 30, 2000)
-            columns = {
-                "x": (reach * np.cos(angle)).astype(np.float32),
-                "y": (reach * np.sin(angle)).astype(np.float32),
-                "z": rng.uniform(0.2, 3.0, 2000).astype(np.float32),
-            }
-            if times != "absent":
-                columns["time"] = np.full(2000, np.nan if times == "NaN" else 0.05, np.float32)
-            return columns_to_pointcloud2(columns, stamp, frame)
-
-        return make
-
     return [
         Case(
             topic,
@@ -142,9 +123,6 @@ def _cloud_cases(topic: str, frame: str, status: str) -> list[Case]:
             lambda rng, s: _with(_cloud(s, frame), fields=[_point_field("x", 0, 7, 2**31)]),
             dropped("malformed fields[...]"),
         ),
-        Case(topic, "sweep without point times", sweep("absent"), None),
-        Case(topic, "sweep with NaN point times", sweep("NaN"), None),
-        Case(topic, "sweep with equal point times", sweep("equal"), None),
     ]
 
 
@@ -229,7 +207,7 @@ def _imu_cases() -> list[Case]:
             holder, name = path.split("__")
             target = getattr(msg, holder)
             if isinstance(value, tuple):
-                getattr(target, "__setitem__")(*value)
+                target.__setitem__(*value)
             else:
                 setattr(target, name, value)
         return msg
@@ -352,17 +330,56 @@ def _selection_cases() -> list[Case]:
     ]
 
 
-def all_cases() -> list[Case]:
+def _sweep_cases(real) -> list[Case]:
+    """A real sweep (so the gate finds it usable and the lidar registration runs on it)
+    with its per-point times absent, NaN or all equal: each once aborted the fusion node
+    inside KISS-ICP."""
+    from dynfusion_ros.ros.convert import columns_to_pointcloud2, pointcloud2_to_array
+
+    points = pointcloud2_to_array(real)
+    columns = {name: np.array(points[name]) for name in points.dtype.names}
+    frame = real.header.frame_id
+
+    def sweep(times: str):
+        def make(rng, stamp):
+            changed = dict(columns)
+            if times == "absent":
+                del changed["time"]
+            else:
+                fill = np.nan if times == "NaN" else 0.05
+                changed["time"] = np.full_like(columns["time"], fill)
+            return columns_to_pointcloud2(changed, stamp, frame)
+
+        return make
+
+    return [
+        Case("/lidar/points", f"real sweep, point times {times}", sweep(times), None)
+        for times in ("absent", "NaN", "equal")
+    ]
+
+
+def all_cases(real_sweep=None) -> list[Case]:
+    """Every case; those made from ``real_sweep`` (a lidar PointCloud2 with a time
+    field) when it is given."""
     cases = _cloud_cases("/lidar/points", "lidar_link", "lidar")
     cases += _cloud_cases("/radar/points", "radar_link", "radar")
     cases += _image_cases() + _camera_info_cases() + _imu_cases() + _transform_cases()
     cases += _selection_cases()
-    return [case for case in cases if not _no_time_twin(case)]
+    return cases + (_sweep_cases(real_sweep) if real_sweep is not None else [])
 
 
-def _no_time_twin(case: Case) -> bool:
-    """Radar scans have no per-point times: the lidar's time cases are the lidar's."""
-    return case.topic == "/radar/points" and "time" in case.name
+def first_sweep(drive: Path):
+    """The drive's first lidar sweep, as the nodes receive it."""
+    from rclpy.serialization import deserialize_message
+    from rosbags.rosbag2 import Reader
+
+    from dynfusion_ros.ros.replay import message_class
+
+    with Reader(drive) as reader:
+        lidar = [c for c in reader.connections if c.topic == "/lidar/points"]
+        for connection, _, raw in reader.messages(connections=lidar):
+            return deserialize_message(bytes(raw), message_class(connection.msgtype))
+    raise ValueError(f"{drive}: no /lidar/points")
 
 
 def parameter_requests() -> list[tuple[str, str, object]]:
@@ -434,33 +451,36 @@ def parameter_requests() -> list[tuple[str, str, object]]:
 # --- what is listened to --------------------------------------------------------------
 
 
+def _is_message(value) -> bool:
+    return hasattr(value, "get_fields_and_field_types")
+
+
+def _finite_floats(value) -> bool:
+    """False for a float, or an array of floats, holding NaN or infinity."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+        return bool(np.isfinite(value).all())
+    if getattr(value, "typecode", "") in ("f", "d"):  # array.array
+        return all(map(math.isfinite, value))
+    return True
+
+
 def non_finite(msg, allowed: frozenset[str] = frozenset(), path: str = "") -> list[str]:
     """Paths of float fields holding NaN or infinity, but those ``allowed`` (the field
     names a message documents as NaN when unknown)."""
     found = []
     for name in msg.get_fields_and_field_types():
-        value = getattr(msg, name)
-        where = f"{path}.{name}" if path else name
         if name in allowed:
             continue
-        if isinstance(value, float):
-            if not math.isfinite(value):
-                found.append(where)
-        elif hasattr(value, "get_fields_and_field_types"):
+        value, where = getattr(msg, name), f"{path}.{name}" if path else name
+        if _is_message(value):
             found += non_finite(value, allowed, where)
-        elif (
-            isinstance(value, (list, tuple))
-            and value
-            and hasattr(value[0], "get_fields_and_field_types")
-        ):
+        elif isinstance(value, list | tuple) and value and _is_message(value[0]):
             for index, item in enumerate(value):
                 found += non_finite(item, allowed, f"{where}[{index}]")
-        elif isinstance(value, np.ndarray) and value.dtype.kind == "f":
-            if not np.isfinite(value).all():
-                found.append(where)
-        elif hasattr(value, "typecode") and value.typecode in "fd":  # array.array
-            if not all(map(math.isfinite, value)):
-                found.append(where)
+        elif not _finite_floats(value):
+            found.append(where)
     return found
 
 
@@ -486,6 +506,8 @@ class Outputs:
                 for status in msg.status:
                     self.statuses[status.name] = {kv.key: kv.value for kv in status.values}
                 return
+            if hasattr(msg, "header") and msg.header.stamp.nanosec % 1000 == FUZZ_MARK_NS:
+                return  # one of ours (a malformed selection), not a node's output
             bad = non_finite(msg, ALLOWED_NAN.get(topic, frozenset()))
             if bad:
                 self.non_finite.append(f"{topic}: {', '.join(bad)}")
@@ -515,20 +537,34 @@ def _listen(node, outputs: Outputs) -> None:
 # --- the run --------------------------------------------------------------------------
 
 
+# status (after the node's prefix) and key holding how many messages a topic delivered
+RECEIVED = {
+    "/lidar/points": ("lidar", "received"),
+    "/radar/points": ("radar", "received"),
+    "/camera/image_raw": ("camera", "received"),
+    "/imu/data": ("imu", "received"),
+    "/camera/camera_info": ("calibration", "/camera/camera_info: received"),
+    "/tf_static": ("calibration", "/tf_static: received"),
+    "/tf": ("calibration", "/tf: received"),
+}
+
+
 @dataclass
 class FuzzReport:
-    crashed: dict[str, str]  # node -> its last output lines
+    crashed: dict[str, str]  # node -> the end of its log
     non_finite: list[str]
-    sent: Counter  # (topic, case name) -> messages sent
-    counted: dict[tuple[str, str], dict[str, int]]  # (status, key) -> node -> count
-    expected: Counter  # (status, key, node) -> messages sent that it must count
+    sent: Counter  # (topic, case name) -> malformed messages sent
+    expected: Counter  # (status, key, node) -> malformed messages it must count
+    counted: Counter  # (status, key, node) -> what the node's /diagnostics says
+    lost: Counter  # (topic, node) -> messages DDS never delivered (best-effort topics)
     requests_sent: int
     requests_unanswered: list[str]
     requests_accepted: list[str]  # malformed requests a node took: must be none
     outputs: Counter
     resumed: bool  # detections stamped after the last malformed message
     good_set_after: bool  # a well-formed parameter set still works afterwards
-    failures: dict[str, str]  # the fusion node's failed-frame counters
+    failed_frames: dict[str, int]  # the fusion node's failed-frame counters
+    odometry: dict[str, str]  # the fusion node's odometry status: corrections' outcomes
 
     def problems(self) -> list[str]:
         out = [f"{node} died: {tail}" for node, tail in self.crashed.items()]
@@ -536,41 +572,49 @@ class FuzzReport:
         out += [f"parameter request unanswered: {r}" for r in self.requests_unanswered]
         out += [f"malformed parameter request accepted: {r}" for r in self.requests_accepted]
         for (status, key, node), sent in self.expected.items():
-            counted = self.counted.get((status, key), {}).get(node, 0)
-            if counted < sent:
-                out.append(f"{node}: {status}/{key}: {counted} counted of {sent} sent")
+            counted, lost = self.counted[status, key, node], self._lost(status, key, node)
+            if counted < sent - lost:
+                out.append(
+                    f"{node}: {status}/{key}: {counted} counted of {sent} sent ({lost} lost)"
+                )
         if not self.resumed:
             out.append("no detections after the last malformed message")
         if not self.good_set_after:
             out.append("a well-formed parameter set failed after the fuzz")
-        out += [f"fusion frames failed: {key} = {n}" for key, n in self.failures.items()]
+        out += [f"fusion frames failed: {key} = {n}" for key, n in self.failed_frames.items()]
         return out
+
+    def _lost(self, status: str, key: str, node: str) -> int:
+        """Messages of the topics that count into this key that never reached the node."""
+        topics = {topic for (topic, _), case in self._cases.items() if case == (status, key)}
+        return sum(self.lost[topic, node] for topic in topics)
+
+    _cases: dict = field(default_factory=dict)  # (topic, name) -> Case.counted
 
     def table(self) -> str:
         lines = [f"{'topic':22} {'malformed as':34} {'sent':>6}"]
-        for (topic, name), n in sorted(self.sent.items()):
-            lines.append(f"{topic:22} {name:34} {n:6d}")
-        lines.append("")
-        lines.append(
-            f"{'counted on /diagnostics as':70} {'sent':>6} "
-            + " ".join(f"{node:>17}" for node in NODES)
-        )
-        keys = sorted({(status, key) for status, key, _ in self.expected})
-        for status, key in keys:
+        lines += [f"{t:22} {name:34} {n:6d}" for (t, name), n in sorted(self.sent.items())]
+        heads = " ".join(f"{node:>17}" for node in NODES)
+        lines += ["", f"{'counted on /diagnostics as':68} {'sent':>6} {heads}"]
+        for status, key in sorted({(status, key) for status, key, _ in self.expected}):
             sent = max(self.expected[status, key, node] for node in NODES)
-            counts = self.counted.get((status, key), {})
             cells = " ".join(
-                f"{counts.get(node, 0):17d}"
+                f"{self.counted[status, key, node]:17d}"
                 if (status, key, node) in self.expected
                 else f"{'-':>17}"
                 for node in NODES
             )
-            lines.append(f"{status + ': ' + key:70.70} {sent:6d} {cells}")
+            lines.append(f"{status + ': ' + key:68.68} {sent:6d} {cells}")
+        lines += ["", "not delivered by DDS (best-effort sensor topics, a busy node):"]
+        lines += [
+            f"  {topic} to {node}: {n}" for (topic, node), n in sorted(self.lost.items()) if n
+        ]
         return "\n".join(lines)
 
 
-def _start_nodes(domain_id: int, logs: Path) -> dict[str, subprocess.Popen]:
-    command = [sys.executable, "-m", "dynfusion_ros.cli", "run", "-p", "use_sim_time:=true"]
+def _start_nodes(domain_id: int, logs: Path, parameters: list[str]) -> dict[str, subprocess.Popen]:
+    command = [sys.executable, "-m", "dynfusion_ros.cli", "run"]
+    command += [arg for given in ["use_sim_time:=true", *parameters] for arg in ("-p", given)]
     env = {**os.environ, "ROS_DOMAIN_ID": str(domain_id)}
     env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     processes = {}
@@ -624,159 +668,198 @@ def _refused_everything(service: str, response) -> bool:
     return True  # reads: an answer is all they owe
 
 
+class FuzzRun:
+    """Both nodes in processes of their own, and this process's node that plays the
+    drive, sends the malformed messages and requests, and listens."""
+
+    def __init__(self, domain_id: int, logs: Path, parameters: list[str]) -> None:
+        import rclpy
+        from rclpy.executors import MultiThreadedExecutor
+
+        from dynfusion_ros.ros.dds import use_package_transports
+
+        use_package_transports()
+        self.logs = logs
+        self.processes = _start_nodes(domain_id, logs, parameters)
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=domain_id)
+        self.node = rclpy.create_node("fuzz_nodes", context=self.context)
+        self.outputs = Outputs()
+        _listen(self.node, self.outputs)
+        self.executor = MultiThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        threading.Thread(target=self.executor.spin, daemon=True).start()
+        self.clients: dict = {}
+        self.unanswered: list[str] = []
+        self.accepted: list[str] = []
+
+    def wait_for_nodes(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        node = self.node
+        while (
+            node.count_subscribers("/lidar/points") < len(NODES)
+            or node.count_publishers("/dynfusion/detections") < 1
+        ):
+            if time.monotonic() > deadline or self.crashed():
+                raise RuntimeError(f"the nodes did not start; logs in {self.logs}")
+            time.sleep(0.2)
+        time.sleep(1.0)  # discovery the other way
+
+    def crashed(self) -> dict[str, str]:
+        return {
+            name: _tail(self.logs / f"{name}.log")
+            for name, process in self.processes.items()
+            if process.poll() is not None
+        }
+
+    def publishers(self, player, cases: list[Case]) -> dict:
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+        publishers = dict(player.publishers)
+        for case in cases:
+            if case.topic not in publishers:
+                static = case.topic == "/tf_static"
+                qos = QoSProfile(
+                    depth=100,
+                    reliability=ReliabilityPolicy.RELIABLE,
+                    durability=(
+                        DurabilityPolicy.TRANSIENT_LOCAL if static else DurabilityPolicy.VOLATILE
+                    ),
+                )
+                kind = type(case.make(np.random.default_rng(0), 0))
+                publishers[case.topic] = self.node.create_publisher(kind, case.topic, qos)
+        return publishers
+
+    def request(self, target: str, service: str, what: str, request) -> None:
+        if self.processes[target].poll() is not None:
+            self.unanswered.append(f"{target}/{service}: {what} (the node had died)")
+            return
+        response = _call(self.node, self.clients, target, service, request)
+        if response is None:
+            self.unanswered.append(f"{target}/{service}: {what}")
+        elif not _refused_everything(service, response):
+            self.accepted.append(f"{target}/{service}: {what}")
+
+    def close(self) -> None:
+        import rclpy
+
+        for process in self.processes.values():
+            _stop(process)
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.context)
+
+
 def run_fuzz(
     drive: Path,
     messages: int,
+    *,
     seed: int = 1,
     rate: float = 0.5,
     domain_id: int = 77,
     logs: Path | None = None,
+    parameters: list[str] | None = None,
     progress: bool = False,
 ) -> FuzzReport:
-    """Both nodes started, ``drive`` played into them at ``rate`` with ``messages``
-    malformed messages spread through it (and every malformed parameter request, to each
-    node, through it too), then the nodes stopped; what they did."""
-    import rclpy
-    from rclpy.executors import MultiThreadedExecutor
-    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    """Both nodes started (with NAME:=VALUE ``parameters``), ``drive`` played into them
+    at ``rate`` with ``messages`` malformed messages spread through it (and every
+    malformed parameter request, to each node, among them), then the nodes stopped;
+    what they did."""
     from rosbags.rosbag2 import Reader
 
-    from dynfusion_ros.ros.dds import use_package_transports
     from dynfusion_ros.ros.replay import Player
 
-    use_package_transports()
     logs = logs or Path(tempfile.mkdtemp(prefix="fuzz_nodes_"))
     logs.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    cases = all_cases()
+    cases = all_cases(first_sweep(drive))
     requests = [(target, *r) for target in NODES for r in parameter_requests()]
-    processes = _start_nodes(domain_id, logs)
-    context = rclpy.Context()
-    rclpy.init(context=context, domain_id=domain_id)
-    node = rclpy.create_node("fuzz_nodes", context=context)
-    outputs = Outputs()
-    _listen(node, outputs)
-    executor = MultiThreadedExecutor(context=context)
-    executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
+    request_every = max(messages // len(requests), 1)
     sent: Counter = Counter()
-    unanswered, accepted = [], []
-    clients: dict = {}
+    run = FuzzRun(domain_id, logs, parameters or [])
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while node.count_subscribers("/lidar/points") < len(NODES):
-            if time.monotonic() > deadline or any(p.poll() is not None for p in processes.values()):
-                raise RuntimeError(f"the nodes did not start; logs in {logs}")
-            time.sleep(0.2)
-        while node.count_publishers("/dynfusion/detections") < 1:
-            time.sleep(0.2)
-        time.sleep(1.0)  # discovery the other way
-        static = QoSProfile(
-            depth=100,
-            reliability=ReliabilityPolicy.RELIABLE,
-            durability=DurabilityPolicy.TRANSIENT_LOCAL,
-        )
-        reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+        run.wait_for_nodes()
         with Reader(drive) as reader:
-            player = Player(node, reader, None, clock=True)
-            publishers = dict(player.publishers)
-            kinds = {case.topic: type(case.make(rng, 0)) for case in cases}
-            for topic, kind in kinds.items():
-                if topic not in publishers:
-                    qos = static if topic == "/tf_static" else reliable
-                    publishers[topic] = node.create_publisher(kind, topic, qos)
-            total = sum(c.msgcount for c in player.connections)
-            every = max(total / max(messages, 1), 1e-9)  # bag messages per malformed one
-            due, played, last_fuzz_s = 0.0, 0, 0.0
-            pending_requests = list(requests)
-            request_every = max(messages // max(len(requests), 1), 1)
-            fuzzed = 0
-            for _, log_ns in player.play(reader, rate):
-                played += 1
-                due += 1.0 / every
-                while due >= 1.0 and fuzzed < messages:
-                    due -= 1.0
+            player = Player(run.node, reader, None, clock=True)
+            publishers = run.publishers(player, cases)
+            bag_counts = Counter({c.topic: c.msgcount for c in player.connections})
+            total = sum(bag_counts.values())
+            share, fuzzed, last_fuzz_s = messages / total, 0, 0.0
+            for played, (_, log_ns) in enumerate(player.play(reader, rate), start=1):
+                while fuzzed < min(messages, round(played * share)):
                     case = cases[rng.integers(len(cases))]
-                    stamp = log_ns + STAMP_SPREAD_NS * int(rng.integers(1, 50))
+                    stamp = log_ns + FUZZ_MARK_NS + STAMP_SPREAD_NS * int(rng.integers(1, 50))
                     publishers[case.topic].publish(case.make(rng, stamp))
                     sent[case.topic, case.name] += 1
                     fuzzed += 1
                     last_fuzz_s = log_ns / 1e9
-                    if fuzzed % request_every == 0 and pending_requests:
-                        target, service, what, request = pending_requests.pop(0)
-                        response = _call(node, clients, target, service, request)
-                        if response is None:
-                            unanswered.append(f"{target}/{service}: {what}")
-                        elif not _refused_everything(service, response):
-                            accepted.append(f"{target}/{service}: {what}")
-                if progress and played % 500 == 0:
-                    print(f"  {played}/{total} bag messages, {fuzzed} malformed", flush=True)
-            for target, service, what, request in pending_requests:  # a short drive
-                response = _call(node, clients, target, service, request)
-                if response is None:
-                    unanswered.append(f"{target}/{service}: {what}")
-                elif not _refused_everything(service, response):
-                    accepted.append(f"{target}/{service}: {what}")
-        good = _good_parameter_set(node, clients)
+                    if fuzzed % request_every == 0 and requests:
+                        run.request(*requests.pop(0))
+                if progress and played % 1000 == 0:
+                    print(f"  {played}/{total} bag messages played, {fuzzed} malformed sent")
+        for request in requests:  # a drive too short for them all
+            run.request(*request)
+        good = _good_parameter_set(run.node, run.clients)
         time.sleep(DRAIN_S)
-        crashed = {
-            name: _tail(logs / f"{name}.log")
-            for name, process in processes.items()
-            if process.poll() is not None
-        }
+        crashed = run.crashed()
     finally:
-        for process in processes.values():
-            _stop(process)
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.shutdown(context=context)
-    return _report(cases, sent, outputs, crashed, requests, unanswered, accepted, last_fuzz_s, good)
+        run.close()
+    return _report(
+        cases, sent, bag_counts, run, crashed=crashed, last_fuzz_s=last_fuzz_s, good=good
+    )
 
 
 def _good_parameter_set(node, clients: dict) -> bool:
     from rcl_interfaces.msg import Parameter, ParameterValue
     from rcl_interfaces.srv import SetParameters
 
-    request = SetParameters.Request(
-        parameters=[
-            Parameter(name="energy_budget_j", value=ParameterValue(type=3, double_value=0.4))
-        ]
-    )
+    budget = Parameter(name="energy_budget_j", value=ParameterValue(type=3, double_value=0.4))
+    request = SetParameters.Request(parameters=[budget])
     response = _call(node, clients, "context_estimator", "set_parameters", request)
     return response is not None and response.results[0].successful
 
 
-def _report(cases, sent, outputs, crashed, requests, unanswered, accepted, last_fuzz_s, good):
-    expected: Counter = Counter()
-    by_name = {(case.topic, case.name): case for case in cases}
-    for key, n in sent.items():
-        case = by_name[key]
-        if case.counted is not None:
-            for node in case.counted_by:
-                expected[(*case.counted, node)] += n
-    counted: dict[tuple[str, str], dict[str, int]] = {}
+def _report(cases, sent, bag_counts, run: FuzzRun, *, crashed, last_fuzz_s, good) -> FuzzReport:
+    outputs = run.outputs
     with outputs.lock:
         statuses = dict(outputs.statuses)
-    for status, key, node in expected:
-        values = statuses.get(f"{node}: {status}", {})
-        counted.setdefault((status, key), {})[node] = int(values.get(key, 0))
+
+    def value(node: str, status: str, key: str) -> int:
+        return int(statuses.get(f"{node}: {status}", {}).get(key, 0))
+
+    by_name = {(case.topic, case.name): case for case in cases}
+    expected: Counter = Counter()
+    sent_on: Counter = Counter()
+    for (topic, name), n in sent.items():
+        sent_on[topic] += n
+        case = by_name[topic, name]
+        for node in case.counted_by if case.counted else ():
+            expected[(*case.counted, node)] += n
+    counted = Counter({key: value(key[2], key[0], key[1]) for key in expected})
+    lost = Counter()
+    for topic, (status, key) in RECEIVED.items():
+        for node in NODES:
+            delivered = bag_counts[topic] + sent_on[topic]
+            lost[topic, node] = max(delivered - value(node, status, key), 0)
     fusion = statuses.get("fusion: output", {})
-    failures = {k: int(v) for k, v in fusion.items() if k.startswith("failed")}
-    return FuzzReport(
+    report = FuzzReport(
         crashed=crashed,
         non_finite=outputs.non_finite,
         sent=sent,
-        counted=counted,
         expected=expected,
-        requests_sent=len(requests),
-        requests_unanswered=unanswered,
-        requests_accepted=accepted,
+        counted=counted,
+        lost=lost,
+        requests_sent=len(NODES) * len(parameter_requests()),
+        requests_unanswered=run.unanswered,
+        requests_accepted=run.accepted,
         outputs=outputs.counts,
         resumed=outputs.last_stamp_s.get("/dynfusion/detections", 0.0) > last_fuzz_s - 1.0,
         good_set_after=good,
-        failures=failures,
+        failed_frames={k: int(v) for k, v in fusion.items() if k.startswith("failed")},
+        odometry=statuses.get("fusion: odometry", {}),
     )
+    report._cases = {key: case.counted for key, case in by_name.items()}
+    return report
 
 
 def main() -> int:
@@ -787,6 +870,15 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=1.0, help="replay speed")
     parser.add_argument("--domain-id", type=int, default=77)
     parser.add_argument("--logs", type=Path, default=None, help="keep the nodes' logs here")
+    parser.add_argument(
+        "-p",
+        dest="parameters",
+        action="append",
+        default=["odometry_corrections:=radar+lidar", "odometry_lidar_interval_s:=0.0"],
+        metavar="NAME:=VALUE",
+        help="a node parameter (default: the lidar registration on every frame, so that"
+        " it meets the sweeps without usable point times)",
+    )
     args = parser.parse_args()
     if args.drive == Path("data/demo/drive"):
         from dynfusion_ros.ros.demo import simulate_demo_drive
@@ -797,12 +889,17 @@ def main() -> int:
     from dynfusion_ros.eval.profiling import machine_description
 
     print(f"machine: {machine_description()}")
-    print(
-        f"drive: {args.drive} at {args.rate:g}x, {args.messages} malformed messages, seed {args.seed}"
-    )
+    print(f"drive: {args.drive} at {args.rate:g}x; {args.messages} malformed, seed {args.seed}")
     started = time.monotonic()
     report = run_fuzz(
-        args.drive, args.messages, args.seed, args.rate, args.domain_id, args.logs, progress=True
+        args.drive,
+        args.messages,
+        seed=args.seed,
+        rate=args.rate,
+        domain_id=args.domain_id,
+        logs=args.logs,
+        parameters=args.parameters,
+        progress=True,
     )
     print(report.table())
     print()
@@ -812,6 +909,7 @@ def main() -> int:
         f"{len(report.requests_unanswered)} unanswered, {len(report.requests_accepted)} accepted"
     )
     print(f"outputs received: {dict(report.outputs)}")
+    print(f"fusion odometry: {report.odometry}")
     print(f"took {time.monotonic() - started:.0f} s")
     problems = report.problems()
     for problem in problems:

@@ -124,6 +124,15 @@ def test_a_malformed_parameter_request_is_refused_and_the_node_lives():
             SetParametersAtomically.Request(parameters=[bad]), SetParametersAtomically.Response()
         )
         assert not response.result.successful
+        for odd in (
+            ParameterMsg(name="", value=ParameterValue(type=3, double_value=1.0)),  # rclpy: ok
+            ParameterMsg(name="energy_budget_j", value=ParameterValue(type=3, double_value=1e308)),
+        ):
+            response = services["set_parameters"].callback(
+                SetParameters.Request(parameters=[odd]), SetParameters.Response()
+            )
+            assert not response.results[0].successful, odd
+        assert not node.has_parameter("")
         good = ParameterMsg(name="energy_budget_j", value=ParameterValue(type=3, double_value=0.2))
         response = services["set_parameters"].callback(
             SetParameters.Request(parameters=[good]), SetParameters.Response()

@@ -70,6 +70,9 @@ class FrameResult:
     odometry: OdometryStep | None = None  # None where this pipeline runs no odometry
 
 
+MAX_BUDGET_J = 1e3  # per frame: 10 kW for a 0.1 s frame, beyond any robot's compute
+
+
 def check_budget(budget_j: float | None) -> float | None:
     """A budget is a positive number of joules per frame, or None for no budget."""
     if budget_j is None:
@@ -78,6 +81,8 @@ def check_budget(budget_j: float | None) -> float | None:
         raise ValueError(f"energy budget must be a number of joules, got {budget_j!r}")
     if not (math.isfinite(budget_j) and budget_j > 0):
         raise ValueError(f"energy budget must be a positive number of joules, got {budget_j}")
+    if budget_j > MAX_BUDGET_J:
+        raise ValueError(f"energy budget {budget_j:g} J per frame is beyond {MAX_BUDGET_J:g} J")
     return float(budget_j)
 
 

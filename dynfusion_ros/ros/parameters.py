@@ -124,6 +124,8 @@ def guard_parameter_services(node: Node) -> None:
 def _guarded(callback: Callable):
     def answer(request, response):
         try:
+            if any(not parameter.name for parameter in request.parameters):
+                raise ValueError("a parameter without a name")  # rclpy would declare it
             return callback(request, response)
         except (ValueError, TypeError, KeyError) as error:
             refusal = SetParametersResult(successful=False, reason=f"malformed request: {error}")
