@@ -501,13 +501,13 @@ class Outputs:
 
     def take(self, topic: str, msg) -> None:
         with self.lock:
+            if getattr(msg, "header", None) and msg.header.stamp.nanosec % 1000 == FUZZ_MARK_NS:
+                return  # one of ours (a malformed selection), not a node's output
             self.counts[topic] += 1
             if topic == "/diagnostics":
                 for status in msg.status:
                     self.statuses[status.name] = {kv.key: kv.value for kv in status.values}
                 return
-            if hasattr(msg, "header") and msg.header.stamp.nanosec % 1000 == FUZZ_MARK_NS:
-                return  # one of ours (a malformed selection), not a node's output
             bad = non_finite(msg, ALLOWED_NAN.get(topic, frozenset()))
             if bad:
                 self.non_finite.append(f"{topic}: {', '.join(bad)}")
@@ -546,6 +546,7 @@ RECEIVED = {
     "/camera/camera_info": ("calibration", "/camera/camera_info: received"),
     "/tf_static": ("calibration", "/tf_static: received"),
     "/tf": ("calibration", "/tf: received"),
+    "/dynfusion/selection": ("output", "selections_received"),  # the fusion node's
 }
 
 
@@ -837,9 +838,13 @@ def _report(cases, sent, bag_counts, run: FuzzRun, *, crashed, last_fuzz_s, good
             expected[(*case.counted, node)] += n
     counted = Counter({key: value(key[2], key[0], key[1]) for key in expected})
     lost = Counter()
+    published = Counter(bag_counts)
+    published["/dynfusion/selection"] = outputs.counts["/dynfusion/selection"]  # the estimator's
     for topic, (status, key) in RECEIVED.items():
         for node in NODES:
-            delivered = bag_counts[topic] + sent_on[topic]
+            if topic == "/dynfusion/selection" and node != "fusion":
+                continue
+            delivered = published[topic] + sent_on[topic]
             lost[topic, node] = max(delivered - value(node, status, key), 0)
     fusion = statuses.get("fusion: output", {})
     report = FuzzReport(

@@ -27,7 +27,11 @@ FUSION = {p.name: p for p in FUSION_PARAMS}
         ("policy", "static:sonar", "unknown branch 'sonar'"),
         ("hysteresis_frames", 0, "outside"),
         ("reference_sensors", ["camera", "imu"], "needs sensors from camera, lidar, radar"),
-        ("camera_topic", "camera", "absolute topic"),
+        ("camera_topic", "", "relative or absolute topic name"),
+        ("camera_topic", "~/image", "relative or absolute topic name"),
+        ("camera_topic", "camera image", "must not contain characters"),
+        ("camera_topic", "9camera", "token that starts with a number"),
+        ("camera_topic", "camera//image", "repeated"),
         ("gate_model", "/no/such/gate.json", "no file"),
         ("odometry_corrections", "sonar", "unknown odometry policy 'sonar'"),
         ("odometry_corrections", "radar+radar", "names a correction twice"),
@@ -50,7 +54,7 @@ def test_good_values_pass():
 def test_shipped_parameters_file_matches_the_declarations():
     sections = yaml.safe_load((ROOT / "config" / "dynfusion.yaml").read_text())
     shared = sections["/**"]["ros__parameters"]
-    fusion = sections["fusion"]["ros__parameters"]
+    fusion = sections["/**/fusion"]["ros__parameters"]  # in any namespace
     assert shared == {name: param.default for name, param in BOTH.items()}
     assert fusion == {name: param.default for name, param in FUSION.items()}
     settings = sync_settings(shared)  # the file's values make valid sync settings
@@ -69,7 +73,11 @@ def test_run_arguments_are_checked(tmp_path):
     assert "&" not in text  # rcl refuses YAML aliases
     overrides = yaml.safe_load(text)
     for node in ("context_estimator", "fusion"):  # each node's own section: they win
-        assert overrides[node]["ros__parameters"] == {"energy_budget_j": 0.3, "use_sim_time": True}
+        given = overrides[f"/**/{node}"]["ros__parameters"]  # in any namespace
+        assert given == {"energy_budget_j": 0.3, "use_sim_time": True}
+    assert ros_arguments(None, [], "car1")[-2:] == ["-r", "__ns:=/car1"]
+    with pytest.raises(ValueError, match="--namespace: .*must not contain characters"):
+        ros_arguments(None, [], "car 1")
     with pytest.raises(ValueError, match="expected NAME:=VALUE"):
         ros_arguments(None, ["energy_budget_j=0.3"])
     with pytest.raises(ValueError, match="no parameters file"):

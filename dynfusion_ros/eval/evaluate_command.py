@@ -96,7 +96,9 @@ def check_topics(bag: Path, values: dict) -> None:
     """The bag must carry at least one of the configured sensor topics, and ground truth."""
     from rosbags.rosbag2 import Reader
 
-    wanted = [values[f"{sensor}_topic"] for sensor in ("camera", "lidar", "radar")]
+    from dynfusion_ros.ros.sensor_params import bag_topic
+
+    wanted = [bag_topic(values[f"{sensor}_topic"]) for sensor in ("camera", "lidar", "radar")]
     with Reader(bag) as reader:
         topics = {c.topic for c in reader.connections}
     if not topics & set(wanted):

@@ -29,7 +29,7 @@ from rosbags.serde import SerdeError
 from dynfusion_ros.core.types import NS_PER_S, Detection, Modality, SensorFrame
 from dynfusion_ros.ros.convert import ConversionError, detection_array_to_detections, stamp_ns
 from dynfusion_ros.ros.frames import FrameBuilder, Refusal, SensorDoor, assemble
-from dynfusion_ros.ros.sensor_params import SENSOR_DEFAULTS
+from dynfusion_ros.ros.sensor_params import SENSOR_DEFAULTS, bag_topic
 from dynfusion_ros.ros.sync import FRAME_SENSORS
 from dynfusion_ros.ros.typestore import bag_typestore
 
@@ -52,11 +52,11 @@ class BagTopics:
     def from_values(cls, values: dict) -> BagTopics:
         """The sensor topics of the sensor parameters (``sensor_params``)."""
         return cls(
-            camera=values["camera_topic"],
-            camera_info=values["camera_info_topic"],
-            lidar=values["lidar_topic"],
-            radar=values["radar_topic"],
-            imu=values["imu_topic"],
+            camera=bag_topic(values["camera_topic"]),
+            camera_info=bag_topic(values["camera_info_topic"]),
+            lidar=bag_topic(values["lidar_topic"]),
+            radar=bag_topic(values["radar_topic"]),
+            imu=bag_topic(values["imu_topic"]),
         )
 
 

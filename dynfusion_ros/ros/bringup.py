@@ -54,6 +54,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         " single (SingleThreadedExecutor, pure Python: three times the latency here)",
     )
     parser.add_argument(
+        "--namespace",
+        default="",
+        help="run the nodes in this namespace (their topics, but /tf, /tf_static and"
+        " /diagnostics, are relative): two robots or two instances on one graph",
+    )
+    parser.add_argument(
         "-p",
         "--param",
         action="append",
@@ -63,12 +69,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def ros_arguments(params: Path | None, overrides: Sequence[str]) -> list[str]:
-    """rclpy's command line for a parameters file and NAME:=VALUE overrides.
+def ros_arguments(params: Path | None, overrides: Sequence[str], namespace: str = "") -> list[str]:
+    """rclpy's command line for a parameters file, NAME:=VALUE overrides and a namespace.
 
-    The overrides go into a second parameters file, under each node's name: rcl ranks a
-    plain ``-p`` (a wildcard) below a node's own section of the first file, so
-    ``-p score_threshold:=0`` would not reach the fusion node."""
+    The overrides go into a second parameters file, under each node's name in any
+    namespace: rcl ranks a plain ``-p`` (a wildcard) below a node's own section of the
+    first file, so ``-p score_threshold:=0`` would not reach the fusion node."""
     params = params or package_file(PARAMS_FILE)
     if not params.is_file():
         raise ValueError(f"no parameters file {params}")
@@ -79,8 +85,18 @@ def ros_arguments(params: Path | None, overrides: Sequence[str]) -> list[str]:
             raise ValueError(f"-p {override!r}: expected NAME:=VALUE")
         values[name] = yaml.safe_load(value)  # typed as ROS types them: 0.3, true, [a, b]
     arguments = ["--ros-args", "--params-file", str(params)]
+    if namespace:
+        from rclpy.exceptions import InvalidNamespaceException
+        from rclpy.validate_namespace import validate_namespace
+
+        namespace = "/" + namespace.strip("/")
+        try:
+            validate_namespace(namespace)
+        except InvalidNamespaceException as error:
+            raise ValueError(f"--namespace: {str(error).splitlines()[0]}") from None
+        arguments += ["-r", f"__ns:={namespace}"]
     if values:
-        sections = {node: {"ros__parameters": dict(values)} for node in NODE_NAMES}  # no aliases
+        sections = {f"/**/{node}": {"ros__parameters": dict(values)} for node in NODE_NAMES}
         handle, path = tempfile.mkstemp(prefix="dynfusion-overrides-", suffix=".yaml")
         with os.fdopen(handle, "w") as file:
             yaml.safe_dump(sections, file)
@@ -189,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
     from dynfusion_ros.ros.fusion_node import FusionNode
 
     try:
-        arguments = ros_arguments(args.params, args.param)
+        arguments = ros_arguments(args.params, args.param, args.namespace)
     except ValueError as error:
         print(f"dynfusion run: error: {error}", file=sys.stderr)
         return 2

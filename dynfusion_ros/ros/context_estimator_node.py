@@ -18,7 +18,12 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from dynfusion_ros.core.pipeline import DynamicFusionPipeline
 from dynfusion_ros.core.types import SensorFrame
 from dynfusion_ros.ros.convert import selection_to_msg
-from dynfusion_ros.ros.diagnostics import FrameFailures, publish_diagnostics, status
+from dynfusion_ros.ros.diagnostics import (
+    FrameFailures,
+    publish_diagnostics,
+    status,
+    status_prefix,
+)
 from dynfusion_ros.ros.gate_params import (
     GATE_PARAMS,
     apply_choice_change,
@@ -30,13 +35,14 @@ from dynfusion_ros.ros.sensor_input import SensorInput
 from dynfusion_ros.ros.sensor_params import SENSOR_PARAMS
 from dynfusion_ros.ros.sync import SyncedFrame
 
-SELECTION_TOPIC = "/dynfusion/selection"
+SELECTION_TOPIC = "dynfusion/selection"  # relative: each namespace has its own pair
 SELECTION_QOS = QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE)
 
 
 class ContextEstimatorNode(Node):
     def __init__(self, **node_options) -> None:
         super().__init__("context_estimator", **node_options)
+        self.prefix = status_prefix(self)
         values = declare(self, (*SENSOR_PARAMS, *GATE_PARAMS), self._on_change)
         self.pipeline = DynamicFusionPipeline(None, make_gate(values), **choice_options(values))
         self.publisher = self.create_publisher(BranchSelection, SELECTION_TOPIC, SELECTION_QOS)
@@ -86,6 +92,6 @@ class ContextEstimatorNode(Node):
             **self.failures.values(),
         }
         return [
-            *self.input.statuses("context_estimator"),
-            status("context_estimator: gate", level, message, values),
+            *self.input.statuses(self.prefix),
+            status(f"{self.prefix}: gate", level, message, values),
         ]

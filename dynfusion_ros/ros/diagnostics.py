@@ -27,8 +27,15 @@ def status(name: str, level: bytes, message: str, values: dict[str, object]) -> 
     )
 
 
+def status_prefix(node: Node) -> str:
+    """What a node's status names start with: its name, and its namespace when it has
+    one (/diagnostics is one topic for the whole graph: two vehicles' fusion nodes must
+    not read alike there)."""
+    return node.get_fully_qualified_name().lstrip("/")
+
+
 def publish_diagnostics(node: Node, statuses: Callable[[], list[DiagnosticStatus]]) -> None:
-    """Publish ``statuses()`` on /diagnostics once a second."""
+    """Publish ``statuses()`` on /diagnostics (absolute: the aggregator's) once a second."""
     publisher = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
     def tick() -> None:

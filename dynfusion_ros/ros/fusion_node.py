@@ -53,7 +53,12 @@ from dynfusion_ros.ros.convert import (
     label_info,
     msg_to_selection,
 )
-from dynfusion_ros.ros.diagnostics import FrameFailures, publish_diagnostics, status
+from dynfusion_ros.ros.diagnostics import (
+    FrameFailures,
+    publish_diagnostics,
+    status,
+    status_prefix,
+)
 from dynfusion_ros.ros.gate_params import (
     GATE_PARAMS,
     apply_choice_change,
@@ -154,6 +159,7 @@ class _Waiting:
 class FusionNode(Node):
     def __init__(self, **node_options) -> None:
         super().__init__("fusion", **node_options)
+        self.prefix = status_prefix(self)
         values = declare(self, (*SENSOR_PARAMS, *GATE_PARAMS, *FUSION_PARAMS), self._on_change)
         branches = values["branches_model"] or default_model_path("branches.json")
         runner = BranchRunner.load(branches, device=values["device"])
@@ -179,6 +185,7 @@ class FusionNode(Node):
         self.frames = 0
         self.fallbacks: Counter[str] = Counter()
         self.over_budget = 0
+        self.selections_received = 0
         self.bad_selections = 0
         self.latency_ms: deque[float] = deque(maxlen=LATENCIES_KEPT)
         self.compute_ms: deque[float] = deque(maxlen=LATENCIES_KEPT)
@@ -194,17 +201,18 @@ class FusionNode(Node):
             durability=DurabilityPolicy.TRANSIENT_LOCAL,
         )
         self.detections_pub = self.create_publisher(
-            Detection3DArray, "/dynfusion/detections", reliable
+            Detection3DArray, "dynfusion/detections", reliable
         )
-        self.energy_pub = self.create_publisher(EnergyReport, "/dynfusion/energy", reliable)
-        self.labels_pub = self.create_publisher(LabelInfo, "/dynfusion/label_info", latched)
-        self.odometry_pub = self.create_publisher(Odometry, "/dynfusion/odometry", reliable)
+        self.energy_pub = self.create_publisher(EnergyReport, "dynfusion/energy", reliable)
+        self.labels_pub = self.create_publisher(LabelInfo, "dynfusion/label_info", latched)
+        self.odometry_pub = self.create_publisher(Odometry, "dynfusion/odometry", reliable)
         tf_qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
         self.tf_pub = self.create_publisher(TFMessage, "/tf", tf_qos) if self.publish_tf else None
         self.odometry_frames = 0
         self._publish_labels()
+        self.selection_topic = self.resolve_topic_name(SELECTION_TOPIC)
         self.create_subscription(
-            BranchSelection, SELECTION_TOPIC, self._on_selection, SELECTION_QOS
+            BranchSelection, self.selection_topic, self._on_selection, SELECTION_QOS
         )
         self.input = SensorInput(self, values, self._on_frame, on_time_jump=self._reset)
         steady_timer(self, POLL_PERIOD_S, self._drain)
@@ -235,11 +243,12 @@ class FusionNode(Node):
         self.queue.clear()
 
     def _on_selection(self, msg) -> None:
+        self.selections_received += 1
         try:
             selection = msg_to_selection(msg)
         except ConversionError as error:
             self.bad_selections += 1
-            self.input.report(SELECTION_TOPIC, str(error), error.kind)
+            self.input.report(self.selection_topic, str(error), error.kind)
             return
         self.selections[selection.stamp_ns] = selection
         while len(self.selections) > SELECTIONS_KEPT:
@@ -295,7 +304,7 @@ class FusionNode(Node):
                 self._follow(selection)
             except ValueError as error:
                 self.bad_selections += 1
-                self.input.report(SELECTION_TOPIC, str(error), "unusable selection")
+                self.input.report(self.selection_topic, str(error), "unusable selection")
         if choice is None:
             reason = "no selection for the frame" if selection is None else "unusable selection"
             self.fallbacks[reason] += 1
@@ -354,6 +363,7 @@ class FusionNode(Node):
             "frames_over_budget": self.over_budget,
             "fallback_frames": fallbacks,
             **{f"fallback: {reason}": n for reason, n in self.fallbacks.items()},
+            "selections_received": self.selections_received,
             "unusable_selections": self.bad_selections,
             "energy_budget_j (fallback)": pipeline.budget_j,
             "policy (fallback)": pipeline.policy.text,
@@ -367,8 +377,8 @@ class FusionNode(Node):
             **self.failures.values(),
         }
         return [
-            *self.input.statuses("fusion"),
-            status("fusion: output", level, message, values),
+            *self.input.statuses(self.prefix),
+            status(f"{self.prefix}: output", level, message, values),
             self._odometry_status(),
         ]
 
@@ -404,4 +414,4 @@ class FusionNode(Node):
             **{f"imu samples skipped: {reason}": n for reason, n in sorted(skipped.items())},
             **{f"{name}: last failure": error for name, error in failures.items()},
         }
-        return status("fusion: odometry", level, message, values)
+        return status(f"{self.prefix}: odometry", level, message, values)

@@ -62,7 +62,11 @@ class SensorInput:
         on_time_jump: Callable[[], None] = lambda: None,
     ) -> None:
         self.node, self.on_frame, self.on_time_jump = node, on_frame, on_time_jump
-        self.topics = {m: values[f"{m.value}_topic"] for m in (*FRAME_SENSORS, Modality.IMU)}
+        # resolved in the node's namespace: what the graph and /diagnostics call them
+        self.topics = {
+            m: node.resolve_topic_name(values[f"{m.value}_topic"])
+            for m in (*FRAME_SENSORS, Modality.IMU)
+        }
         self.sync = FrameSync(
             sync_settings(values),
             on_time_jump=self._time_jumped,
@@ -94,8 +98,9 @@ class SensorInput:
                 lambda msg, m=modality: self.door.admit(m, msg, self.now_ns()),
                 imu_qos if modality is Modality.IMU else sensor_qos,
             )
+        self.camera_info_topic = node.resolve_topic_name(values["camera_info_topic"])
         node.create_subscription(
-            CameraInfo, values["camera_info_topic"], self._on_camera_info, sensor_qos
+            CameraInfo, self.camera_info_topic, self._on_camera_info, sensor_qos
         )
         static = QoSProfile(
             depth=100,
@@ -107,7 +112,6 @@ class SensorInput:
             node.create_subscription(
                 TFMessage, topic, lambda msg, t=topic: self._on_transforms(t, msg), qos
             )
-        self.camera_info_topic = values["camera_info_topic"]
         steady_timer(node, POLL_PERIOD_S, self._poll)
 
     def _time_jumped(self, warning: str) -> None:

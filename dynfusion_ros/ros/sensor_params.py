@@ -30,7 +30,24 @@ def _sensors(value: object) -> str:
 
 
 def _topic(value: object) -> str:
-    return "" if isinstance(value, str) and value.startswith("/") else "must be an absolute topic"
+    """A relative name (resolved in the node's namespace, as ROS drivers publish them)
+    or an absolute one; private (~) and substituted ({node}) names are not taken: the
+    offline tools read them from bags, where no node resolves them."""
+    from rclpy.exceptions import InvalidTopicNameException
+    from rclpy.validate_full_topic_name import validate_full_topic_name
+
+    if not isinstance(value, str) or not value or "~" in value or "{" in value:
+        return "must be a relative or absolute topic name (no ~ or {})"
+    try:
+        validate_full_topic_name(bag_topic(value))
+    except InvalidTopicNameException as error:
+        return str(error).splitlines()[0]
+    return ""
+
+
+def bag_topic(name: str) -> str:
+    """The topic a relative name is in a bag recorded without a namespace."""
+    return name if name.startswith("/") else f"/{name}"
 
 
 def _frame(value: object) -> str:
@@ -65,7 +82,7 @@ SENSOR_PARAMS = (
     ),
     Param(
         "camera_topic",
-        "/camera/image_raw",
+        "camera/image_raw",
         "Camera images: sensor_msgs/Image (rgb8, bgr8, rgba8, bgra8, mono8, mono16, bayer_*)"
         " or, with camera_transport compressed, sensor_msgs/CompressedImage (jpeg, png).",
         check=_topic,
@@ -79,7 +96,7 @@ SENSOR_PARAMS = (
     ),
     Param(
         "camera_info_topic",
-        "/camera/camera_info",
+        "camera/camera_info",
         "Camera calibration (sensor_msgs/CameraInfo). A distorted lens (plumb_bob,"
         " rational_polynomial: 4, 5, 8, 12 or 14 coefficients; equidistant: 4) is followed"
         " wherever points are projected into the image; a CameraInfo OpenCV could not use"
@@ -88,7 +105,7 @@ SENSOR_PARAMS = (
     ),
     Param(
         "lidar_topic",
-        "/lidar/points",
+        "lidar/points",
         "Lidar sweeps (sensor_msgs/PointCloud2 with x, y, z; intensity and per-point time"
         " optional). Points at exactly (0, 0, 0), as Ouster and Hesai drivers publish for"
         " no return, are dropped.",
@@ -128,7 +145,7 @@ SENSOR_PARAMS = (
     ),
     Param(
         "radar_topic",
-        "/radar/points",
+        "radar/points",
         "Radar detections (sensor_msgs/PointCloud2): x, y, z or range, azimuth (rad),"
         " elevation; a radial velocity (radar_doppler_fields, or vrel_long and vrel_lat);"
         " rcs when present.",
@@ -159,7 +176,7 @@ SENSOR_PARAMS = (
     ),
     Param(
         "imu_topic",
-        "/imu/data",
+        "imu/data",
         "IMU samples (sensor_msgs/Imu). Samples wait, up to calibration_hold_s, for the IMU"
         " frame's mount in the tf tree; the filter never uses one whose mount is unknown.",
         check=_topic,
