@@ -1,7 +1,7 @@
 """Replay a bag into dynfusion_ros: both nodes on the bag's clock, and `ros2 bag play`.
 
 ros2 launch dynfusion_ros replay.launch.py bag:=PATH [rate:=1.0]
-    [params_file:=FILE] [energy_budget_j:=0.35]
+    [params_file:=FILE] [energy_budget_j:=0.35] (the budget overrides the file's when given)
 """
 
 from pathlib import Path
@@ -27,7 +27,9 @@ def generate_launch_description() -> LaunchDescription:
                 description="ROS 2 parameters file for both nodes",
             ),
             DeclareLaunchArgument(
-                "energy_budget_j", default_value="0.35", description="energy budget (J/frame)"
+                "energy_budget_j",
+                default_value="",
+                description="energy budget (J/frame) over the parameters file's, when given",
             ),
             DeclareLaunchArgument(
                 "use_sim_time", default_value="true", description="nodes run on the bag's /clock"

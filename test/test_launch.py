@@ -79,3 +79,31 @@ def test_launch_file_generates_a_description(path):
     assert isinstance(description, LaunchDescription)
     arguments = {a.name for a in description.get_launch_arguments()}
     assert {"params_file", "energy_budget_j", "use_sim_time"} <= arguments
+
+
+def test_launch_overrides_pass_on_only_what_the_user_gave_typed_as_declared():
+    """A launch argument always has a value: passed whole after the parameters file, it
+    would hide the file's energy_budget_j and use_sim_time for good."""
+    from dynfusion_ros.ros.launch_args import NOT_GIVEN, OVERRIDES, given_overrides
+
+    assert given_overrides(dict.fromkeys(OVERRIDES, NOT_GIVEN)) == {}
+    assert given_overrides({"energy_budget_j": "1", "use_sim_time": NOT_GIVEN}) == {
+        "energy_budget_j": 1.0  # a double, as declared: an int would not start the node
+    }
+    assert given_overrides({"use_sim_time": "true"}) == {"use_sim_time": True}
+    with pytest.raises(ValueError, match="use_sim_time: expected true or false"):
+        given_overrides({"use_sim_time": "yes please"})
+    with pytest.raises(ValueError, match="energy_budget_j: expected float"):
+        given_overrides({"energy_budget_j": "lots"})
+    for path in LAUNCH_FILES:  # and the launch files leave the budget out unless given
+        assert _argument_defaults(path)["energy_budget_j"] in ("", "NOT_GIVEN"), path
+
+
+def _argument_defaults(path: Path) -> dict[str, str]:
+    """Each DeclareLaunchArgument's default: the string, or the name of the constant."""
+    defaults = {}
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "DeclareLaunchArgument":
+            default = {k.arg: k.value for k in node.keywords}.get("default_value")
+            defaults[node.args[0].value] = getattr(default, "value", getattr(default, "id", None))
+    return defaults

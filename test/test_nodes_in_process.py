@@ -360,3 +360,22 @@ def test_fusion_state_changes_while_frames_run_are_serialised(ros_context, clear
         node.destroy_node()
     assert not errors and not node.failures, (errors, node.failures.values())
     assert len(received) == len(frames)
+
+
+def test_the_fusion_node_refuses_budget_and_policy_sets_it_would_not_keep(ros_context):
+    """Every selection brings the context estimator's budget and policy: a set on
+    /fusion would be overwritten at the next frame, so it is refused, and says where."""
+    from rclpy.parameter import Parameter
+
+    from dynfusion_ros.ros.fusion_node import FusionNode
+
+    node = FusionNode(context=ros_context)
+    try:
+        for name, value in (("energy_budget_j", 0.2), ("policy", "all")):
+            result = node.set_parameters([Parameter(name, value=value)])[0]
+            assert not result.successful and "read-only" in result.reason, result.reason
+            descriptor = node.describe_parameter(name)
+            assert descriptor.read_only and "/context_estimator" in descriptor.description
+        assert node.set_parameters([Parameter("score_threshold", value=0.3)])[0].successful
+    finally:
+        node.destroy_node()

@@ -76,7 +76,7 @@ def test_run_arguments_are_checked(tmp_path):
         given = overrides[f"/**/{node}"]["ros__parameters"]  # in any namespace
         assert given == {"energy_budget_j": 0.3, "use_sim_time": True}
     assert ros_arguments(None, [], "car1")[-2:] == ["-r", "__ns:=/car1"]
-    with pytest.raises(ValueError, match="--namespace: .*must not contain characters"):
+    with pytest.raises(ValueError, match=r"--namespace: .*must not contain characters"):
         ros_arguments(None, [], "car 1")
     with pytest.raises(ValueError, match="expected NAME:=VALUE"):
         ros_arguments(None, ["energy_budget_j=0.3"])

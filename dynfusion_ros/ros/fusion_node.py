@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter, OrderedDict, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus
@@ -85,6 +85,22 @@ def _device(value: object) -> str:
             return "cuda requested but torch sees no CUDA device"
     return ""
 
+
+FOLLOWED = ("energy_budget_j", "policy")  # every selection brings its own
+CHOICE_PARAMS = tuple(
+    replace(
+        param,
+        runtime=False,
+        description=param.description.split(" Settable")[0]
+        + " On /fusion, read-only: the fallback for frames without a selection. The"
+        " fusion node follows the context estimator's selections (their budget and"
+        " policy); set it on /context_estimator.",
+    )
+    if param.name in FOLLOWED
+    else param
+    for param in GATE_PARAMS
+)
+"""The choice parameters as the fusion node declares them."""
 
 FUSION_PARAMS = (
     Param(
@@ -160,7 +176,7 @@ class FusionNode(Node):
     def __init__(self, **node_options) -> None:
         super().__init__("fusion", **node_options)
         self.prefix = status_prefix(self)
-        values = declare(self, (*SENSOR_PARAMS, *GATE_PARAMS, *FUSION_PARAMS), self._on_change)
+        values = declare(self, (*SENSOR_PARAMS, *CHOICE_PARAMS, *FUSION_PARAMS), self._on_change)
         branches = values["branches_model"] or default_model_path("branches.json")
         runner = BranchRunner.load(branches, device=values["device"])
         runner.warm_up()

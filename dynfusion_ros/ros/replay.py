@@ -5,7 +5,8 @@ Messages go out as the bag stores them (serialised CDR, never re-encoded), paced
 their log times divided by ``--rate``. ``--clock`` publishes /clock with the bag's time,
 so nodes with ``use_sim_time`` see the drive's own time; ``--loop`` starts over at the end
 (the clock jumps back, and nodes reset). /tf_static goes out transient-local, as a
-robot's static transforms do, so nodes that start later still get it.
+robot's static transforms do, so nodes that start later still get it. ``--namespace NS``
+publishes every topic but /tf and /tf_static under /NS, for nodes run in that namespace.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dynfusion_ros.ros.realtime import freeze_start_up_objects
 
 CLOCK_PERIOD_S = 0.01  # /clock every 10 ms of wall time, as `ros2 bag play --clock 100`
 STATIC_TOPICS = ("/tf_static",)
+GLOBAL_TOPICS = ("/tf", "/tf_static")  # one tree for the whole graph, as tf2 has it
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--loop", action="store_true", help="start over at the end")
     parser.add_argument("--clock", action="store_true", help="publish /clock from the bag")
     parser.add_argument("--topics", nargs="+", default=None, help="only these topics")
+    parser.add_argument(
+        "--namespace", default="", help="publish the topics (but /tf, /tf_static) under /NS"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -48,7 +53,14 @@ class Player:
     message type is not installed here is left out with a warning (in ``skipped``):
     the rest of the bag still plays, as ``ros2 bag play`` does."""
 
-    def __init__(self, node, reader: Reader, topics: list[str] | None, clock: bool) -> None:
+    def __init__(
+        self,
+        node,
+        reader: Reader,
+        topics: list[str] | None,
+        clock: bool,
+        namespace: str = "",
+    ) -> None:
         from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
         from rosgraph_msgs.msg import Clock
 
@@ -74,10 +86,11 @@ class Player:
                 ),
             )
             kind = message_class(connection.msgtype)
-            if connection.topic not in self.publishers:
-                self.publishers[connection.topic] = node.create_publisher(
-                    kind, connection.topic, qos
-                )
+            topic = connection.topic
+            if namespace and topic not in GLOBAL_TOPICS:
+                topic = f"/{namespace.strip('/')}{topic}"
+            if connection.topic not in self.publishers:  # by the bag's name
+                self.publishers[connection.topic] = node.create_publisher(kind, topic, qos)
         self.clock = node.create_publisher(Clock, "/clock", 10) if clock else None
         self.clock_class = Clock
         self.started_wall_ns = 0
@@ -129,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     rclpy.init()
     node = rclpy.create_node("dynfusion_replay")
     try:
-        player = Player(node, reader, args.topics, args.clock)
+        player = Player(node, reader, args.topics, args.clock, args.namespace)
         for topic, reason in player.skipped.items():
             print(f"dynfusion replay: warning: {topic} not played: {reason}", file=sys.stderr)
         if not player.connections:

@@ -330,7 +330,7 @@ def compressed_camera(values: dict) -> bool:
     return transport == "compressed"
 
 
-def _typed(param: Param, value: object) -> object:
+def typed(param: Param, value: object) -> object:
     """``value`` as the parameter's type, as rclpy would take it from YAML."""
     kind = type(param.default)
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
@@ -368,7 +368,7 @@ def load_params_file(path: Path | None) -> dict:
             if param is None:
                 continue
             try:
-                value = _typed(param, given_value)
+                value = typed(param, given_value)
             except ValueError as error:
                 raise ValueError(f"{path}: {error}") from None
             reason = param.refusal(value)
