@@ -21,6 +21,10 @@ from dynfusion_ros.ros.parameters import Param
 from dynfusion_ros.ros.sync import FRAME_SENSORS, SyncSettings
 
 
+SYNC = SyncSettings()  # the sync's defaults are the parameters' defaults: one source
+CAMERA, LIDAR, RADAR = FRAME_SENSORS
+
+
 def _sensors(value: object) -> str:
     known = [m.value for m in FRAME_SENSORS]
     unknown = [v for v in value if v not in known]
@@ -192,14 +196,14 @@ SENSOR_PARAMS = (
     ),
     Param(
         "reference_sensors",
-        ["camera", "lidar", "radar"],
+        [m.value for m in SYNC.reference_order],
         "Sensors whose stamps key frames, in order of preference: the first one not silent"
         " keys them.",
         check=_sensors,
     ),
     Param(
         "frame_period_s",
-        0.1,
+        SYNC.frame_period_s,
         "Nominal frame period (s); a reference message closer than half of it to the last"
         " frame keys none.",
         0.01,
@@ -207,7 +211,7 @@ SENSOR_PARAMS = (
     ),
     Param(
         "frame_timeout_s",
-        0.15,
+        SYNC.timeout_s,
         "Longest a frame waits for its other sensors after its reference message arrived "
         "(s); then it goes on without them.",
         0.0,
@@ -215,7 +219,7 @@ SENSOR_PARAMS = (
     ),
     Param(
         "silent_after_s",
-        0.3,
+        SYNC.silent_after_s,
         "A sensor not heard for this long (s) is silent: frames do not wait for it and it"
         " keys none.",
         0.01,
@@ -223,28 +227,28 @@ SENSOR_PARAMS = (
     ),
     Param(
         "stamp_tolerance_s",
-        0.03,
+        SYNC.tolerance_s[CAMERA],
         "How far after the frame stamp a message may be stamped and still belong to the frame (s).",
         0.0,
         0.5,
     ),
     Param(
         "camera_max_age_s",
-        0.12,
+        SYNC.max_age_s[CAMERA],
         "Oldest camera image a frame takes, before its stamp (s).",
         0.0,
         2.0,
     ),
     Param(
         "lidar_max_age_s",
-        0.12,
+        SYNC.max_age_s[LIDAR],
         "Oldest lidar sweep a frame takes, before its stamp (s).",
         0.0,
         2.0,
     ),
     Param(
         "radar_max_age_s",
-        0.1,
+        SYNC.max_age_s[RADAR],
         "Oldest radar scan a frame takes, before its stamp (s).",
         0.0,
         2.0,
@@ -266,14 +270,14 @@ SENSOR_PARAMS = (
     ),
     Param(
         "max_stamp_delay_s",
-        5.0,
+        SYNC.max_delay_s,
         "Messages stamped further behind the node clock than this are dropped as stale (s).",
         0.1,
         1e6,
     ),
     Param(
         "max_stamp_lead_s",
-        0.5,
+        SYNC.max_future_s,
         "Messages stamped further ahead of the node clock than this are dropped (s).",
         0.0,
         60.0,
