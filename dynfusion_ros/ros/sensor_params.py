@@ -20,7 +20,6 @@ from dynfusion_ros.ros.convert.radar import RadarLayout
 from dynfusion_ros.ros.parameters import Param
 from dynfusion_ros.ros.sync import FRAME_SENSORS, SyncSettings
 
-
 SYNC = SyncSettings()  # the sync's defaults are the parameters' defaults: one source
 CAMERA, LIDAR, RADAR = FRAME_SENSORS
 
