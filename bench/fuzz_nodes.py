@@ -566,6 +566,8 @@ class FuzzReport:
     good_set_after: bool  # a well-formed parameter set still works afterwards
     failed_frames: dict[str, int]  # the fusion node's failed-frame counters
     odometry: dict[str, str]  # the fusion node's odometry status: corrections' outcomes
+    time_jumps: dict[str, int]  # node -> resets for a clock that went back: none here
+    log_lines: dict[str, int]  # node -> lines it logged (warnings are rate-limited by kind)
 
     def problems(self) -> list[str]:
         out = [f"{node} died: {tail}" for node, tail in self.crashed.items()]
@@ -583,6 +585,11 @@ class FuzzReport:
         if not self.good_set_after:
             out.append("a well-formed parameter set failed after the fuzz")
         out += [f"fusion frames failed: {key} = {n}" for key, n in self.failed_frames.items()]
+        out += [
+            f"{node}: {n} resets, the clock never went back"
+            for node, n in self.time_jumps.items()
+            if n
+        ]
         return out
 
     def _lost(self, status: str, key: str, node: str) -> int:
@@ -625,6 +632,13 @@ def _start_nodes(domain_id: int, logs: Path, parameters: list[str]) -> dict[str,
             [*command, "--node", name], env=env, stdout=log, stderr=subprocess.STDOUT
         )
     return processes
+
+
+def _line_count(path: Path) -> int:
+    try:
+        return len(path.read_text(errors="replace").splitlines())
+    except OSError:
+        return 0
 
 
 def _tail(path: Path, lines: int = 15) -> str:
@@ -862,6 +876,8 @@ def _report(cases, sent, bag_counts, run: FuzzRun, *, crashed, last_fuzz_s, good
         good_set_after=good,
         failed_frames={k: int(v) for k, v in fusion.items() if k.startswith("failed")},
         odometry=statuses.get("fusion: odometry", {}),
+        time_jumps={node: value(node, "sync", "time_jumps") for node in NODES},
+        log_lines={node: _line_count(run.logs / f"{node}.log") for node in NODES},
     )
     report._cases = {key: case.counted for key, case in by_name.items()}
     return report
@@ -915,6 +931,7 @@ def main() -> int:
     )
     print(f"outputs received: {dict(report.outputs)}")
     print(f"fusion odometry: {report.odometry}")
+    print(f"resets (clock went back): {report.time_jumps}; log lines: {report.log_lines}")
     print(f"took {time.monotonic() - started:.0f} s")
     problems = report.problems()
     for problem in problems:

@@ -91,7 +91,15 @@ def soak(drive: Path, loops: int, rate: float, domain_id: int, logs: Path) -> in
                 time.sleep(1.0)  # the last frames of the loop
                 loop_ends.append(time.monotonic() - sampler.started)
                 detections.append(run.outputs.counts["/dynfusion/detections"] - before)
-                print(f"  loop {loop + 1}/{loops}: {detections[-1]} detection messages", flush=True)
+                rss = ", ".join(
+                    f"{name} {rss_mb(process.pid):.1f} MB"
+                    for name, process in run.processes.items()
+                    if process.poll() is None
+                )
+                print(
+                    f"  loop {loop + 1}/{loops}: {detections[-1]} detection messages; RSS {rss}",
+                    flush=True,
+                )
         sampler.stop()
         crashed = run.crashed()
     finally:

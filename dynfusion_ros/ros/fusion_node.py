@@ -406,7 +406,8 @@ class FusionNode(Node):
         for (name, _), n in outcomes.items():
             runs[name] += n
         rejected = {name: n for (name, outcome), n in outcomes.items() if outcome == REJECTED}
-        skipped = self.pipeline.odometry.filter.skipped
+        filter_ = self.pipeline.odometry.filter
+        skipped = filter_.skipped
         failures = self.pipeline.odometry.failures
         level, message = DiagnosticStatus.OK, f"{self.odometry_frames} estimates published"
         if not self.odometry_frames and self.frames:
@@ -429,5 +430,6 @@ class FusionNode(Node):
             **{f"{name}: {outcome}": n for (name, outcome), n in sorted(outcomes.items())},
             **{f"imu samples skipped: {reason}": n for reason, n in sorted(skipped.items())},
             **{f"{name}: last failure": error for name, error in failures.items()},
+            **({"filter: last warning": filter_.warnings[-1]} if filter_.warnings else {}),
         }
         return status(f"{self.prefix}: odometry", level, message, values)

@@ -177,6 +177,20 @@ class SensorInput:
                 values[f"{topic}: last_problem"] = self.last_problem[topic]
         return status(f"{prefix}: calibration", level, message, values)
 
+    def _sync_status(self, prefix: str) -> DiagnosticStatus:
+        """The frame clock: frames assembled, and how often the clock went back."""
+        sync = self.sync
+        level, message = DiagnosticStatus.OK, f"{sync.frames_out} frames assembled"
+        if sync.time_jumps:
+            level = DiagnosticStatus.WARN
+            message = f"the clock jumped back {sync.time_jumps} times: frames and odometry reset"
+        values = {
+            "frames_assembled": sync.frames_out,
+            "time_jumps": sync.time_jumps,
+            "held_ahead_of_clock": sync.held(),
+        }
+        return status(f"{prefix}: sync", level, message, values)
+
     def _refused(self, modality: Modality, refusal: Refusal) -> None:
         self.sync.refuse(modality, refusal.reason)
         self.report(self.topics[modality], refusal.detail, refusal.reason)
@@ -208,8 +222,8 @@ class SensorInput:
         )
 
     def statuses(self, prefix: str) -> list[DiagnosticStatus]:
-        """One status per sensor (rate, silence, frames without it, drops by reason), and
-        one for the calibration (CameraInfo, the tf tree)."""
+        """One status per sensor (rate, silence, frames without it, drops by reason), one
+        for the calibration (CameraInfo, the tf tree) and one for the frame clock."""
         now, out = self.now_ns(), []
         for modality, topic in self.topics.items():
             health = self.sync.health[modality]
@@ -244,4 +258,5 @@ class SensorInput:
                 values["read_as"] = "; ".join(self.notes[topic])
             out.append(status(f"{prefix}: {modality.value}", level, message, values))
         out.append(self._calibration_status(prefix))
+        out.append(self._sync_status(prefix))
         return out

@@ -164,6 +164,10 @@ class FrameSync:
         """Forget buffered messages and stamps (the counters stay)."""
         self._forget()
 
+    def held(self) -> int:
+        """Messages held until the clock reaches their stamp."""
+        return len(self._held)
+
     def silent(self, modality: Modality, now_ns: int) -> bool:
         """Not heard for ``silent_after_s``; a sensor never heard counts from the first
         message of any sensor, so start-up does not run frames without it."""

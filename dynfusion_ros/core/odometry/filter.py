@@ -29,7 +29,7 @@ would add is zero.
 from __future__ import annotations
 
 import math
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -49,6 +49,7 @@ MAX_SPECIFIC_FORCE_MPS2 = 16 * GRAVITY_MPS2  # beyond what any vehicle IMU repor
 MAX_ANGULAR_RATE_RADPS = 35.0  # 2000 deg/s, the widest common gyro range
 AT_REST_FORCE_MPS2 = 0.15  # |specific force| this close to g: the accelerometer shows gravity
 MAX_START_TILT_RAD = math.radians(35.0)  # steeper than any road: the mount must be wrong
+WARNINGS_KEPT = 8  # the filter's last warnings, for /diagnostics
 
 
 @dataclass(frozen=True)
@@ -114,8 +115,8 @@ class ImuFilter:
     """IMU propagation, gated corrections, the estimate with its covariance.
 
     ``skipped`` counts the IMU samples not used and ``rejected`` the corrections the
-    gate refused, by reason, for /diagnostics; ``warnings`` holds what the caller
-    should log (a gap bridged, a filter re-started), emptied by whoever reads it."""
+    gate refused, by reason, for /diagnostics; ``warnings`` the last few things worth
+    saying there (a gap bridged), with their figures."""
 
     def __init__(
         self,
@@ -135,7 +136,7 @@ class ImuFilter:
         self.skipped: Counter[str] = Counter()
         self.rejected: Counter[str] = Counter()
         self.accepted: Counter[str] = Counter()
-        self.warnings: list[str] = []
+        self.warnings: deque[str] = deque(maxlen=WARNINGS_KEPT)
 
     @property
     def started(self) -> bool:
