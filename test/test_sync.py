@@ -43,6 +43,7 @@ def run(sync: FrameSync, events, poll_every_ms: int = 10):
         while next_poll < arrival:
             out += [(next_poll, f) for f in sync.poll(next_poll)]
             next_poll += poll_every_ms * MS
+        sync.watch_clock(arrival)  # as a node reads its clock before each message
         out += [(arrival, f) for f in sync.add(sensor, stamp, f"{sensor.value}@{stamp}", arrival)]
     end = events[-1][0] + NS_PER_S
     while next_poll < end:

@@ -196,6 +196,7 @@ class SensorInput:
         self.report(self.topics[modality], refusal.detail, refusal.reason)
 
     def _ready(self, modality: Modality, data, arrived_ns: int) -> None:
+        self.sync.watch_clock(self.now_ns())  # a new loop of a bag: reset before adding
         self._emit(self.sync.add(modality, data.stamp_ns, data, arrived_ns))
 
     def _poll(self) -> None:

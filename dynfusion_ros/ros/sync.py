@@ -203,7 +203,6 @@ class FrameSync:
         self.health[modality].received += 1
         if self._started_ns is None:
             self._started_ns = now_ns
-        self._watch_clock(now_ns)
         refusal = self._clock_refusal(stamp_ns, now_ns)
         if refusal:
             self._refuse(modality, *refusal)
@@ -214,7 +213,7 @@ class FrameSync:
                 self._refuse(modality, HOLD_FULL, f"{BUFFER_LENGTH} messages already held")
         else:
             self._take(modality, stamp_ns, message, now_ns)
-        return self.poll(now_ns)
+        return self._due(now_ns)
 
     def _tolerance_ns(self, modality: Modality) -> float:
         tolerance = self.settings.tolerance_s
@@ -240,8 +239,10 @@ class FrameSync:
         self.drop(modality, kind)
         self.on_refusal(modality, kind, f"{kind}: {detail}")
 
-    def _watch_clock(self, now_ns: int) -> None:
-        """Reset when the node clock went back by more than ``jump_back_s``."""
+    def watch_clock(self, now_ns: int) -> None:
+        """Reset when the node clock went back by more than ``jump_back_s``. ``poll``
+        reads the clock; a node also calls this before ``add``, whose ``now_ns`` is the
+        message's arrival (a message held for its calibration arrived a while ago)."""
         latest = self._clock_ns
         self._clock_ns = now_ns if latest is None else max(latest, now_ns)
         if latest is None or now_ns >= latest - self.settings.jump_back_s * NS_PER_S:
@@ -278,8 +279,12 @@ class FrameSync:
         return stamp_ns - self._last_frame_ns >= self.settings.frame_period_s * NS_PER_S / 2
 
     def poll(self, now_ns: int) -> list[SyncedFrame]:
-        """Frames that are complete or whose wait is over, oldest first."""
-        self._watch_clock(now_ns)
+        """Frames that are complete or whose wait is over, oldest first (``now_ns``: the
+        node clock now)."""
+        self.watch_clock(now_ns)
+        return self._due(now_ns)
+
+    def _due(self, now_ns: int) -> list[SyncedFrame]:
         while self._held and self._held[0][0] - now_ns <= self._tolerance_ns(self._held[0][2]):
             stamp_ns, _, modality, message = heapq.heappop(self._held)
             self._take(modality, stamp_ns, message, now_ns)
