@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 
 from dynfusion_ros.resources import package_file
-from dynfusion_ros.ros.realtime import freeze_start_up_objects
+from dynfusion_ros.ros.realtime import freeze_start_up_objects, limit_allocator_arenas
 
 PARAMS_FILE = Path("config/dynfusion.yaml")
 NODE_NAMES = ("context_estimator", "fusion")
@@ -129,6 +129,7 @@ def spin(
     the nodes (the fusion worker first) and the context torn down."""
     from dynfusion_ros.ros.dds import use_package_transports
 
+    limit_allocator_arenas()  # before rclpy starts the DDS threads
     use_package_transports()
     import rclpy
     from rclpy.signals import SignalHandlerOptions
