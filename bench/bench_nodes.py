@@ -51,26 +51,24 @@ def replay_once(node, drive: Path, rate: float, args: argparse.Namespace, work: 
         separate=args.separate,
     )
     result = Recording.read(out / "recording")
-    frames = result.frame_stamps()
+    paired, missed = result.paired()
     inputs = _inputs_delivered(drive)
     latency, own, whole = [], [], []  # whole: frames the estimator saw with every sensor
-    for stamp in frames:
-        published = result.published(stamp)
-        if published is not None:
-            recorded = result.detections[published][1]
-            latency.append((recorded - (start_wall + (published - start_bag) / rate)) / 1e6)
-            delivered = inputs(published)
-            own.append((recorded - (start_wall + (delivered - start_bag) / rate)) / 1e6)
-            selection = result.selections.get(published)
-            whole.append(selection is not None and all(selection.sensor_available.values()))
+    for published, _ in paired:
+        recorded = result.detections[published][1]
+        latency.append((recorded - (start_wall + (published - start_bag) / rate)) / 1e6)
+        delivered = inputs(published)
+        own.append((recorded - (start_wall + (delivered - start_bag) / rate)) / 1e6)
+        selection = result.selections.get(published)
+        whole.append(selection is not None and all(selection.sensor_available.values()))
     latency_ms = np.array(latency)
     selected_ms, fusion = _selections_and_diagnostics(
         out / "recording", start_bag, start_wall, rate
     )
     return {
         "rate": rate,
-        "frames": len(frames),
-        "lost": len(frames) - len(latency),
+        "frames": len(paired) + len(missed),
+        "lost": len(missed),
         "all": _percentiles(latency_ms),
         "whole": _percentiles(latency_ms[np.array(whole, dtype=bool)]),
         "whole_frames": int(sum(whole)),

@@ -55,6 +55,23 @@ def test_silent_sensor_leaves_frames_without_it(simulate_bag):
     assert all(f.frame.available(Modality.CAMERA) for f in frames)
 
 
+def test_a_silent_camera_hands_the_frame_clock_to_the_lidar_as_in_the_nodes(simulate_bag):
+    """The reader cuts frames as the nodes' sync does: while the camera is silent the
+    lidar keys them (stamped at its sweep starts, half a period off the camera's), and
+    the truth frames before the lidar takes over are lost, not silently dropped."""
+    bag = simulate_bag("silent_camera", 2.0, 4)
+    lost = []
+    frames = list(read_frames(bag, on_lost=lost.append))
+    keyed_by_lidar = [f for f in frames if not f.frame.available(Modality.CAMERA)]
+    assert keyed_by_lidar and all(f.frame.available(Modality.LIDAR) for f in keyed_by_lidar)
+    period = 100_000_000
+    assert all((f.frame.stamp_ns - START_NS) % period == period // 2 for f in keyed_by_lidar)
+    assert all(f.scored and f.truth for f in frames)  # one frame per period, each scored
+    assert 1 <= len(lost) <= 3 and all(frame.truth for frame in lost)
+    assert len(frames) + len(lost) == 20
+    assert {frame.faults for frame in lost} == {("silent:/camera/image_raw",)}
+
+
 @pytest.fixture(scope="module")
 def unlabelled_bag(clear_bag, tmp_path_factory):
     """The radar topic of the clear drive alone: a valid bag without ground truth."""

@@ -19,6 +19,7 @@ from dynfusion_ros.core.pipeline import DynamicFusionPipeline
 from dynfusion_ros.eval.evaluation import evaluate_bags, recorded_pipeline, replay_record
 from dynfusion_ros.eval.records import BranchRecord, record_branches, rescored
 from dynfusion_ros.resources import default_model_path
+from dynfusion_ros.ros.bag_frames import read_frames
 
 PROFILE = profile(
     odometry_j={"radar": 0.01, "camera": 0.06, "lidar": 0.12}, overhead_j={"imu_filter": 0.01}
@@ -120,6 +121,18 @@ def test_replaying_the_record_gives_the_pipeline_s_own_numbers(runner, record, c
         assert replayed.map == pytest.approx(live.map, abs=1e-9)
         assert replayed.branch_usage == live.branch_usage
         assert replayed.energy_j_per_frame == pytest.approx(live.energy_j_per_frame)
+
+
+def test_truth_frames_no_frame_was_assembled_for_count_as_frames_without_output(
+    runner, simulate_bag
+):
+    bag = simulate_bag("silent_camera", 2.0, 4)
+    lost = []
+    frames = list(read_frames(bag, on_lost=lost.append))
+    evaluation = evaluate_bags(pipeline(runner, policy="all"), [bag], progress=False)
+    assert lost and evaluation.frames_without_output == len(lost)
+    assert evaluation.frames == len(frames) + len(lost) == 20
+    assert "frames without output" in evaluation.table()
 
 
 def test_evaluate_command_writes_every_key(clear_bag, tmp_path, capsys, devkit_score):
@@ -338,27 +351,43 @@ def test_train_gate_command_writes_a_loadable_gate(record, clear_bag, tmp_path, 
     assert "scoring every selection" not in capsys.readouterr().out
 
 
-def test_a_recording_pairs_each_truth_frame_with_the_frame_published_in_its_period():
+def test_a_recording_pairs_each_truth_frame_with_the_frame_published_nearest_it():
     from dynfusion_ros.core.types import Box3D, Detection, ObjectClass
     from dynfusion_ros.eval.recording import Recording
 
     ms = 1_000_000
     published = {100 * ms: ([], 0), 201 * ms: ([], 0), 350 * ms: ([], 0)}  # 350: lidar-keyed
+    published |= {t * ms: ([], 0) for t in (550, 650, 750)}  # the camera dead: lidar-keyed
     truth = {
         t * ms: [Detection(ObjectClass.CAR, 1.0, Box3D(t, 0, 0, 4, 2, 1.5, 0.0))]
-        for t in (100, 150, 200, 250, 300, 350, 400)
+        for t in range(100, 801, 50)
     }
-    recording = Recording(detections=published, truth=truth)
-    assert recording.frame_stamps() == [100 * ms, 200 * ms, 300 * ms, 400 * ms]
-    assert recording.published(100 * ms) == 100 * ms
-    assert recording.published(200 * ms) == 201 * ms  # 1 ms late: still that frame
-    assert recording.published(300 * ms) is None  # 201 is 200's: nothing in (202, 330]
-    assert recording.published(400 * ms) == 350 * ms  # the lidar-keyed frame before it
-    assert recording.published(0) is None
-    # scored against the truth at its own stamp where the drive has one
-    assert recording.truth_of(350 * ms, 300 * ms)[0].box.x == 350
-    assert recording.truth_of(201 * ms, 200 * ms)[0].box.x == 200
-    assert recording.truth_of(100 * ms + 10 * ms, 100 * ms)[0].box.x == 100
+    paired, missed = Recording(detections=published, truth=truth).paired()
+    # each truth frame T takes the frame nearest it in [T - 50 ms, T + 50 ms) and scores
+    # it on its own truth: a lidar sweep stamped at its start (350) covers 350-450
+    assert [(p // ms, t[0].box.x) for p, t in paired] == [
+        (100, 100),
+        (201, 200),
+        (350, 400),
+        (550, 600),
+        (650, 700),
+        (750, 800),
+    ]
+    assert [m // ms for m, _ in missed] == [300, 500]  # nothing stamped in their windows
+    # the offline reader pairs by the same rule
+    from dynfusion_ros.ros.truth_frames import TruthFrames
+
+    lost = []
+    pairing = TruthFrames(100 * ms, lambda stamp, _: lost.append(stamp // ms))
+    streamed = []
+    for stamp, is_frame in sorted([(t, 0) for t in truth] + [(t, 1) for t in published]):
+        if is_frame:
+            pairing.add_frame(stamp, stamp // ms)
+        else:
+            pairing.add_truth(stamp, truth[stamp])
+        streamed += [(item, t[0].box.x) for item, t in pairing.settled() if t]
+    streamed += [(item, t[0].box.x) for item, t in pairing.settled(final=True) if t]
+    assert streamed == [(p // ms, t[0].box.x) for p, t in paired] and lost == [300, 500]
 
 
 def test_a_cached_record_is_reused_only_for_the_sensor_parameters_it_was_read_with(

@@ -76,6 +76,17 @@ def test_a_late_sensor_delays_a_frame_at_most_the_timeout():
     assert sync.health[LIDAR].missing_frames > 0
 
 
+def test_sweeps_lost_on_the_way_cost_their_frames_the_lidar_and_no_more():
+    # the gap of 300 ms after two lost sweeps is not the lidar's period: frame 800 still
+    # waits for the sweep stamped 750 (taken as the period, it would go out without it)
+    lost = {T0 + 450 * MS, T0 + 550 * MS}
+    events = [e for e in drive(1.5) if not (e[1] is LIDAR and e[2] in lost)]
+    frames = run(FrameSync(), events)
+    without = [f.stamp_ns for _, f in frames if LIDAR in f.missing]
+    assert without == [T0 + 500 * MS, T0 + 600 * MS]
+    assert len(frames) == 15
+
+
 def test_a_dead_sensor_is_not_waited_for_and_is_reported_missing():
     sync = FrameSync()
     frames = run(sync, drive(2.0, dead=frozenset({LIDAR})))

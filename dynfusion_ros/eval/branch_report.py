@@ -23,7 +23,12 @@ from dynfusion_ros.eval.detection_metrics import (
     classes_left_out,
     evaluate_per_context,
 )
-from dynfusion_ros.ros.bag_frames import LabelledFrame, bag_duration_frames, read_frames
+from dynfusion_ros.ros.bag_frames import (
+    LabelledFrame,
+    LostFrame,
+    bag_duration_frames,
+    read_frames,
+)
 
 ALL_FUSED = "all (wbf)"
 SINGLE = ("camera", "lidar", "radar")
@@ -89,7 +94,7 @@ class BranchReport:
         return "\n".join(lines)
 
 
-def situation(labelled: LabelledFrame) -> str:
+def situation(labelled: LabelledFrame | LostFrame) -> str:
     """The column a frame is scored under: its sensor fault when one is active (a blind
     sensor matters more than the weather), else its context."""
     return labelled.faults[0] if labelled.faults else labelled.context
@@ -119,7 +124,7 @@ def score_branches(
             leave=False,
         )
         for number, labelled in enumerate(bar):
-            if number % every:
+            if number % every or not labelled.scored:
                 continue
             column = situation(labelled)
             frames[column] += 1

@@ -29,8 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bag", type=Path, nargs="+", required=True, help="labelled bag(s)")
     parser.add_argument(
         "--policy",
-        default="dynamic",
-        help="dynamic, all, static:<b>+<b>..., topk:<k> or oracle (default dynamic)",
+        help="dynamic, all, static:<b>+<b>..., topk:<k> or oracle (default: the nodes'"
+        " policy parameter's)",
     )
     parser.add_argument(
         "--budget", type=float, help="energy budget, joules per frame (default: none)"
@@ -42,9 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--odometry",
-        default="dynamic",
         help="odometry corrections: dynamic, all, none, or radar, camera, lidar joined by +"
-        " (default dynamic)",
+        " (default: the nodes' odometry_corrections parameter's)",
     )
     parser.add_argument(
         "--meter", default="model", help="meter beside the profile: model, rapl, nvml, jetson"
@@ -153,7 +152,10 @@ def run(args: argparse.Namespace) -> int:
     from dynfusion_ros.core.odometry.estimator import OdometryEstimator
     from dynfusion_ros.core.pipeline import DynamicFusionPipeline
     from dynfusion_ros.eval.evaluation import replay_bags
+    from dynfusion_ros.ros.gate_params import GATE_DEFAULTS
 
+    args.policy = args.policy or GATE_DEFAULTS["policy"]
+    args.odometry = args.odometry or GATE_DEFAULTS["odometry_corrections"]
     try:
         policy = Policy.parse(args.policy)
         check_budget_arguments(args)

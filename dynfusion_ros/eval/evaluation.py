@@ -23,7 +23,7 @@ from dynfusion_ros.eval.branch_report import situation
 from dynfusion_ros.eval.detection_metrics import ScoredFrame, evaluate_per_context
 from dynfusion_ros.eval.records import BranchRecord, RecordedRunner
 from dynfusion_ros.eval.trajectory import Trajectory, combined_errors, read_odometry
-from dynfusion_ros.ros.bag_frames import bag_duration_frames, read_frames
+from dynfusion_ros.ros.bag_frames import LostFrame, bag_duration_frames, read_frames
 
 
 @dataclass
@@ -53,6 +53,7 @@ class Evaluation:
     branch_usage: dict[str, float]  # share of frames each branch ran
     budget_violations: int  # frames whose profile energy exceeded the budget
     fallback_frames: int  # frames the gate decided on its prior, not its model
+    frames_without_output: int = 0  # truth frames no frame was assembled for: no detections
     # odometry against /ground_truth/odometry (evo); NaN where there is none to score
     odometry_policy: str = "none"
     ate_rmse_m: float = float("nan")
@@ -75,6 +76,7 @@ class Evaluation:
         budget = "none" if self.budget_j is None else f"{self.budget_j:.4g} J"
         rows = [
             ("frames", f"{self.frames}"),
+            ("frames without output", f"{self.frames_without_output}"),
             ("policy", self.policy),
             ("budget per frame", budget),
             ("mAP (nuScenes, BEV 0.5/1/2/4 m)", self._map_text(self.map, "all")),
@@ -137,8 +139,11 @@ def summarise(
     branch_names: Sequence[str],
     odometry_policy: str = "none",
     trajectories: Sequence[tuple[Trajectory, Trajectory]] = (),
+    frames_without_output: int = 0,
 ) -> Evaluation:
-    """``trajectories``: per drive, (ground truth, estimate), for the odometry figures."""
+    """``trajectories``: per drive, (ground truth, estimate), for the odometry figures;
+    ``frames_without_output``: how many of ``scored`` had no frame (their detections
+    are empty)."""
     metrics = evaluate_per_context(scored)
     energy = np.array([f.energy.total_energy_j for f in facts]) if facts else np.zeros(1)
     measured = np.array([f.energy.measured_energy_j for f in facts] or [np.nan])
@@ -181,6 +186,7 @@ def summarise(
         branch_usage=usage,
         budget_violations=int(sum(f.energy.over_budget for f in facts)),
         fallback_frames=int(sum(f.fallback for f in facts)),
+        frames_without_output=frames_without_output,
         odometry_policy=odometry_policy,
         odometry_usage=corrections,
         **odometry,
@@ -196,6 +202,7 @@ class Tally:
         self.facts: list[FrameFacts] = []
         self.drives: list[tuple[Trajectory, list] | None] = []  # (truth, estimates)
         self.drive_name = ""
+        self.lost = 0
 
     def start_drive(self, truth_odometry: Trajectory | None, name: str = "") -> None:
         """Frames added from now on are of a new drive (``name``: its bag), scored
@@ -219,6 +226,12 @@ class Tally:
         if drive is not None and result.odometry and result.odometry.estimate is not None:
             drive[1].append(result.odometry.estimate)
 
+    def lose(self, lost: LostFrame) -> None:
+        """A truth frame no frame was assembled for: scored with no detections."""
+        self.lost += 1
+        column = situation(lost) or "unlabelled"
+        self.scored.append(ScoredFrame([], lost.truth, column, lost.stamp_ns, self.drive_name))
+
     def summary(self) -> Evaluation:
         pipeline = self.pipeline
         return summarise(
@@ -232,6 +245,7 @@ class Tally:
                 (truth, Trajectory.from_estimates(estimates))
                 for truth, estimates in filter(None, self.drives)
             ],
+            frames_without_output=self.lost,
         )
 
 
@@ -259,7 +273,7 @@ def replay_bags(
     for bag in bags:
         pipeline.reset()
         tally.start_drive(_truth_odometry(Path(bag)) if pipeline.odometry else None, str(bag))
-        frames: Iterable = read_frames(Path(bag), values=values)
+        frames: Iterable = read_frames(Path(bag), values=values, on_lost=tally.lose)
         frames = tqdm(
             frames,
             total=bag_duration_frames(Path(bag), values),
@@ -268,12 +282,10 @@ def replay_bags(
             disable=not progress,
             leave=False,
         )
-        for labelled in frames:
-            tally.add(
-                pipeline.process(labelled.frame, labelled.truth),
-                labelled.truth,
-                situation(labelled) or "unlabelled",
-            )
+        for labelled in frames:  # every frame runs (the filter, the gate's memory), as live
+            result = pipeline.process(labelled.frame, labelled.truth or [])
+            if labelled.scored:
+                tally.add(result, labelled.truth, situation(labelled) or "unlabelled")
     return tally
 
 

@@ -1,8 +1,8 @@
 """Evaluate what the nodes *published*: a rosbag2 recorded from their topics, scored
 against the ground truth replayed beside them.
 
-Frames are the ground-truth frames of the drive (one per frame period, as the offline
-evaluator takes them); a frame the nodes published nothing for counts with no
+Published frames are paired with the ground truth by the offline reader's rule
+(``ros.truth_frames``); a truth frame the nodes published nothing for counts with no
 detections, so lost frames cost accuracy here exactly as they would on the road. The
 summary is the one `dynfusion evaluate` prints, from the messages: branch usage from
 /dynfusion/selection, energy and the odometry corrections that ran from
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 
 from rosbags.rosbag2 import Reader
@@ -37,6 +36,8 @@ from dynfusion_ros.ros.convert import (
     odometry_to_estimate,
     stamp_ns,
 )
+from dynfusion_ros.ros.sensor_params import SENSOR_DEFAULTS
+from dynfusion_ros.ros.truth_frames import TruthFrames
 from dynfusion_ros.ros.typestore import bag_typestore
 
 TOPICS = {
@@ -49,9 +50,6 @@ TOPICS = {
     "truth_odometry": "/ground_truth/odometry",
 }
 ODOMETRY_COMPONENT = "odometry/"  # the energy report's prefix for a correction that ran
-MATCH_NS = 2_000_000  # a published stamp within 2 ms of a truth stamp is that instant
-FRAME_PERIOD_NS = NS_PER_S // 10
-LATE_NS = 30_000_000  # a frame stamped this much after a truth frame still belongs to it
 
 
 @dataclass
@@ -100,37 +98,30 @@ class Recording:
             situation = msg.faults[0] if len(msg.faults) else msg.context
             self.contexts.append((stamp_ns(msg.header), situation))
 
-    def frame_stamps(self) -> list[int]:
-        """One truth stamp per frame period (truth also comes at radar stamps)."""
-        stamps, last = [], None
-        for stamp in sorted(self.truth):
-            if last is None or stamp >= last + FRAME_PERIOD_NS - MATCH_NS:
-                stamps.append(stamp)
-                last = stamp
-        return stamps
+    def paired(self) -> tuple[list[tuple[int, list[Detection]]], list[tuple[int, list[Detection]]]]:
+        """(published stamp, the truth it is scored against) for each published frame a
+        truth frame took, and (stamp, truth) of each truth frame none was published for:
+        the offline reader's rule (``truth_frames``). Frames keyed by another sensor than
+        the camera (a dead camera hands the clock to the lidar) carry its stamps."""
+        missed: list[tuple[int, list[Detection]]] = []
+        pairing: TruthFrames[int] = TruthFrames(
+            round(SENSOR_DEFAULTS["frame_period_s"] * NS_PER_S),
+            lambda stamp, truth: missed.append((stamp, truth)),
+        )
+        events = sorted([(t, 0) for t in self.truth] + [(t, 1) for t in self.detections])
+        paired = []
+        for stamp, is_frame in events:  # truth first at equal stamps
+            if is_frame:
+                pairing.add_frame(stamp, stamp)
+            else:
+                pairing.add_truth(stamp, self.truth[stamp])
+            paired += pairing.settled()
+        paired += pairing.settled(final=True)
+        return [(stamp, truth) for stamp, truth in paired if truth is not None], missed
 
     def situation(self, stamp: int) -> str:
         index = bisect_right(self.contexts, (stamp, "\uffff")) - 1
         return self.contexts[index][1] if index >= 0 else "unlabelled"
-
-    def published(self, stamp: int) -> int | None:
-        """The published frame of the truth frame at ``stamp``: the newest stamped in
-        (stamp - a frame period + MATCH_NS, stamp + LATE_NS], as the bag reader picks a sensor's
-        message for a frame. Frames keyed by another sensor than the camera (a dead
-        camera hands the clock to the lidar) carry that sensor's stamps."""
-        stamps = self._published_stamps
-        index = bisect_right(stamps, stamp + LATE_NS) - 1
-        if index >= 0 and stamps[index] > stamp - FRAME_PERIOD_NS + MATCH_NS:
-            return stamps[index]
-        return None
-
-    def truth_of(self, published: int, frame_stamp: int) -> list[Detection]:
-        """The truth a published frame is scored against: at its own stamp where the
-        drive has one (truth comes at every camera and radar stamp), else the frame's."""
-        stamps = self._truth_stamps
-        index = bisect_right(stamps, published)
-        near = [s for s in stamps[max(0, index - 1) : index + 1] if abs(s - published) <= MATCH_NS]
-        return self.truth[near[0] if near else frame_stamp]
 
     def trajectories(self) -> list[tuple[Trajectory, Trajectory]]:
         """(ground truth, published odometry), when both were recorded."""
@@ -142,31 +133,20 @@ class Recording:
         )
         return [(truth, published)]
 
-    @cached_property
-    def _published_stamps(self) -> list[int]:  # read once the recording is whole
-        return sorted(self.detections)
-
-    @cached_property
-    def _truth_stamps(self) -> list[int]:
-        return sorted(self.truth)
-
 
 def evaluate_recording(
     bag: Path, branch_names: tuple[str, ...], odometry_policy: str
-) -> tuple[Evaluation, int]:
-    """The evaluation of a recording, and how many truth frames got no output;
-    ``odometry_policy``: the one the nodes ran (the messages do not carry it)."""
+) -> Evaluation:
+    """The evaluation of a recording (``frames_without_output``: truth frames the nodes
+    published nothing for); ``odometry_policy``: the one the nodes ran (the messages do
+    not carry it)."""
     recording = Recording.read(bag)
-    scored, facts, lost = [], [], 0
-    for stamp in recording.frame_stamps():
-        truth, column = recording.truth[stamp], recording.situation(stamp)
-        published = recording.published(stamp)
-        if published is None:
-            lost += 1
-            scored.append(ScoredFrame([], truth, column))
-            continue
+    paired, missed = recording.paired()
+    scored = [ScoredFrame([], truth, recording.situation(stamp)) for stamp, truth in missed]
+    facts = []
+    for published, truth in paired:
         detections, log_ns = recording.detections[published]
-        scored.append(ScoredFrame(detections, recording.truth_of(published, stamp), column))
+        scored.append(ScoredFrame(detections, truth, recording.situation(published)))
         energy = recording.energy.get(published)
         if energy is not None:  # what ran is what was spent on (a fallback has no selection)
             selection = recording.selections.get(published)
@@ -194,5 +174,6 @@ def evaluate_recording(
         branch_names=branch_names,
         odometry_policy=odometry_policy,
         trajectories=recording.trajectories(),
+        frames_without_output=len(missed),
     )
-    return evaluation, lost
+    return evaluation

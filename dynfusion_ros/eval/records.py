@@ -225,7 +225,7 @@ def record_branches(
             tqdm(frames, total=total, desc=Path(bag).name, unit="frame", disable=not progress)
         ):
             features = estimator(labelled.frame)  # every frame: it tracks image change
-            if number % every:
+            if number % every or not labelled.scored:
                 continue
             index = len(columns["stamps"])
             outputs = runner.run(labelled.frame, names)

@@ -1,17 +1,17 @@
-"""Frames out of a rosbag2, through the same message conversions the nodes use.
+"""Frames out of a rosbag2, cut as the nodes would cut a replay of it.
 
-Training and offline evaluation read bags here. Frames are keyed on the ground-truth
-stamps of a simulated bag (one per camera period), so a silent or blacked-out sensor
-leaves a frame without that modality instead of leaving no frame at all. Each sensor
-contributes its latest message stamped no later than the frame (plus a small tolerance
-for jitter) and no older than its ``max_age``; otherwise it is unavailable for the frame.
+Training and offline evaluation read bags here. The messages go, in log-time order,
+through the nodes' own frame assembly (``assembly.FrameAssembly``: the same conversions,
+calibration holds, sync and settings), on a clock that is the bag's log time (the
+``/clock`` a replay gives the nodes) and polled as often as the nodes poll. Frames are
+keyed as the nodes key them (the camera, or the lidar while the camera is dead), and
+paired with the ground truth by the rule the evaluation of a node recording uses
+(``truth_frames``), so an offline evaluation and one of the nodes score the same frames.
 
-Messages are read in one pass in log-time order with a short look-behind buffer, so a
-long bag never sits in memory whole, and converted as they arrive exactly as the nodes
-convert them (``frames.SensorDoor``, the same sensor parameters: topics, field layouts,
-the tf tree), so an offline run and a node run of a bag see the same frames. Problems (a
-malformed message, a sensor frame with no transform) are reported once per topic and
-reason through ``on_problem`` and the frame goes on without the message.
+One pass with short buffers, so a long bag never sits in memory whole. Problems (a
+malformed message, a sensor frame with no transform, a stamp the sync refuses) are
+reported once per topic and kind through ``on_problem``, and the frame goes on without
+the message.
 """
 
 from __future__ import annotations
@@ -27,11 +27,13 @@ from rosbags.rosbag2 import Reader, ReaderError
 from rosbags.serde import SerdeError
 
 from dynfusion_ros.core.types import NS_PER_S, Detection, Modality, SensorFrame
+from dynfusion_ros.ros.assembly import POLL_PERIOD_S, FrameAssembly
 from dynfusion_ros.ros.convert import ConversionError, detection_array_to_detections, stamp_ns
-from dynfusion_ros.ros.frames import FrameBuilder, Refusal, SensorDoor, assemble
 from dynfusion_ros.ros.sensor_params import SENSOR_DEFAULTS, bag_topic
-from dynfusion_ros.ros.sync import FRAME_SENSORS
+from dynfusion_ros.ros.truth_frames import TruthFrames
 from dynfusion_ros.ros.typestore import bag_typestore
+
+CONTEXT_KEPT_NS = 10 * NS_PER_S  # a context message holds until the next (they come at 10 Hz)
 
 
 @dataclass(frozen=True)
@@ -60,30 +62,27 @@ class BagTopics:
         )
 
 
-@dataclass(frozen=True)
-class FrameTiming:
-    """How sensors are matched to a frame stamp (seconds), from the sensor parameters the
-    nodes' frame sync takes too."""
-
-    frame_period_s: float
-    tolerance_s: float
-    max_age_s: dict[Modality, float]
-    lag_s: float = 0.3  # wait this long in log time for late messages before assembling
-
-    @classmethod
-    def from_values(cls, values: dict) -> FrameTiming:
-        return cls(
-            frame_period_s=values["frame_period_s"],
-            tolerance_s=values["stamp_tolerance_s"],
-            max_age_s={m: values[f"{m.value}_max_age_s"] for m in FRAME_SENSORS},
-        )
-
-
 @dataclass
 class LabelledFrame:
-    """A frame with what the bag says is true at its stamp."""
+    """A frame with what the bag says is true at its stamp; ``truth`` None: a second
+    frame in one frame period, run but not scored (``truth_frames``)."""
 
     frame: SensorFrame
+    truth: list[Detection] | None
+    context: str = ""
+    faults: tuple[str, ...] = ()
+
+    @property
+    def scored(self) -> bool:
+        return self.truth is not None
+
+
+@dataclass(frozen=True)
+class LostFrame:
+    """A truth frame the sensors made no frame for (all silent, or past the timeout):
+    the nodes would have published nothing for it."""
+
+    stamp_ns: int
     truth: list[Detection]
     context: str = ""
     faults: tuple[str, ...] = ()
@@ -98,7 +97,7 @@ def _tell(message: str) -> None:
 
 
 class _Reporter:
-    """Each problem and each note once per topic, with the bag's name."""
+    """Each kind of problem and each note once per topic, with the bag's name."""
 
     def __init__(
         self, bag: Path, on_problem: Callable[[str], None], on_note: Callable[[str], None]
@@ -106,47 +105,49 @@ class _Reporter:
         self.bag, self.on_problem, self.on_note = bag, on_problem, on_note
         self.seen: set[tuple[str, str]] = set()
 
-    def _first(self, topic: str, text: str) -> bool:
-        new = (topic, text) not in self.seen
-        self.seen.add((topic, text))
+    def _first(self, topic: str, kind: str) -> bool:
+        new = (topic, kind) not in self.seen
+        self.seen.add((topic, kind))
         return new
 
-    def __call__(self, topic: str, reason: str) -> None:
-        if self._first(topic, reason):
-            self.on_problem(f"{self.bag}: {topic}: {reason} (message dropped)")
+    def __call__(self, topic: str, kind: str, detail: str) -> None:
+        if self._first(topic, kind):
+            self.on_problem(f"{self.bag}: {topic}: {detail} (message dropped)")
 
     def note(self, topic: str, text: str) -> None:
         if self._first(topic, text):
             self.on_note(f"{self.bag}: {topic}: {text}")
 
 
-class _Latest:
-    """Recent messages of one topic by header stamp, oldest first."""
+class _Contexts:
+    """The scenario context in force at a stamp: the newest stamped at or before it."""
 
     def __init__(self) -> None:
-        self.items: deque[tuple[int, object]] = deque()
+        self.items: deque[tuple[int, tuple[str, tuple[str, ...]]]] = deque()
 
-    def add(self, stamp: int, item: object) -> None:
-        self.items.append((stamp, item))
+    def add(self, stamp: int, context: tuple[str, tuple[str, ...]]) -> None:
+        self.items.append((stamp, context))
 
-    def pick(self, stamp: int, tolerance_ns: int, max_age_ns: int):
-        """The newest item stamped in [stamp - max_age, stamp + tolerance], or None."""
-        window = [i for i in self.items if stamp - max_age_ns <= i[0] <= stamp + tolerance_ns]
-        return max(window, key=lambda item: item[0]) if window else None
-
-    def forget_before(self, stamp: int) -> None:
-        while self.items and self.items[0][0] < stamp:
+    def at(self, stamp: int) -> tuple[str, tuple[str, ...]]:
+        while len(self.items) > 1 and self.items[1][0] <= stamp - CONTEXT_KEPT_NS:
             self.items.popleft()
+        before = [context for when, context in self.items if when <= stamp]
+        return before[-1] if before else ("", ())
 
 
-class _FrameAssembler:
-    """Converts sensor messages as the nodes do (``SensorDoor``), buffers them, and
-    builds the frame for each stamp."""
+class _BagReplay:
+    """A bag's messages through the nodes' frame assembly, on the bag's log time (the
+    clock a replay gives the nodes), polled every ``POLL_PERIOD_S`` of it as the nodes
+    poll; frames paired with the ground truth by ``TruthFrames``."""
 
     def __init__(
-        self, topics: BagTopics, timing: FrameTiming, values: dict, report: _Reporter
+        self,
+        topics: BagTopics,
+        values: dict,
+        report: _Reporter,
+        on_lost: Callable[[LostFrame], None],
     ) -> None:
-        self.topics, self.timing, self.report = topics, timing, report
+        self.topics, self.report, self.on_lost = topics, report, on_lost
         self.sensors = {
             topics.camera: Modality.CAMERA,
             topics.lidar: Modality.LIDAR,
@@ -154,65 +155,72 @@ class _FrameAssembler:
             topics.imu: Modality.IMU,
         }
         self.topic_of = {modality: topic for topic, modality in self.sensors.items()}
-        self.buffers = {m: _Latest() for m in FRAME_SENSORS}
-        self.imu: deque[tuple[int, object]] = deque()
-        self.contexts = _Latest()
-        self.door = SensorDoor(
-            FrameBuilder(values, self._note), values, self._ready, self._refused, self._note
+        self.clock_ns = 0
+        self.next_poll_ns: int | None = None
+        self.lost = 0
+        self.jumped = False
+        self.assembly = FrameAssembly(
+            values,
+            lambda: self.clock_ns,
+            lambda _, frame: self.truth_frames.add_frame(frame.stamp_ns, frame),
+            on_refused=lambda sensor, kind, detail: report(self.topic_of[sensor], kind, detail),
+            note=lambda sensor, text: report.note(self.topic_of[sensor], text),
+            on_time_jump=self._time_jumped,
         )
+        self.timeout_ns = round(self.assembly.sync.settings.timeout_s * NS_PER_S)
+        self.period_ns = round(self.assembly.sync.settings.frame_period_s * NS_PER_S)
+        self.contexts = _Contexts()
+        self.truth_frames: TruthFrames[SensorFrame] = TruthFrames(self.period_ns, self._lost)
 
-    def _note(self, modality: Modality, text: str) -> None:
-        self.report.note(self.topic_of[modality], text)
+    def _time_jumped(self, why: str) -> None:
+        self.jumped = True
+        self.report("log time", "time jump", why)
 
-    def _refused(self, modality: Modality, refusal: Refusal) -> None:
-        self.report(self.topic_of[modality], refusal.detail)
+    def _lost(self, stamp: int, truth: list[Detection]) -> None:
+        self.lost += 1
+        self.on_lost(LostFrame(stamp, truth, *self.contexts.at(stamp)))
 
-    def _ready(self, modality: Modality, data, _: int) -> None:
-        if modality is Modality.IMU:
-            self.imu.append((data.stamp_ns, data))
-        else:
-            self.buffers[modality].add(data.stamp_ns, data)
+    def advance(self, log_ns: int) -> Iterator[LabelledFrame]:
+        """The clock to ``log_ns``, polling on the way; the frames settled by then."""
+        poll_ns = self.next_poll_ns if self.next_poll_ns is not None else log_ns
+        poll_ns = max(poll_ns, log_ns - NS_PER_S)  # a gap in the bag: the timeouts suffice
+        while poll_ns <= log_ns:
+            self.clock_ns = poll_ns
+            self.assembly.poll()
+            poll_ns += round(POLL_PERIOD_S * NS_PER_S)
+        self.next_poll_ns = poll_ns if log_ns >= self.clock_ns else log_ns
+        self.clock_ns = log_ns
+        self.assembly.poll()  # the clock going back is seen here, before the message
+        yield from self._settled(final=self.jumped)
+        self.jumped = False
 
-    def handle(self, topic: str, msg, log_ns: int) -> None:
+    def finish(self) -> Iterator[LabelledFrame]:
+        """The bag ended: frames still waiting go out when their timeout would have."""
+        yield from self.advance(self.clock_ns + self.timeout_ns + 1)
+        yield from self._settled(final=True)
+
+    def _settled(self, final: bool) -> Iterator[LabelledFrame]:
+        for frame, truth in self.truth_frames.settled(final):
+            yield LabelledFrame(frame, truth, *self.contexts.at(frame.stamp_ns))
+
+    def handle(self, topic: str, msg) -> None:
         """Take one deserialised message; conversion errors reach the reporter."""
         topics = self.topics
         try:
             if topic in (topics.tf_static, topics.tf):
-                self.door.take_transforms(msg)
+                self.assembly.take_transforms(msg)
             elif topic == topics.camera_info:
-                self.door.take_camera_info(msg)
+                self.assembly.take_camera_info(msg)
             elif topic in self.sensors:
-                self.door.admit(self.sensors[topic], msg, log_ns)
+                self.assembly.admit(self.sensors[topic], msg)
             elif topic == topics.context:
                 self.contexts.add(stamp_ns(msg.header), (msg.context, tuple(msg.faults)))
+            elif topic == topics.truth:
+                self.truth_frames.add_truth(
+                    stamp_ns(msg.header), detection_array_to_detections(msg)
+                )
         except ConversionError as error:
-            self.report(topic, str(error))
-
-    def ready(self, stamp: int, log_ns: int, lag_ns: int) -> bool:
-        """Whether the frame at ``stamp`` can be built at log time ``log_ns``: its wait
-        for late messages is over, and none it could use is still held for calibration
-        (a tf tree published after the data), unless that wait is over too."""
-        if log_ns < stamp + lag_ns:
-            return False
-        oldest = self.door.oldest_held_ns()
-        return oldest is None or oldest > stamp + lag_ns or log_ns >= oldest + self.door.hold_ns
-
-    def _pick(self, modality: Modality, stamp: int) -> tuple[int, object] | None:
-        max_age = round(self.timing.max_age_s[modality] * NS_PER_S)
-        tolerance = round(self.timing.tolerance_s * NS_PER_S)
-        return self.buffers[modality].pick(stamp, tolerance, max_age)
-
-    def assemble(self, stamp: int, truth: list[Detection]) -> LabelledFrame:
-        picked = {m: self._pick(m, stamp) for m in FRAME_SENSORS}
-        imu = []
-        while self.imu and self.imu[0][0] <= stamp:  # since the last frame, as the nodes
-            imu.append(self.imu.popleft()[1])
-        frame = assemble(stamp, {m: p for m, p in picked.items() if p is not None}, imu)
-        context = self.contexts.pick(stamp, 0, 10 * NS_PER_S)
-        label, faults = ("", ()) if context is None else context[1]
-        for buffer in self.buffers.values():
-            buffer.forget_before(stamp - NS_PER_S)
-        return LabelledFrame(frame, truth, label, faults)
+            self.report(topic, error.kind, str(error))
 
 
 def read_frames(
@@ -221,45 +229,38 @@ def read_frames(
     values: dict | None = None,
     on_problem: Callable[[str], None] = _warn,
     on_note: Callable[[str], None] = _tell,
+    on_lost: Callable[[LostFrame], None] = lambda _: None,
 ) -> Iterator[LabelledFrame]:
-    """Labelled frames of a bag with ground truth, in stamp order; ``values`` are the
-    sensor parameters (``sensor_params.load_params_file``), the defaults when None.
-    ``on_note`` hears how a driver's layout was read, or what a topic lacked."""
+    """The frames of a bag with ground truth, as the nodes would assemble them from a
+    replay of it, in stamp order; ``values`` are the sensor parameters
+    (``sensor_params.load_params_file``), the defaults when None. ``on_note`` hears how
+    a driver's layout was read, or what a topic lacked; ``on_lost`` each truth frame
+    no frame was assembled for (the evaluators score it as one without output)."""
     values = values or SENSOR_DEFAULTS
-    topics, timing = BagTopics.from_values(values), FrameTiming.from_values(values)
+    topics = BagTopics.from_values(values)
     reporter = _Reporter(Path(bag), on_problem, on_note)
-    assembler = _FrameAssembler(topics, timing, values, reporter)
+    replay = _BagReplay(topics, values, reporter, on_lost)
     store = bag_typestore()
-    period_ns = round(timing.frame_period_s * NS_PER_S)
-    lag_ns = round(timing.lag_s * NS_PER_S)
-    pending: deque[tuple[int, list[Detection]]] = deque()
-    last_truth: int | None = None
     with _open(bag) as reader:
         connections = [c for c in reader.connections if c.topic in _wanted(topics)]
         _learn_types(store, connections)
         if topics.truth not in {c.topic for c in connections}:
             raise ValueError(f"{bag}: no {topics.truth} topic: not a labelled bag")
         for connection, log_ns, raw in reader.messages(connections=connections):
-            while pending and assembler.ready(pending[0][0], log_ns, lag_ns):
-                yield assembler.assemble(*pending.popleft())
+            yield from replay.advance(log_ns)
             try:
                 msg = store.deserialize_cdr(raw, connection.msgtype)
             except (SerdeError, ValueError, KeyError, IndexError, AssertionError) as error:
-                assembler.report(connection.topic, f"cannot deserialize: {error}")
+                reporter(connection.topic, "cannot deserialize", f"cannot deserialize: {error}")
                 continue
-            if connection.topic != topics.truth:
-                assembler.handle(connection.topic, msg, log_ns)
-                continue
-            stamp = stamp_ns(msg.header)
-            # ground truth comes at every camera and radar stamp: keep one per frame period
-            if last_truth is None or stamp >= last_truth + period_ns - NS_PER_S // 500:
-                try:
-                    pending.append((stamp, detection_array_to_detections(msg)))
-                    last_truth = stamp
-                except ConversionError as error:
-                    assembler.report(connection.topic, str(error))
-        while pending:
-            yield assembler.assemble(*pending.popleft())
+            replay.handle(connection.topic, msg)
+        yield from replay.finish()
+    if replay.lost:
+        reporter.note(
+            topics.truth,
+            f"{replay.lost} truth frames had no frame assembled (sensors silent or late):"
+            " the nodes would have published nothing for them",
+        )
 
 
 @contextmanager
@@ -298,10 +299,11 @@ def _wanted(topics: BagTopics) -> set[str]:
 
 
 def bag_duration_frames(bag: Path, values: dict | None = None) -> int:
-    """How many frames ``read_frames`` will yield, from the bag's metadata (for progress)."""
-    timing = FrameTiming.from_values(values or SENSOR_DEFAULTS)
+    """About how many frames ``read_frames`` will yield, from the bag's metadata (for
+    progress)."""
+    period_s = (values or SENSOR_DEFAULTS)["frame_period_s"]
     with _open(bag) as reader:
         truth = [c for c in reader.connections if c.topic == BagTopics.truth]
         if not truth:
             return 0
-        return max(1, round(reader.duration / NS_PER_S / timing.frame_period_s))
+        return max(1, round(reader.duration / NS_PER_S / period_s))

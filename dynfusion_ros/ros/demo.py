@@ -27,9 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--data", type=Path, default=Path("data/demo"), help="where the drive and run go"
     )
     parser.add_argument("--budget", type=float, default=None, help="energy budget (J/frame)")
-    parser.add_argument("--policy", default=None, help="selection policy (default: dynamic)")
     parser.add_argument(
-        "--odometry", default="dynamic", help="odometry corrections (default: dynamic)"
+        "--policy", help="selection policy (default: the policy parameter's, config/dynfusion.yaml)"
+    )
+    parser.add_argument(
+        "--odometry",
+        help="odometry corrections (default: the odometry_corrections parameter's)",
     )
 
 
@@ -70,8 +73,11 @@ def _replay(drive: Path, out: Path, overrides: list[str]) -> None:
 def run(args: argparse.Namespace) -> int:
     from dynfusion_ros.core.branches.registry import BRANCHES
     from dynfusion_ros.eval.recording import evaluate_recording
+    from dynfusion_ros.ros.gate_params import GATE_DEFAULTS
 
-    overrides = ["score_threshold:=0.0", f"odometry_corrections:={args.odometry}"]
+    overrides = ["score_threshold:=0.0"]
+    if args.odometry is not None:
+        overrides.append(f"odometry_corrections:={args.odometry}")
     if args.budget is not None:
         overrides.append(f"energy_budget_j:={args.budget}")
     if args.policy is not None:
@@ -82,13 +88,14 @@ def run(args: argparse.Namespace) -> int:
         shutil.rmtree(recording.parent, ignore_errors=True)
         recording.parent.mkdir(parents=True)
         _replay(drive, recording.parent, overrides)
-        evaluation, lost = evaluate_recording(recording, tuple(BRANCHES), args.odometry)
+        evaluation = evaluate_recording(
+            recording, tuple(BRANCHES), args.odometry or GATE_DEFAULTS["odometry_corrections"]
+        )
     except (RuntimeError, ValueError, OSError) as error:
         print(f"dynfusion demo: error: {error}", file=sys.stderr)
         return 1
     print(f"\n[demo] what the nodes published ({recording}), against ground truth:")
     print(evaluation.table())
-    print(f"frames without output  {lost} of {evaluation.frames}")
     return _offline_comparison(drive, evaluation)
 
 
@@ -114,6 +121,8 @@ def _offline_comparison(drive: Path, live) -> int:
         f"mAP: nodes {100 * live.map:.1f}, offline {100 * offline.map:.1f} "
         f"({100 * (live.map - offline.map):+.1f} points); energy per frame: nodes "
         f"{live.energy_j_per_frame:.3f} J, offline {offline.energy_j_per_frame:.3f} J; "
-        f"odometry ATE: nodes {live.ate_pct:.2f}%, offline {offline.ate_pct:.2f}% of the path"
+        f"odometry ATE: nodes {live.ate_pct:.2f}%, offline {offline.ate_pct:.2f}% of the path; "
+        f"frames without output: nodes {live.frames_without_output}, offline"
+        f" {offline.frames_without_output} of {offline.frames}"
     )
     return 0

@@ -43,6 +43,7 @@ from dynfusion_ros.core.odometry.estimator import (
 from dynfusion_ros.core.pipeline import DynamicFusionPipeline
 from dynfusion_ros.core.types import NS_PER_S, ObjectClass, Selection, SensorFrame
 from dynfusion_ros.resources import default_model_path
+from dynfusion_ros.ros.assembly import POLL_PERIOD_S
 from dynfusion_ros.ros.context_estimator_node import SELECTION_QOS, SELECTION_TOPIC
 from dynfusion_ros.ros.convert import (
     ConversionError,
@@ -67,7 +68,7 @@ from dynfusion_ros.ros.gate_params import (
     make_gate,
 )
 from dynfusion_ros.ros.parameters import Param, declare
-from dynfusion_ros.ros.sensor_input import POLL_PERIOD_S, SensorInput
+from dynfusion_ros.ros.sensor_input import SensorInput
 from dynfusion_ros.ros.sensor_params import SENSOR_PARAMS
 from dynfusion_ros.ros.sync import SyncedFrame
 from dynfusion_ros.ros.timers import steady_timer

@@ -110,6 +110,7 @@ GATE_PARAMS = (
         check=file_or_empty,
     ),
 )
+GATE_DEFAULTS = {param.name: param.default for param in GATE_PARAMS}
 
 
 def gate_files(values: dict) -> tuple[Path, Path]:

@@ -1,4 +1,5 @@
-"""The sensor side both nodes share: subscriptions, frame sync, frame building, and the
+"""The sensor side both nodes share: subscriptions into the frame assembly
+(``assembly.FrameAssembly``, which the offline tools run on bag log times), and the
 per-sensor health they report on /diagnostics.
 
 Both nodes assemble the same frames from the same messages with the same settings, so
@@ -23,14 +24,13 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, Imu, PointCloud2
 from tf2_msgs.msg import TFMessage
 
 from dynfusion_ros.core.types import Modality, SensorFrame
+from dynfusion_ros.ros.assembly import POLL_PERIOD_S, FrameAssembly
 from dynfusion_ros.ros.convert import ConversionError
 from dynfusion_ros.ros.diagnostics import status
-from dynfusion_ros.ros.frames import FrameBuilder, Refusal, SensorDoor, assemble
-from dynfusion_ros.ros.sensor_params import compressed_camera, sync_settings
-from dynfusion_ros.ros.sync import FRAME_SENSORS, FrameSync, SyncedFrame
+from dynfusion_ros.ros.sensor_params import compressed_camera
+from dynfusion_ros.ros.sync import FRAME_SENSORS, SyncedFrame
 from dynfusion_ros.ros.timers import steady_timer
 
-POLL_PERIOD_S = 0.01  # how often waiting frames are checked against their timeout
 IMU_QUEUE = 50  # 200-400 Hz: a frame period of samples and then some
 NOTES_KEPT = 8  # per topic, on /diagnostics
 REPORT_EVERY_S = 10.0  # one log line per topic and kind of problem, at most
@@ -61,27 +61,28 @@ class SensorInput:
         *,
         on_time_jump: Callable[[], None] = lambda: None,
     ) -> None:
-        self.node, self.on_frame, self.on_time_jump = node, on_frame, on_time_jump
+        self.node, self.on_time_jump = node, on_time_jump
         # resolved in the node's namespace: what the graph and /diagnostics call them
         self.topics = {
             m: node.resolve_topic_name(values[f"{m.value}_topic"])
             for m in (*FRAME_SENSORS, Modality.IMU)
         }
-        self.sync = FrameSync(
-            sync_settings(values),
-            on_time_jump=self._time_jumped,
-            on_refusal=lambda modality, kind, detail: self.report(
-                self.topics[modality], detail, kind
-            ),
-        )
         self.last_problem: dict[str, str] = {}  # topic -> what was last wrong with it
         self._logged: dict[tuple[str, str], tuple[float, int]] = {}  # when, how many since
         self.notes: dict[str, list[str]] = {}  # topic -> what was used in part, or concluded
         self.types: dict[Modality, str] = {}  # the message type taken on each topic
         self.calibration: Counter[str] = Counter()  # CameraInfo and tf messages, per topic
         self.calibration_refused: Counter[str] = Counter()
-        self.builder = FrameBuilder(values, self._note)
-        self.door = SensorDoor(self.builder, values, self._ready, self._refused, self._note)
+        self.assembly = FrameAssembly(
+            values,
+            self.now_ns,
+            on_frame,
+            on_refused=lambda sensor, kind, detail: self.report(self.topics[sensor], detail, kind),
+            note=self._note,
+            on_time_jump=self._time_jumped,
+        )
+        self.sync, self.door = self.assembly.sync, self.assembly.door
+        self.builder = self.assembly.builder
         sensor_qos = qos_profile_sensor_data
         imu_qos = QoSProfile(depth=IMU_QUEUE, reliability=ReliabilityPolicy.BEST_EFFORT)
         camera_type = CompressedImage if compressed_camera(values) else Image
@@ -95,7 +96,7 @@ class SensorInput:
             node.create_subscription(
                 kind,
                 self.topics[modality],
-                lambda msg, m=modality: self.door.admit(m, msg, self.now_ns()),
+                lambda msg, m=modality: self.assembly.admit(m, msg),
                 imu_qos if modality is Modality.IMU else sensor_qos,
             )
         self.camera_info_topic = node.resolve_topic_name(values["camera_info_topic"])
@@ -112,7 +113,7 @@ class SensorInput:
             node.create_subscription(
                 TFMessage, topic, lambda msg, t=topic: self._on_transforms(t, msg), qos
             )
-        steady_timer(node, POLL_PERIOD_S, self._poll)
+        steady_timer(node, POLL_PERIOD_S, self.assembly.poll)
 
     def _time_jumped(self, warning: str) -> None:
         self.node.get_logger().warning(warning)
@@ -147,7 +148,7 @@ class SensorInput:
     def _on_camera_info(self, msg) -> None:
         self.calibration[self.camera_info_topic] += 1
         try:
-            self.door.take_camera_info(msg)
+            self.assembly.take_camera_info(msg)
         except ConversionError as error:
             self.calibration_refused[self.camera_info_topic] += 1
             self.report(self.camera_info_topic, str(error), error.kind)
@@ -155,7 +156,7 @@ class SensorInput:
     def _on_transforms(self, topic: str, msg) -> None:
         self.calibration[topic] += 1
         try:
-            self.door.take_transforms(msg)
+            self.assembly.take_transforms(msg)
         except ConversionError as error:
             self.calibration_refused[topic] += 1
             self.report(topic, str(error), error.kind, dropped=False)
@@ -190,22 +191,6 @@ class SensorInput:
             "held_ahead_of_clock": sync.held(),
         }
         return status(f"{prefix}: sync", level, message, values)
-
-    def _refused(self, modality: Modality, refusal: Refusal) -> None:
-        self.sync.refuse(modality, refusal.reason)
-        self.report(self.topics[modality], refusal.detail, refusal.reason)
-
-    def _ready(self, modality: Modality, data, arrived_ns: int) -> None:
-        self.sync.watch_clock(self.now_ns())  # a new loop of a bag: reset before adding
-        self._emit(self.sync.add(modality, data.stamp_ns, data, arrived_ns))
-
-    def _poll(self) -> None:
-        self._emit(self.sync.poll(self.now_ns()))
-
-    def _emit(self, frames: list[SyncedFrame]) -> None:
-        for synced in frames:
-            imu = [sample for _, sample in synced.imu]
-            self.on_frame(synced, assemble(synced.stamp_ns, synced.messages, imu))
 
     def _why_nothing(self, modality: Modality) -> str:
         """ "no message received", and why when the graph tells: a publisher of another

@@ -42,6 +42,7 @@ from dynfusion_ros.core.types import NS_PER_S, Modality
 
 FRAME_SENSORS = (Modality.CAMERA, Modality.LIDAR, Modality.RADAR)
 RATE_WINDOW = 20  # arrivals kept per sensor for the rate estimate
+PERIOD_WINDOW = 5  # stamp gaps kept per sensor for its period
 BUFFER_LENGTH = 512  # messages kept per sensor while no frame takes them (2.5 s of 200 Hz IMU)
 NEXT_SHARE = 0.9  # a sensor's next message is expected no sooner than this share of its period
 DROP_KINDS_KEPT = 24  # distinct drop reasons counted per sensor; later ones count as OTHER
@@ -93,7 +94,15 @@ class SensorHealth:
     missing_frames: int = 0  # frames that went on without this sensor
     dropped: Counter[str] = field(default_factory=Counter)  # reason -> count
     last_stamp_ns: int | None = None
-    period_ns: int | None = None  # between its last two stamps
+    gaps: deque[int] = field(default_factory=lambda: deque(maxlen=PERIOD_WINDOW))  # stamps
+
+    @property
+    def period_ns(self) -> int | None:
+        """The shortest of its last stamp gaps: one message lost on the way doubles a
+        gap, and a period taken from it would make the sync stop waiting for the next
+        message one period too soon (the frame then goes without the sensor)."""
+        return min(self.gaps) if self.gaps else None
+
     last_arrival_ns: int | None = None
     arrivals: deque[int] = field(default_factory=lambda: deque(maxlen=RATE_WINDOW))
 
@@ -158,7 +167,8 @@ class FrameSync:
         self._held: list[tuple[int, int, Modality, object]] = []  # ahead of the clock
         self._last_frame_ns: int | None = None
         for health in self.health.values():
-            health.last_stamp_ns = health.period_ns = None
+            health.last_stamp_ns = None
+            health.gaps.clear()
 
     def reset(self) -> None:
         """Forget buffered messages and stamps (the counters stay)."""
@@ -226,7 +236,7 @@ class FrameSync:
             self._refuse(modality, *refusal)
             return
         if health.last_stamp_ns is not None:
-            health.period_ns = stamp_ns - health.last_stamp_ns
+            health.gaps.append(stamp_ns - health.last_stamp_ns)
         health.last_stamp_ns = stamp_ns
         health.last_arrival_ns = now_ns
         health.arrivals.append(now_ns)
@@ -310,9 +320,9 @@ class FrameSync:
         """Every sensor still speaking has caught up with the frame: delivered a message
         stamped at or after the frame stamp, or one so recent that its next (a period
         later) falls after the frame's window. Its newest message in the window is then
-        the one a frame built later would take too (as the bag reader, which waits, takes
-        it): a lidar sweep stamped with the image but sent a sweep later is waited for,
-        not replaced by the sweep before it, 0.1 s staler."""
+        the one a frame built at its timeout would take too: a lidar sweep stamped with
+        the image but sent a sweep later is waited for, not replaced by the sweep before
+        it, 0.1 s staler. The period is the shortest recent gap (``SensorHealth``)."""
         window_end = pending.stamp_ns + max(self.settings.tolerance_s.values()) * NS_PER_S
         for modality in (*FRAME_SENSORS, Modality.IMU):
             if modality is pending.reference or self.silent(modality, now_ns):

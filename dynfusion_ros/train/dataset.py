@@ -151,6 +151,6 @@ def load_dataset(
             leave=False,
         )
         for number, labelled in enumerate(bar):
-            if number % every == 0:
+            if number % every == 0 and labelled.scored:
                 builder.add(labelled)
     return builder.build()
