@@ -388,6 +388,10 @@ def test_a_recording_pairs_each_truth_frame_with_the_frame_published_nearest_it(
         streamed += [(item, t[0].box.x) for item, t in pairing.settled() if t]
     streamed += [(item, t[0].box.x) for item, t in pairing.settled(final=True) if t]
     assert streamed == [(p // ms, t[0].box.x) for p, t in paired] and lost == [300, 500]
+    # a stream settled as final starts over: a bag's next loop, stamped earlier again
+    pairing.add_truth(100 * ms, truth[100 * ms])
+    pairing.add_frame(100 * ms, 100)
+    assert [(item, t[0].box.x) for item, t in pairing.settled(final=True)] == [(100, 100)]
 
 
 def test_a_cached_record_is_reused_only_for_the_sensor_parameters_it_was_read_with(

@@ -191,8 +191,11 @@ class _BagReplay:
         self.next_poll_ns = poll_ns if log_ns >= self.clock_ns else log_ns
         self.clock_ns = log_ns
         self.assembly.poll()  # the clock going back is seen here, before the message
-        yield from self._settled(final=self.jumped)
-        self.jumped = False
+        if self.jumped:  # what was read before is settled; then the bag starts over
+            yield from self._settled(final=True)
+            self.contexts, self.jumped = _Contexts(), False
+        else:
+            yield from self._settled(final=False)
 
     def finish(self) -> Iterator[LabelledFrame]:
         """The bag ended: frames still waiting go out when their timeout would have."""

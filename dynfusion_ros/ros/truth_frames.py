@@ -51,13 +51,15 @@ class TruthFrames(Generic[Item]):
         self.frames.append((stamp_ns, item))
 
     def settled(self, final: bool = False) -> Iterator[tuple[Item, list[Detection] | None]]:
-        """The frames whose truth is known; ``final``: the bag ended, settle them all."""
+        """The frames whose truth is known; ``final``: the stream ended (the bag, or a
+        loop of it), settle them all."""
         while self.grid and (final or self._past(self.grid[0][0])):
             self._settle(*self.grid.popleft())
             if self.grid:
                 yield from self._release(self.grid[0][0] - self.half_ns)
         if final:
             yield from self._release(None)
+            self._last_grid = None  # what comes next is a new stream (a bag that loops)
         elif len(self.frames) > PENDING_KEPT:
             yield from self._release(self.frames[-PENDING_KEPT][0])
 
