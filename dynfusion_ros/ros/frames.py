@@ -219,10 +219,6 @@ class SensorDoor:
         if self.early and self._calibration() != before:
             self._release()
 
-    def oldest_held_ns(self) -> int | None:
-        """Arrival of the oldest message still waiting for its calibration."""
-        return min((queue[0][1] for queue in self.early.values() if queue), default=None)
-
     def admit(self, modality: Modality, msg, arrived_ns: int) -> None:
         """Convert ``msg`` and hand it on, or hold it until its calibration comes, or
         refuse it. A malformed message is refused even while it waits for calibration."""
