@@ -20,9 +20,9 @@ from dynfusion_ros.core.branches import (
     save_weights,
     stems_for,
 )
-from dynfusion_ros.core.branches.boxes import decode, encode
 from dynfusion_ros.core.branches.network import BranchNetwork
-from dynfusion_ros.core.branches.rasters import OUTSIDE, camera_lift, lidar_raster
+from dynfusion_ros.core.detector.boxes import decode, encode
+from dynfusion_ros.core.detector.rasters import OUTSIDE, camera_lift, lidar_raster
 from dynfusion_ros.core.types import Box3D, Detection, Modality, ObjectClass, PointScan
 from dynfusion_ros.eval.detection_metrics import ScoredFrame, evaluate_detections
 from dynfusion_ros.resources import default_model_path

@@ -14,14 +14,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch.nn import functional
 from tqdm import tqdm
 
-from dynfusion_ros.core.branches.boxes import decode
 from dynfusion_ros.core.branches.network import BranchNetwork
 from dynfusion_ros.core.branches.registry import STEMS
+from dynfusion_ros.core.detector.boxes import decode
 from dynfusion_ros.eval.detection_metrics import ScoredFrame, evaluate_detections
 from dynfusion_ros.train.dataset import BranchDataset
+from dynfusion_ros.train.losses import focal_loss, regression_loss
 
 STEM_COLUMN = {stem.value: column for column, stem in enumerate(STEMS)}
 
@@ -52,26 +52,6 @@ def batch_inputs(data: BranchDataset, chosen: np.ndarray) -> dict[str, torch.Ten
         "lidar": torch.from_numpy(data.lidar[chosen].astype(np.float32)),
         "radar": torch.from_numpy(data.radar[chosen].astype(np.float32)),
     }
-
-
-def focal_loss(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-frame summed focal loss (B,) and positive-cell count (B,)."""
-    prediction = torch.sigmoid(logits).clamp(1e-4, 1 - 1e-4)
-    positive = target >= 1.0
-    positive_term = torch.log(prediction) * (1 - prediction) ** 2
-    negative_term = torch.log(1 - prediction) * prediction**2 * (1 - target) ** 4
-    per_cell = torch.where(positive, positive_term, negative_term)
-    return -per_cell.flatten(1).sum(dim=1), positive.flatten(1).sum(dim=1).float()
-
-
-def regression_loss(
-    boxes: torch.Tensor, index, mask, regression
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-frame summed L1 box loss at object centres (B,) and object count (B,)."""
-    flat = boxes.flatten(2)  # (B, 8, cells)
-    picked = torch.gather(flat, 2, index[:, None, :].expand(-1, flat.shape[1], -1))
-    error = functional.l1_loss(picked.transpose(1, 2), regression, reduction="none").sum(dim=2)
-    return (error * mask).sum(dim=1), mask.sum(dim=1)
 
 
 def branch_loss(

@@ -1,4 +1,4 @@
-"""`dynfusion train branches` and `dynfusion train gate`: arguments, validation, runs."""
+"""`dynfusion train branches|gate|detector`: arguments, validation, runs."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from dynfusion_ros.command_args import (
     bag_paths,
     sensor_values,
 )
+from dynfusion_ros.train.detector_command import add_detector_arguments, run_detector
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,6 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     branches.add_argument("--quiet", action="store_true", help="no progress bars")
     add_params_argument(branches)
     _gate_arguments(targets)
+    add_detector_arguments(targets)
 
 
 def _gate_arguments(targets) -> None:
@@ -94,6 +96,8 @@ def _validate(args: argparse.Namespace) -> tuple[list[Path], list[Path]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.target == "detector":
+        return run_detector(args)
     if args.target == "gate":
         from dynfusion_ros.train.gate_command import run_gate
 
@@ -124,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
         if val_bags:
             validation = load_dataset(val_bags, config, **options)
         else:
-            data, validation = _split_tail(data)
+            data, validation = split_validation(data)
     except (UsageError, ValueError) as error:  # e.g. a bag without ground truth
         print(f"dynfusion train: error: {error}", file=sys.stderr)
         return 2
@@ -165,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _split_tail(data, block: int = 20, every: int = 10):
+def split_validation(data, block: int = 20, every: int = 10):
     """Hold out one block of ``block`` consecutive frames in every ``every`` blocks: spread
     over every bag and context, and less correlated with the training frames than a
     random pick of single frames would be."""

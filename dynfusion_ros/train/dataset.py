@@ -14,12 +14,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from dynfusion_ros.core.branches.boxes import encode
-from dynfusion_ros.core.branches.config import DetectorConfig
-from dynfusion_ros.core.branches.inputs import LiftCache, stem_input
-from dynfusion_ros.core.branches.rasters import LIDAR_CHANNELS, RADAR_CHANNELS
 from dynfusion_ros.core.branches.registry import STEMS
+from dynfusion_ros.core.detector.boxes import encode
+from dynfusion_ros.core.detector.config import DetectorConfig
+from dynfusion_ros.core.detector.inputs import LiftCache, stem_input
+from dynfusion_ros.core.detector.rasters import LIDAR_CHANNELS, RADAR_CHANNELS
+from dynfusion_ros.core.detector.reuse import planar_pose
 from dynfusion_ros.eval.detection_metrics import ScoredFrame
+from dynfusion_ros.eval.trajectory import read_odometry_messages
 from dynfusion_ros.ros.bag_frames import LabelledFrame, bag_duration_frames, read_frames
 
 
@@ -40,13 +42,29 @@ class BranchDataset:
     mask: np.ndarray
     regression: np.ndarray
     scored: list[ScoredFrame]  # ground truth and context of every frame
+    bag: np.ndarray  # (N,) which of the bags read the frame came from
+    number: np.ndarray  # (N,) the frame's position in its bag (every frame counted)
+    stamp_ns: np.ndarray  # (N,)
+    pose: np.ndarray  # (N, 3) true x, y, yaw of base_link in odom; NaN where the bag has none
 
     def __len__(self) -> int:
         return len(self.available)
 
+    def earlier(self, index: int, frames_back: int) -> int | None:
+        """The frame ``frames_back`` frames before frame ``index`` of the same bag, when
+        it was read (and kept) too."""
+        if not hasattr(self, "_positions"):
+            self._positions = {
+                (int(b), int(n)): i
+                for i, (b, n) in enumerate(zip(self.bag, self.number, strict=True))
+            }
+        return self._positions.get((int(self.bag[index]), int(self.number[index]) - frames_back))
+
     def subset(self, chosen: np.ndarray) -> BranchDataset:
         fields = {}
         for name, value in vars(self).items():
+            if name.startswith("_"):
+                continue
             if name == "lifts":
                 fields[name] = value
             elif name == "scored":
@@ -75,10 +93,14 @@ class _Builder:
                 "mask",
                 "regression",
                 "scored",
+                "bag",
+                "number",
+                "stamp_ns",
+                "pose",
             )
         }
 
-    def add(self, labelled: LabelledFrame) -> None:
+    def add(self, labelled: LabelledFrame, bag: int, number: int, pose: np.ndarray) -> None:
         config, rows = self.config, self.rows
         grid_rows, grid_cols = config.grid.shape
         head_rows, head_cols = config.head_grid_shape
@@ -109,6 +131,10 @@ class _Builder:
         rows["mask"].append(targets.mask)
         rows["regression"].append(targets.regression)
         rows["scored"].append(ScoredFrame([], labelled.truth, labelled.context))
+        rows["bag"].append(bag)
+        rows["number"].append(number)
+        rows["stamp_ns"].append(labelled.frame.stamp_ns)
+        rows["pose"].append(pose)
 
     def _lift_id(self, lift: np.ndarray) -> int:
         key = id(lift)  # the cache hands back the same array for the same camera
@@ -139,7 +165,8 @@ def load_dataset(
     """Every ``every``-th frame of each bag (consecutive frames at 10 Hz are near-copies),
     read with ``values`` (the sensor parameters; the defaults when None)."""
     builder = _Builder(config)
-    for bag in bags:
+    for bag_index, bag in enumerate(bags):
+        poses = TruePoses(Path(bag))
         total = bag_duration_frames(Path(bag), values)
         frames = read_frames(Path(bag), values=values)
         bar = tqdm(
@@ -152,5 +179,32 @@ def load_dataset(
         )
         for number, labelled in enumerate(bar):
             if number % every == 0 and labelled.scored:
-                builder.add(labelled)
+                builder.add(labelled, bag_index, number, poses.at(labelled.frame.stamp_ns))
     return builder.build()
+
+
+class TruePoses:
+    """A bag's /ground_truth/odometry as planar poses, looked up by stamp: temporal reuse
+    trains on the true motion between two frames. A bag without it gives NaN poses, and
+    its frames train without reuse."""
+
+    MATCH_NS = 20_000_000  # the nearest pose must lie within this of the frame's stamp
+
+    def __init__(self, bag: Path) -> None:
+        try:
+            estimates = read_odometry_messages(bag)
+        except ValueError:  # no ground-truth odometry in this bag
+            estimates = []
+        self.stamps = np.array([e.stamp_ns for e in estimates], dtype=np.int64)
+        self.poses = np.array([planar_pose(e.position, e.orientation) for e in estimates]).reshape(
+            -1, 3
+        )
+
+    def at(self, stamp_ns: int) -> np.ndarray:
+        if not len(self.stamps):
+            return np.full(3, np.nan)
+        right = int(np.clip(np.searchsorted(self.stamps, stamp_ns), 1, len(self.stamps) - 1))
+        nearest = min((right - 1, right), key=lambda i: abs(int(self.stamps[i]) - stamp_ns))
+        if abs(int(self.stamps[nearest]) - stamp_ns) > self.MATCH_NS:
+            return np.full(3, np.nan)
+        return self.poses[nearest]

@@ -10,10 +10,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from dynfusion_ros.train.branches import TrainLog
 
-
-def plot_training(log: TrainLog, out: Path) -> Path:
+def plot_training(log, out: Path) -> Path:
+    """``log``: a TrainLog of the branches or of the detector."""
     figure, (loss_axis, map_axis) = plt.subplots(1, 2, figsize=(11, 4))
     losses = np.asarray(log.losses)
     loss_axis.plot(losses, color="0.75", linewidth=0.6, label="per step")
@@ -23,11 +22,16 @@ def plot_training(log: TrainLog, out: Path) -> Path:
         loss_axis.plot(np.arange(window - 1, len(losses)), smooth, label=f"mean of {window}")
     loss_axis.set(xlabel="step", ylabel="loss (all heads)", title="training loss", yscale="log")
     loss_axis.legend()
+    steps = getattr(log, "validation_steps", None)
     for name in log.validation[0] if log.validation else ():
         values = [epoch[name] for epoch in log.validation]
-        map_axis.plot(np.arange(1, len(values) + 1), values, marker="o", label=name)
+        where = steps or np.arange(1, len(values) + 1)
+        map_axis.plot(where, values, marker="o", label=name)
     map_axis.set(
-        xlabel="epoch", ylabel="nuScenes mAP", title="validation mAP per branch", ylim=(0, 1)
+        xlabel="step" if steps else "epoch",
+        ylabel="nuScenes mAP",
+        title="validation mAP",
+        ylim=(0, 1),
     )
     if log.validation:
         map_axis.legend(fontsize=8)

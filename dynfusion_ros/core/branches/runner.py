@@ -10,12 +10,12 @@ from pathlib import Path
 
 import torch
 
-from dynfusion_ros.core.branches.boxes import decode
-from dynfusion_ros.core.branches.inputs import LiftCache, stem_input
 from dynfusion_ros.core.branches.network import BranchNetwork
-from dynfusion_ros.core.branches.rasters import blank_inputs
 from dynfusion_ros.core.branches.registry import branch, stems_for
 from dynfusion_ros.core.branches.weights import load_network
+from dynfusion_ros.core.detector.boxes import decode
+from dynfusion_ros.core.detector.inputs import LiftCache, stem_input
+from dynfusion_ros.core.detector.rasters import blank_inputs
 from dynfusion_ros.core.types import Detection, Modality, SensorFrame
 
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dynfusion_ros.core.branches.config import DetectorConfig
-from dynfusion_ros.core.branches.rasters import (
+from dynfusion_ros.core.detector.config import DetectorConfig
+from dynfusion_ros.core.detector.rasters import (
     camera_input,
     camera_lift,
     lidar_raster,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from dynfusion_ros.core.branches.config import LIDAR_HEIGHT_EDGES_M, DetectorConfig
+from dynfusion_ros.core.detector.config import LIDAR_HEIGHT_EDGES_M, DetectorConfig
 from dynfusion_ros.core.grid import BevGrid
 from dynfusion_ros.core.types import CameraImage, CameraModel, PointScan
 

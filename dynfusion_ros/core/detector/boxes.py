@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from torch.nn import functional
 
-from dynfusion_ros.core.branches.config import DetectorConfig
-from dynfusion_ros.core.branches.network import REGRESSION
+from dynfusion_ros.core.detector.config import DetectorConfig
+from dynfusion_ros.core.detector.head import REGRESSION
 from dynfusion_ros.core.types import Box3D, Detection, ObjectClass
 
 MAX_OBJECTS = 96

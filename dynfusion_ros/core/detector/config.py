@@ -26,6 +26,8 @@ class DetectorConfig:
     (0.8 m cells by default). ``camera_input``: (width, height) the image is resized to.
     ``lift_heights_m``: heights above the ground at which each BEV cell is projected into
     the image to gather camera features. Image normalisation is per RGB channel on [0, 1].
+    ``fused_channels``: width of the fused BEV map the one head reads; ``head_width``:
+    channels of that head's hidden layers.
     """
 
     grid: BevGrid = field(default_factory=BevGrid)
@@ -43,6 +45,8 @@ class DetectorConfig:
     radar_rcs_scale_db: float = 30.0
     radar_velocity_scale_mps: float = 15.0
     max_detections: int = 64
+    fused_channels: int = 48
+    head_width: int = 32
     version: int = FORMAT_VERSION
 
     @property
