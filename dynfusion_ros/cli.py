@@ -54,15 +54,17 @@ def info(_: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _delegate(module: str) -> tuple[Callable[[argparse.Namespace], int], Configure]:
+def _delegate(
+    module: str, arguments: str = "add_arguments", run: str = "run"
+) -> tuple[Callable[[argparse.Namespace], int], Configure]:
     """A subcommand whose arguments and run live in ``module`` (imported when used, so
-    `dynfusion --help` stays fast)."""
+    `dynfusion --help` stays fast), under the names ``arguments`` and ``run``."""
 
     def configure(parser: argparse.ArgumentParser) -> None:
-        importlib.import_module(module).add_arguments(parser)
+        getattr(importlib.import_module(module), arguments)(parser)
 
     def handler(args: argparse.Namespace) -> int:
-        return importlib.import_module(module).run(args)
+        return getattr(importlib.import_module(module), run)(args)
 
     return handler, configure
 
@@ -73,10 +75,17 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Configure | None,
         *_delegate("dynfusion_ros.sim.command"),
         "simulate a drive (camera, lidar, radar, IMU, ground truth) into a rosbag2",
     ),
-    "train": (*_delegate("dynfusion_ros.train.command"), "train the branch network or the gate"),
+    "train": (
+        *_delegate("dynfusion_ros.train.command"),
+        "train the fused detector, the branch network or the gate",
+    ),
     "score-branches": (
         *_delegate("dynfusion_ros.eval.command"),
         "score every branch per context on labelled bags (nuScenes mAP, TP errors)",
+    ),
+    "score-detector": (
+        *_delegate("dynfusion_ros.eval.command", "add_detector_arguments", "run_detector"),
+        "score every configuration of the fused detector per context on labelled bags",
     ),
     "profile": (
         *_delegate("dynfusion_ros.eval.profiling"),

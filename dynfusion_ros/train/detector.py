@@ -1,9 +1,9 @@
 """Training the fused detector over every configuration it may be asked to run.
 
-Every step, every frame of the batch gets its own random configuration: each stem runs
-(at one of its levels), reuses an earlier frame's features warped by the true motion
-(with noise, since a filter's motion is not exact) or is off, and a share of the frames
-runs everything at the full level. So every configuration the gate can pick is trained,
+Every step, every frame of the batch gets its own random configuration (``plan_batch``):
+each stem runs at one of its levels, reuses an earlier frame's features warped by the
+true motion (with noise, since a filter's motion is not exact) or is off, and a share of
+the frames runs everything at the full level. So every configuration the gate can pick is trained,
 and the one head learns to score whatever it is given on one scale. A stem without
 data in a frame is off there; a frame with no stem at all is left out of the loss.
 """
@@ -27,7 +27,7 @@ from dynfusion_ros.train.dataset import BranchDataset
 from dynfusion_ros.train.losses import focal_loss, regression_loss
 
 STEM_COLUMN = {stem.value: column for column, stem in enumerate(STEMS)}
-VALIDATION_REUSE_BACK = 2  # validation reuses the features of the frame this many back
+VALIDATION_REUSE_BACK = 1  # validation reuses the previous frame's features, as the gate does
 
 
 @dataclass(frozen=True)
@@ -37,10 +37,9 @@ class DetectorTrainSettings:
     learning_rate: float = 2e-3
     weight_decay: float = 1e-4
     regression_weight: float = 1.0
-    run_probability: float = 0.6  # a stem with data runs, at one of its levels
-    reuse_probability: float = 0.2  # ... or reuses an earlier frame's features
-    full_share: float = 0.25  # frames that run every stem with data at its full level
-    reuse_frames_back: int = 5  # reused features come from 1 to this many frames back
+    full_share: float = 0.2  # frames that run every stem with data at its full level
+    reuse_probability: float = 0.25  # a contributing stem reuses an earlier frame's features
+    reuse_frames_back: int = 3  # reused features come from 1 to this many frames back
     motion_noise_m: float = 0.05  # standard deviation added to the true motion, per axis
     motion_noise_rad: float = 0.005
     validate_every: int = 1500  # steps; and once at the end
@@ -112,23 +111,22 @@ def plan_batch(
     rng: np.random.Generator,
     settings: DetectorTrainSettings,
 ) -> dict[str, StemPlan]:
-    """A random configuration for every frame of the batch (see the module docstring)."""
+    """A random configuration for every frame of the batch: a share runs every stem at
+    its full level; the rest draw how many stems contribute (one, two or three, equally
+    often, so a stem alone trains as often as any pair) and which, each at a running
+    level or, when an earlier frame allows, reused."""
     plans = {stem: StemPlan.off(len(chosen)) for stem in STEM_NAMES}
-    full = rng.random(len(chosen)) < settings.full_share
     for row, frame in enumerate(chosen):
-        for stem in STEM_NAMES:
+        full = rng.random() < settings.full_share
+        count = len(STEM_NAMES) if full else int(rng.integers(1, len(STEM_NAMES) + 1))
+        for stem in rng.permutation(STEM_NAMES)[:count]:
             plan, levels = plans[stem], LEVELS[stem]
             running = [i for i, level in enumerate(levels) if level != REUSE]
-            draw = rng.random()
-            if full[row] or draw < settings.run_probability:
-                if data.available[frame, STEM_COLUMN[stem]]:
-                    plan.level[row] = 0 if full[row] else rng.choice(running)
-                continue
-            if draw < settings.run_probability + settings.reuse_probability:
+            source = None
+            if not full and rng.random() < settings.reuse_probability:
                 backs = rng.permutation(np.arange(1, settings.reuse_frames_back + 1))
                 source = _reuse_source(data, frame, stem, backs)
-                if source is None:
-                    continue
+            if source is not None:
                 plan.level[row] = levels.index(REUSE)
                 plan.earlier[row], plan.age_s[row], motion = source
                 plan.earlier_level[row] = rng.choice(running)
@@ -138,6 +136,8 @@ def plan_batch(
                     settings.motion_noise_rad,
                 ]
                 plan.motion[row] = motion + noise
+            elif data.available[frame, STEM_COLUMN[stem]]:
+                plan.level[row] = 0 if full else rng.choice(running)
     return plans
 
 
