@@ -25,8 +25,11 @@ from dynfusion_ros.train.dataset import load_dataset
 from dynfusion_ros.train.detector import (
     DetectorTrainSettings,
     StemPlan,
+    StemProbes,
     forward_plan,
     plan_batch,
+    plan_features,
+    probe_loss,
     train_detector,
 )
 
@@ -188,6 +191,23 @@ def test_training_plans_give_every_stem_every_state_and_lower_the_loss(clear_dat
     nothing = {stem: StemPlan.off(2) for stem in ("camera", "lidar", "radar")}
     outputs, contributed = forward_plan(network, clear_data, np.array([0, 1]), nothing)
     assert outputs is None and not contributed.any()
+
+
+def test_probes_train_only_the_stems_that_ran(clear_data):
+    network, probes = FusedDetector(CONFIG), StemProbes(CONFIG)
+    chosen = np.array([3, 4])
+    plans = {stem: StemPlan.off(2) for stem in ("camera", "lidar", "radar")}
+    plans["camera"].level[:] = 0  # ran at full
+    plans["lidar"].level[:] = LEVELS["lidar"].index("reuse")
+    plans["lidar"].earlier[:], plans["lidar"].age_s[:] = chosen - 1, 0.1
+    features, _, _ = plan_features(network, clear_data, chosen, plans)
+    assert set(features) == {"camera", "lidar"}
+    loss = probe_loss(probes, features, plans, clear_data, chosen, settings=DetectorTrainSettings())
+    loss.backward()
+    assert loss.item() > 0
+    assert all(p.grad is not None for p in network.stems["camera"].parameters())
+    assert all(p.grad is None for p in network.stems["lidar"].parameters())
+    assert all(p.grad is None for p in probes.heads["lidar"].parameters())
 
 
 def test_weights_round_trip_and_clear_errors(network, tmp_path):

@@ -6,6 +6,11 @@ true motion (with noise, since a filter's motion is not exact) or is off, and a 
 the frames runs everything at the full level. So every configuration the gate can pick is trained,
 and the one head learns to score whatever it is given on one scale. A stem without
 data in a frame is off there; a frame with no stem at all is left out of the loss.
+
+Each stem also has a small probe head of its own, used only here (deep supervision):
+wherever a stem runs, its features alone must find the objects. Without it the camera
+stem, outweighed by the lidar in every mixture it joins, learns from the few frames it
+runs alone and scores nothing there (validation mAP 0.00 to 0.03 over two runs).
 """
 
 from __future__ import annotations
@@ -16,9 +21,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm import tqdm
 
 from dynfusion_ros.core.detector.boxes import decode
+from dynfusion_ros.core.detector.config import DetectorConfig
+from dynfusion_ros.core.detector.head import CenterHead
 from dynfusion_ros.core.detector.levels import REUSE, STEMS, Configuration
 from dynfusion_ros.core.detector.network import LEVELS, OFF, STEM_NAMES, FusedDetector
 from dynfusion_ros.core.detector.reuse import relative_motion, warp
@@ -28,6 +36,7 @@ from dynfusion_ros.train.losses import focal_loss, regression_loss
 
 STEM_COLUMN = {stem.value: column for column, stem in enumerate(STEMS)}
 VALIDATION_REUSE_BACK = 1  # validation reuses the previous frame's features, as the gate does
+PROBE_WIDTH = 16  # hidden channels of a stem's probe head: cheap, it only carries gradients
 
 
 @dataclass(frozen=True)
@@ -37,6 +46,7 @@ class DetectorTrainSettings:
     learning_rate: float = 2e-3
     weight_decay: float = 1e-4
     regression_weight: float = 1.0
+    probe_weight: float = 0.5  # the stems' probe losses, each against the fused loss
     full_share: float = 0.2  # frames that run every stem with data at its full level
     reuse_probability: float = 0.25  # a contributing stem reuses an earlier frame's features
     reuse_frames_back: int = 3  # reused features come from 1 to this many frames back
@@ -74,6 +84,23 @@ class StemPlan:
             np.zeros(size, dtype=np.float32),
             np.zeros((size, 3), dtype=np.float32),
         )
+
+
+class StemProbes(nn.Module):
+    """One small detection head per stem on its own features, for training only."""
+
+    def __init__(self, config: DetectorConfig) -> None:
+        super().__init__()
+        classes = len(config.classes)
+        self.heads = nn.ModuleDict(
+            {
+                stem: CenterHead(config.stem_channels[stem], PROBE_WIDTH, classes)
+                for stem in STEM_NAMES
+            }
+        )
+
+    def forward(self, stem: str, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.heads[stem](features)
 
 
 def stem_inputs(data: BranchDataset, stem: str, rows: np.ndarray) -> dict[str, torch.Tensor]:
@@ -171,10 +198,10 @@ def stem_features(
     return out
 
 
-def forward_plan(
+def plan_features(
     network: FusedDetector, data: BranchDataset, chosen: np.ndarray, plans: Mapping[str, StemPlan]
-):
-    """Heatmap and boxes for the batch under its plan, and which frames had any stem."""
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Features, level indices and ages of every stem that contributes to any frame."""
     features, levels, ages = {}, {}, {}
     for stem, plan in plans.items():
         values = stem_features(network, data, chosen, stem, plan)
@@ -183,13 +210,26 @@ def forward_plan(
         features[stem] = values
         levels[stem] = torch.from_numpy(plan.level)
         ages[stem] = torch.from_numpy(plan.age_s)
-    contributed = np.any([plan.level != OFF for plan in plans.values()], axis=0)
+    return features, levels, ages
+
+
+def contributed(plans: Mapping[str, StemPlan]) -> np.ndarray:
+    """Per frame of the batch: did any stem contribute?"""
+    return np.any([plan.level != OFF for plan in plans.values()], axis=0)
+
+
+def forward_plan(
+    network: FusedDetector, data: BranchDataset, chosen: np.ndarray, plans: Mapping[str, StemPlan]
+):
+    """Heatmap and boxes for the batch under its plan, and which frames had any stem."""
+    features, levels, ages = plan_features(network, data, chosen, plans)
     if not features:
-        return None, contributed
-    return network.detect(features, levels, ages), contributed
+        return None, contributed(plans)
+    return network.detect(features, levels, ages), contributed(plans)
 
 
 def detector_loss(outputs, data: BranchDataset, chosen: np.ndarray, usable: np.ndarray, settings):
+    """Focal plus weighted box loss of heatmap and boxes, over the ``usable`` frames."""
     logits, boxes = outputs
     weight = torch.from_numpy(usable.astype(np.float32))
     heatmap = torch.from_numpy(data.heatmap[chosen].astype(np.float32))
@@ -204,6 +244,26 @@ def detector_loss(outputs, data: BranchDataset, chosen: np.ndarray, usable: np.n
     return loss + settings.regression_weight * (l1 * weight).sum() / torch.clamp(
         (objects * weight).sum(), min=1.0
     )
+
+
+def probe_loss(
+    probes: StemProbes,
+    features: Mapping[str, torch.Tensor],
+    plans: Mapping[str, StemPlan],
+    data: BranchDataset,
+    chosen: np.ndarray,
+    *,
+    settings: DetectorTrainSettings,
+) -> torch.Tensor:
+    """Each stem's probe on the frames where that stem ran (reused maps carry no gradient
+    into the stem, so they are left out)."""
+    total = torch.zeros(())
+    for stem, values in features.items():
+        level = plans[stem].level
+        ran = (level != OFF) & (level != LEVELS[stem].index(REUSE))
+        if ran.any():
+            total = total + detector_loss(probes(stem, values), data, chosen, ran, settings)
+    return total
 
 
 def fixed_plan(data: BranchDataset, chosen: np.ndarray, configuration: Configuration):
@@ -239,13 +299,13 @@ def validate(
         frames: list[ScoredFrame] = []
         for start in range(0, len(data), batch_size):
             chosen = np.arange(start, min(start + batch_size, len(data)))
-            outputs, contributed = forward_plan(
+            outputs, present = forward_plan(
                 network, data, chosen, fixed_plan(data, chosen, configuration)
             )
             if outputs is None:
                 continue
             for row, frame in enumerate(chosen):
-                if contributed[row]:
+                if present[row]:
                     truth = data.scored[frame]
                     found = decode(outputs[0][row], outputs[1][row], network.config)
                     frames.append(ScoredFrame(found, truth.truth, truth.context))
@@ -267,8 +327,10 @@ def train_detector(
 ) -> TrainLog:
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
+    probes = StemProbes(network.config)
+    parameters = [*network.parameters(), *probes.parameters()]
     optimiser = torch.optim.AdamW(
-        network.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
+        parameters, lr=settings.learning_rate, weight_decay=settings.weight_decay
     )
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimiser, max_lr=settings.learning_rate, total_steps=settings.steps, pct_start=0.1
@@ -283,15 +345,18 @@ def train_detector(
             order, position = rng.permutation(len(data)), 0
         chosen = np.sort(order[position : position + settings.batch_size])
         position += settings.batch_size
-        outputs, contributed = forward_plan(
-            network, data, chosen, plan_batch(data, chosen, rng, settings)
-        )
-        if outputs is None:
+        plans = plan_batch(data, chosen, rng, settings)
+        features, levels, ages = plan_features(network, data, chosen, plans)
+        if not features:
             continue
-        loss = detector_loss(outputs, data, chosen, contributed, settings)
+        outputs = network.detect(features, levels, ages)
+        loss = detector_loss(outputs, data, chosen, contributed(plans), settings)
+        loss = loss + settings.probe_weight * probe_loss(
+            probes, features, plans, data, chosen, settings=settings
+        )
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(network.parameters(), 10.0)
+        torch.nn.utils.clip_grad_norm_(parameters, 10.0)
         optimiser.step()
         schedule.step()
         log.losses.append(loss.item())
