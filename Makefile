@@ -24,7 +24,7 @@ help:
 	@echo "make test    build the environment if needed, run the test suite"
 	@echo "make env     create .venv: ROS 2 Jazzy wheels, torch (CPU), interfaces, this package"
 	@echo "make lint    ruff check and format check (make format fixes)"
-	@echo "make bench   conversion, simulation, branch, gate and node benchmarks (prints figures)"
+	@echo "make bench   conversion, simulation, detector, gate and node benchmarks (prints figures)"
 	@echo "make clean   remove build trees; make distclean also removes .venv"
 
 env: $(READY)
@@ -61,7 +61,7 @@ format: $(READY)
 bench: $(READY)
 	$(PY) bench/bench_convert.py
 	$(PY) bench/bench_simulate.py
-	$(PY) bench/bench_branches.py
+	$(PY) bench/bench_detector.py
 	$(PY) bench/bench_gate.py
 	$(PY) bench/bench_nodes.py
 

@@ -3,7 +3,7 @@ run` at 1x, 2x and 4x its rate, the detections recorded.
 
 Latency is wall time from a frame's moment in the replay (when its stamp came round) to
 the detections being recorded, so it includes waiting for the frame's sensors (the
-simulated lidar arrives 55 ms after the frame stamp), the selection, the branches,
+simulated lidar arrives 55 ms after the frame stamp), the selection, the detector,
 fusion and two DDS hops. Frames lost: ground-truth frames with no detections published.
 The demo drive has sensor faults; a frame that misses a sensor waits up to
 ``frame_timeout_s`` for it, so the latency is also given over the frames that had every
@@ -168,7 +168,7 @@ def main() -> None:
     node = rclpy.create_node("bench_nodes")
     print(f"machine: {machine_description()}")
     layout = "one process per node" if args.separate else "both nodes in one process"
-    print(f"drive: {args.drive}, policy {args.policy}, branches on {args.device}, {layout}")
+    print(f"drive: {args.drive}, policy {args.policy}, detector on {args.device}, {layout}")
     with tempfile.TemporaryDirectory() as temporary:
         work = args.keep or temporary
         for rate in args.rates:
@@ -183,8 +183,8 @@ def main() -> None:
             fusion = r["fusion"]
             print(
                 f"  where it goes: selection recorded {r['selected']}; in the fusion node,"
-                f" branches+fusion p50 {fusion.get('branches_and_fusion_ms_p50')} ms,"
-                f" p99 {fusion.get('branches_and_fusion_ms_p99')} ms;"
+                f" detector p50 {fusion.get('detector_ms_p50')} ms,"
+                f" p99 {fusion.get('detector_ms_p99')} ms;"
                 f" frames dropped while busy {fusion.get('frames_dropped_busy')}",
                 flush=True,
             )

@@ -322,7 +322,7 @@ def _selection_cases() -> list[Case]:
         ),
         Case(
             topic,
-            "unknown branch",
+            "unknown option",
             lambda rng, s: selection(s, branch_names=["sonar"]),
             None,  # refused when its frame comes (most never do): no count to hold it to
             ("fusion",),

@@ -77,23 +77,20 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Configure | None,
     ),
     "train": (
         *_delegate("dynfusion_ros.train.command"),
-        "train the fused detector, the branch network or the gate",
-    ),
-    "score-branches": (
-        *_delegate("dynfusion_ros.eval.command"),
-        "score every branch per context on labelled bags (nuScenes mAP, TP errors)",
+        "train the fused detector or the gate",
     ),
     "score-detector": (
-        *_delegate("dynfusion_ros.eval.command", "add_detector_arguments", "run_detector"),
+        *_delegate("dynfusion_ros.eval.command"),
         "score every configuration of the fused detector per context on labelled bags",
     ),
     "profile": (
         *_delegate("dynfusion_ros.eval.profiling"),
-        "measure the energy of every stem, head and overhead; write the energy profile",
+        "measure the energy of every detector option, the head and the overhead; write the "
+        "energy profile",
     ),
     "evaluate": (
         *_delegate("dynfusion_ros.eval.evaluate_command"),
-        "replay labelled bags through the pipeline: mAP, energy, latency, branch usage",
+        "replay labelled bags through the pipeline: mAP, energy, latency, options run",
     ),
     "benchmark": (
         *_delegate("dynfusion_ros.eval.benchmark"),

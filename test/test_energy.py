@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from dynfusion_ros.core.detector.levels import Configuration
 from dynfusion_ros.core.energy import (
     EnergyProfile,
     EnergyProfileError,
@@ -16,33 +17,41 @@ from dynfusion_ros.core.energy import (
     make_meter,
 )
 
-STEMS = {"camera": 0.10, "lidar": 0.05, "radar": 0.01}
-HEADS = {
-    "camera": 0.02,
-    "lidar": 0.02,
+OPTIONS_J = {
+    "camera": 0.10,
+    "camera_half": 0.05,
+    "camera_reuse": 0.002,
+    "lidar": 0.05,
+    "lidar_early": 0.03,
+    "lidar_reuse": 0.002,
     "radar": 0.01,
-    "camera_lidar": 0.03,
-    "camera_radar": 0.03,
-    "lidar_radar": 0.03,
+    "radar_reuse": 0.001,
 }
+HEAD_J = {"fused": 0.02, "late_fusion": 0.004}
 
 
 def profile(**changes) -> EnergyProfile:
-    tables = {"stems_j": STEMS, "heads_j": HEADS, "overhead_j": {"gate": 0.001}} | changes
+    tables = {"options_j": OPTIONS_J, "head_j": HEAD_J, "overhead_j": {"gate": 0.001}} | changes
     return EnergyProfile(**tables)
 
 
-def test_selection_energy_counts_a_shared_stem_once():
-    energy = profile().selection_energy_j(["camera", "camera_lidar"])
-    assert energy == pytest.approx(0.10 + 0.05 + 0.02 + 0.03 + 0.001)
+def test_a_configuration_pays_its_options_one_head_and_the_overhead():
+    energy = profile().run_energy_j([Configuration.parse("camera_half+lidar_reuse")])
+    assert energy == pytest.approx(0.05 + 0.002 + 0.02 + 0.001)
 
 
-def test_branch_energy_splits_shared_stems_and_adds_up():
+def test_late_fusion_pays_a_head_per_configuration_and_the_merge():
+    singles = [Configuration.parse(name) for name in ("camera", "lidar", "radar")]
+    energy = profile().run_energy_j(singles)
+    assert energy == pytest.approx(0.10 + 0.05 + 0.01 + 3 * 0.02 + 0.004 + 0.001)
+
+
+def test_option_energy_shares_the_heads_and_adds_up():
     p = profile()
-    shares = p.branch_energy_j(["camera", "camera_lidar"])
-    assert shares["camera"] == pytest.approx(0.05 + 0.02)
-    assert shares["camera_lidar"] == pytest.approx(0.05 + 0.05 + 0.03)
-    components = p.components_j(["camera", "lidar"], ["camera", "camera_lidar"])
+    ran = [Configuration.parse("camera"), Configuration.parse("lidar")]
+    shares = p.option_energy_j(ran)
+    assert shares["camera"] == pytest.approx(0.10 + (2 * 0.02 + 0.004) / 2)
+    components = p.components_j(ran, ())
     assert sum(shares.values()) + components["overhead"] == pytest.approx(sum(components.values()))
 
 
@@ -51,24 +60,24 @@ def test_profile_round_trip(tmp_path):
     p = profile(measured={"meter": "model", "machine": "test"})
     p.save(path)
     loaded = EnergyProfile.load(path)
-    assert dict(loaded.stems_j) == STEMS and dict(loaded.heads_j) == HEADS
+    assert dict(loaded.options_j) == OPTIONS_J and dict(loaded.head_j) == HEAD_J
     assert loaded.measured["meter"] == "model" and loaded.source == str(path)
 
 
-def test_profile_missing_a_stem_names_it_and_the_branch(tmp_path):
+def test_profile_missing_an_option_names_it(tmp_path):
     path = tmp_path / "energy.yaml"
-    profile(stems_j={"camera": 0.1, "radar": 0.01}).save(path)
-    with pytest.raises(EnergyProfileError, match="stem 'lidar', which branch 'lidar' needs"):
+    profile(options_j={k: v for k, v in OPTIONS_J.items() if k != "lidar_early"}).save(path)
+    with pytest.raises(EnergyProfileError, match="no energy in options_j for lidar_early"):
         EnergyProfile.load(path)
 
 
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
-        ("format_version: 1\nstems_j: {camera: -1}\n", "non-negative"),
-        ("format_version: 7\n", "format_version 7"),
+        ("format_version: 2\noptions_j: {camera: -1}\n", "non-negative"),
+        ("format_version: 1\n", "format_version 1, this version reads 2"),
         ("[1, 2]\n", "expected a mapping"),
-        ("format_version: 1\nstems_j: {camera: [1\n", "cannot read"),
+        ("format_version: 2\noptions_j: {camera: [1\n", "cannot read"),
     ],
 )
 def test_bad_profiles_are_clear_errors(tmp_path, text, problem):

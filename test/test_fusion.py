@@ -1,4 +1,4 @@
-"""Late fusion of branch detections: WBF and the NMS baseline."""
+"""Late fusion of several sources' detections (the late policy): WBF and the NMS baseline."""
 
 from __future__ import annotations
 
@@ -56,36 +56,3 @@ def test_bad_method_and_weight_are_rejected():
         fuse({}, "mean")
     with pytest.raises(ValueError, match="positive"):
         weighted_box_fusion({"a": [det(1, 0, 0.5)]}, {"a": 0.0})
-
-
-def _calibration(found: float = 2.0, slope: float = 1.0, missed: float = -1.5):
-    import numpy as np
-
-    from dynfusion_ros.core.calibration import ScoreCalibration
-
-    names = ("camera", "lidar")
-    weights = np.array([[found, found, slope, slope, missed, missed]] * 3)
-    return ScoreCalibration(names, np.full(3, -1.0), weights)
-
-
-def test_calibrated_score_counts_only_the_branches_that_ran():
-    import math
-
-    calibration = _calibration()
-    sigmoid = lambda z: 1 / (1 + math.exp(-z))  # noqa: E731
-    # lidar alone ran and found it at 0.5 (logit 0): -1 + 2
-    alone = weighted_box_fusion({"lidar": [det(10, 0, 0.5)]}, calibration=calibration)
-    assert alone[0].score == pytest.approx(sigmoid(1.0))
-    # the camera also ran and saw nothing there: its miss counts against
-    missed = weighted_box_fusion(
-        {"camera": [], "lidar": [det(10, 0, 0.5)]}, calibration=calibration
-    )
-    assert missed[0].score == pytest.approx(sigmoid(1.0 - 1.5))
-    # both found it: both add evidence; the box is the WBF average
-    both = fuse(
-        {"camera": [det(10.4, 0, 0.5)], "lidar": [det(10, 0, 0.5)]}, calibration=calibration
-    )
-    assert both[0].score == pytest.approx(sigmoid(3.0))
-    assert both[0].box.x == pytest.approx(10.2)
-    assert calibration.fingerprint.startswith("calibration-")
-    assert _calibration(missed=-1.0).fingerprint != calibration.fingerprint

@@ -336,7 +336,7 @@ def test_fusion_state_changes_while_frames_run_are_serialised(ros_context, clear
         while not done.is_set():
             try:
                 node._on_change("energy_budget_j", budgets[step % 3])
-                node._on_change("policy", ("dynamic", "all")[step % 2])
+                node._on_change("policy", ("dynamic", "full")[step % 2])
                 node._on_change("fusion_method", ("wbf", "nms")[step % 2])
                 node._statuses()
                 if step % 7 == 0:
@@ -371,7 +371,7 @@ def test_the_fusion_node_refuses_budget_and_policy_sets_it_would_not_keep(ros_co
 
     node = FusionNode(context=ros_context)
     try:
-        for name, value in (("energy_budget_j", 0.2), ("policy", "all")):
+        for name, value in (("energy_budget_j", 0.2), ("policy", "full")):
             result = node.set_parameters([Parameter(name, value=value)])[0]
             assert not result.successful and "read-only" in result.reason, result.reason
             descriptor = node.describe_parameter(name)

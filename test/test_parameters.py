@@ -24,7 +24,7 @@ FUSION = {p.name: p for p in FUSION_PARAMS}
         ("energy_budget_j", -1.0, "positive number of joules"),
         ("energy_budget_j", 0.0, "positive number of joules"),
         ("policy", "oracle", "offline evaluation only"),
-        ("policy", "static:sonar", "unknown branch 'sonar'"),
+        ("policy", "static:sonar", "unknown option 'sonar'"),
         ("hysteresis_frames", 0, "outside"),
         ("reference_sensors", ["camera", "imu"], "needs sensors from camera, lidar, radar"),
         ("camera_topic", "", "relative or absolute topic name"),
@@ -45,7 +45,7 @@ def test_bad_values_are_refused_with_the_reason(name, value, reason):
 
 def test_good_values_pass():
     assert BOTH["energy_budget_j"].refusal(0.2) == ""
-    assert BOTH["policy"].refusal("static:lidar+lidar_radar") == ""
+    assert BOTH["policy"].refusal("static:camera_half+lidar_early") == ""
     assert BOTH["odometry_corrections"].refusal("lidar+radar") == ""
     assert FUSION["fusion_method"].refusal("nms") == ""
     assert "is not one of" in FUSION["device"].refusal("tpu")
@@ -87,7 +87,7 @@ def test_run_arguments_are_checked(tmp_path):
 @pytest.mark.parametrize(
     ("override", "said"),
     [
-        ("energy_budget_j:=1", "energy_budget_j: expects a floating-point number (write 0.35"),
+        ("energy_budget_j:=1", "energy_budget_j: expects a floating-point number (write 0.22"),
         ("frame_period_s:=5.0", "frame_period_s: Invalid parameter value (5.0)"),
         ("policy:=sometimes", "policy: "),
     ],

@@ -1,5 +1,5 @@
-"""DynamicFusionPipeline end to end on a short simulated drive with the shipped branch
-weights; the recorded replay the benchmark uses; `dynfusion evaluate` and its errors."""
+"""DynamicFusionPipeline end to end on a short simulated drive with the shipped detector;
+the recorded replay the benchmark uses; `dynfusion evaluate` and its errors."""
 
 from __future__ import annotations
 
@@ -12,12 +12,14 @@ import pytest
 from test_energy import profile
 
 from dynfusion_ros.cli import main
-from dynfusion_ros.core.branches import BranchRunner
 from dynfusion_ros.core.context import FEATURE_NAMES
-from dynfusion_ros.core.gate import Gate, GateModel
+from dynfusion_ros.core.detector.levels import FULL_CONFIGURATION, Configuration
+from dynfusion_ros.core.detector.runner import DetectorRunner
+from dynfusion_ros.core.gate import SINGLE_STEMS, Gate, GateModel
+from dynfusion_ros.core.odometry.estimator import OdometryEstimator
 from dynfusion_ros.core.pipeline import DynamicFusionPipeline
 from dynfusion_ros.eval.evaluation import evaluate_bags, recorded_pipeline, replay_record
-from dynfusion_ros.eval.records import BranchRecord, record_branches, rescored
+from dynfusion_ros.eval.records import DetectionRecord, record_configurations
 from dynfusion_ros.resources import default_model_path
 from dynfusion_ros.ros.bag_frames import read_frames
 
@@ -28,14 +30,18 @@ PROFILE = profile(
 
 @pytest.fixture(scope="module")
 def runner():
-    return BranchRunner.load(default_model_path("branches.json"))
+    return DetectorRunner.load(default_model_path("detector.json"))
 
 
 @pytest.fixture(scope="module")
 def record(runner, clear_bag, tmp_path_factory):
     path = tmp_path_factory.mktemp("record") / "record.npz"
-    record_branches(runner, [clear_bag], progress=False).save(path)
-    return BranchRecord.load(path)
+    record_configurations(runner, [clear_bag], progress=False).save(path)
+    return DetectionRecord.load(path)
+
+
+C = Configuration.parse
+FULL_J = PROFILE.run_energy_j([FULL_CONFIGURATION])
 
 
 def pipeline(runner, **options) -> DynamicFusionPipeline:
@@ -43,22 +49,52 @@ def pipeline(runner, **options) -> DynamicFusionPipeline:
 
 
 def test_dynamic_stays_within_budget_and_reports_what_ran(runner, clear_frames):
-    budget = PROFILE.selection_energy_j(["lidar_radar"]) + 1e-9
+    budget = PROFILE.run_energy_j([C("lidar+radar")]) + 1e-9
     flow = pipeline(runner, policy="dynamic", budget_j=budget)
     for labelled in clear_frames[:4]:
         result = flow.process(labelled.frame)
         chosen = result.selection.chosen_branches
-        assert chosen == result.decision.chosen == ("lidar_radar",)
-        assert set(result.branch_detections) == set(chosen)
+        assert chosen == result.decision.options == ("lidar", "radar")
+        assert set(result.configuration_detections) == {"lidar+radar"}
         assert result.energy.total_energy_j <= budget and not result.energy.over_budget
         assert set(result.energy.component_energy_j) == {
-            "stem/lidar",
-            "stem/radar",
-            "head/lidar_radar",
+            "option/lidar",
+            "option/radar",
+            "head/fused",
             "overhead",
         }
         assert result.selection.budget_j == budget
         assert result.detections  # the clear drive has cars in view
+
+
+def test_reuse_warps_the_last_full_features_by_the_filter_s_motion(runner, clear_frames):
+    """With the odometry running, the gate's cheap frame after a full one reuses the
+    camera; without a pose, the runner refuses reuse and says why on the result."""
+    budget = PROFILE.run_energy_j([C("camera_reuse+lidar+radar")]) + 1e-9
+    flow = pipeline(runner, policy="dynamic", odometry=OdometryEstimator())
+    flow.process(clear_frames[0].frame)  # the filter starts on the first IMU samples
+    first = flow.process(clear_frames[1].frame)
+    assert first.decision.chosen == (FULL_CONFIGURATION,) and first.odometry.estimate
+    flow.budget_j = budget
+    reused = flow.process(clear_frames[2].frame)
+    chosen = reused.decision.chosen[0]
+    assert "camera_reuse" in chosen.names or "lidar_reuse" in chosen.names, chosen.text
+    assert not reused.skipped and reused.configuration_detections == {
+        chosen.text: reused.detections
+    }
+    blind = pipeline(runner, policy="dynamic")  # no odometry: no ego pose
+    blind.process(clear_frames[0].frame)
+    blind.budget_j = budget
+    refused = blind.process(clear_frames[1].frame)
+    assert any("no ego pose" in why for why in refused.skipped.values()), refused.skipped
+
+
+def test_the_late_baseline_runs_each_stem_alone_and_fuses(runner, clear_frames):
+    result = pipeline(runner, policy="late").process(clear_frames[2].frame)
+    assert result.decision.chosen == SINGLE_STEMS
+    assert set(result.configuration_detections) == {"camera", "lidar", "radar"}
+    assert result.energy.total_energy_j == pytest.approx(PROFILE.run_energy_j(SINGLE_STEMS))
+    assert result.detections
 
 
 @pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf"), "1", True])
@@ -72,19 +108,20 @@ def test_budget_is_validated(runner, bad):
 
 def test_budget_below_the_cheapest_runs_the_cheapest_as_a_violation(runner, clear_frames):
     result = pipeline(runner, budget_j=1e-6).process(clear_frames[2].frame)
-    assert result.decision.chosen == ("radar",)
+    assert result.decision.chosen == (C("radar"),)
     assert result.energy.over_budget
 
 
-def test_oracle_picks_the_truly_best_selection(runner, clear_frames):
+def test_oracle_picks_the_truly_best_configuration(runner, clear_frames):
     flow = pipeline(runner, policy="oracle")
     with pytest.raises(ValueError, match="ground truth"):
         flow.process(clear_frames[2].frame)
     labelled = clear_frames[2]
     result = flow.process(labelled.frame, labelled.truth)
-    every = flow.runner.run(labelled.frame, flow.gate.branch_names).detections
-    qualities = flow.score_selections(labelled.frame, every, labelled.truth)
+    every, _ = runner.run_every(labelled.frame, flow.gate.configurations, None)
+    qualities = flow.score_configurations(labelled.frame, every, labelled.truth)
     assert result.decision.utility == pytest.approx(qualities.max())
+    assert result.detections == every[result.decision.chosen[0].text]
 
 
 def test_a_choice_made_in_another_pipeline_gives_the_same_frame(runner, clear_frames):
@@ -92,7 +129,7 @@ def test_a_choice_made_in_another_pipeline_gives_the_same_frame(runner, clear_fr
     selection (after a round trip through its message) and executes it."""
     from dynfusion_ros.ros.convert import msg_to_selection, selection_to_msg
 
-    budget = 0.5 * PROFILE.selection_energy_j(PROFILE.heads_j)
+    budget = 0.5 * FULL_J
     estimator = pipeline(runner, budget_j=budget)
     fusion = pipeline(runner)  # no budget of its own: the selection carries it
     whole = pipeline(runner, budget_j=budget)
@@ -108,18 +145,19 @@ def test_a_choice_made_in_another_pipeline_gives_the_same_frame(runner, clear_fr
     stranger = dataclasses.replace(
         choice.selection, branch_names=("sonar",), chosen=(True,), predicted_utility=(0.5,)
     )
-    with pytest.raises(ValueError, match="unknown branches \\['sonar'\\]"):
+    with pytest.raises(ValueError, match="unknown detector options \\['sonar'\\]"):
         fusion.adopt(stranger)
 
 
 def test_replaying_the_record_gives_the_pipeline_s_own_numbers(runner, record, clear_bag):
-    assert len(record) == 15 and record.quality.shape == (15, 63)
-    for policy in ("static:lidar+camera_radar", "dynamic"):
+    assert len(record) == 15 and record.quality.shape == (15, 47)
+    assert record.ran[1:, record.configurations.index(C("camera_reuse+lidar"))].all()
+    for policy in ("static:camera_half+lidar", "dynamic", "late"):
         live = evaluate_bags(pipeline(runner, policy=policy), [clear_bag], progress=False)
         gate = Gate(PROFILE, hysteresis_frames=1)
         replayed = replay_record(recorded_pipeline(record, gate, policy=policy), record)
         assert replayed.map == pytest.approx(live.map, abs=1e-9)
-        assert replayed.branch_usage == live.branch_usage
+        assert replayed.option_usage == live.option_usage
         assert replayed.energy_j_per_frame == pytest.approx(live.energy_j_per_frame)
 
 
@@ -129,7 +167,7 @@ def test_truth_frames_no_frame_was_assembled_for_count_as_frames_without_output(
     bag = simulate_bag("silent_camera", 2.0, 4)
     lost = []
     frames = list(read_frames(bag, on_lost=lost.append))
-    evaluation = evaluate_bags(pipeline(runner, policy="all"), [bag], progress=False)
+    evaluation = evaluate_bags(pipeline(runner, policy="full"), [bag], progress=False)
     assert lost and evaluation.frames_without_output == len(lost)
     assert evaluation.frames == len(frames) + len(lost) == 20
     assert "frames without output" in evaluation.table()
@@ -180,7 +218,7 @@ def test_evaluate_command_writes_every_key(clear_bag, tmp_path, capsys, devkit_s
         "energy_j_per_frame_p95",
         "latency_ms_p50",
         "latency_ms_p99",
-        "branch_usage",
+        "option_usage",
         "budget_violations",
         "measured_energy_j_per_frame",
         "ate_rmse_m",
@@ -191,7 +229,7 @@ def test_evaluate_command_writes_every_key(clear_bag, tmp_path, capsys, devkit_s
         assert key in figures, key
     assert figures["frames"] == 15 and figures["policy"] == "dynamic"
     assert figures["budget_violations"] == 0
-    assert figures["budget_j"] == pytest.approx(0.5 * PROFILE.selection_energy_j(PROFILE.heads_j))
+    assert figures["budget_j"] == pytest.approx(0.5 * FULL_J)
     assert figures["energy_j_per_frame"] <= figures["budget_j"]
     assert 0.0 < figures["map"] <= 1.0 and "clear" in figures["map_per_context"]
     assert np.isfinite(figures["measured_energy_j_per_frame"])
@@ -242,12 +280,6 @@ def test_evaluate_rejects_a_bag_without_sensor_topics(tmp_path, capsys):
     assert "none of the sensor topics" in capsys.readouterr().err
 
 
-def test_rescoring_reproduces_the_recorded_qualities(record):
-    again = rescored(record, None, processes=2)
-    np.testing.assert_allclose(again.quality, record.quality)
-    assert again.scoring == record.scoring == "uncalibrated"
-
-
 def test_benchmark_on_the_tiny_suite(tmp_path, capsys):
     PROFILE.save(tmp_path / "energy.yaml")
     arguments = [
@@ -270,16 +302,16 @@ def test_benchmark_on_the_tiny_suite(tmp_path, capsys):
     assert main(arguments) == 0
     rows = json.loads((tmp_path / "bench" / "benchmark.json").read_text())
     policies = [row["policy"] for row in rows]
-    assert {"all", "dynamic", "oracle", "topk:2", "static:lidar_radar"} <= set(policies)
-    assert len(rows) == 4 + 2 * 2 + 2 + 21 + 2 + 3 * 3
-    everything = PROFILE.selection_energy_j(PROFILE.heads_j)
+    assert {"full", "late", "dynamic", "oracle", "static:lidar_early+radar"} <= set(policies)
+    assert len(rows) == 2 + 2 * 2 + 1 + 17 + 3 * 3
+    everything = FULL_J
     budgets = set()
     for row in rows:
         if row["policy"] in ("dynamic", "oracle"):
             assert row["budget_violations"] == 0
             assert row["energy_j_per_frame"] <= row["budget_j"] + 1e-12
             budgets.add(round(row["budget_j"] / everything, 6))
-    late_singles = PROFILE.selection_energy_j(["camera", "lidar", "radar"]) / everything
+    late_singles = PROFILE.run_energy_j(SINGLE_STEMS) / everything
     assert {0.5, 1.0, round(late_singles, 6)} <= budgets
     assert (tmp_path / "bench" / "accuracy_energy.png").stat().st_size > 10_000
     report = (tmp_path / "bench" / "benchmark.md").read_text()
@@ -302,20 +334,20 @@ def test_benchmark_on_the_tiny_suite(tmp_path, capsys):
     assert "lidar failing half-way: ATE at most" in (tmp_path / "bench" / "odometry.md").read_text()
     capsys.readouterr()
     assert main([*arguments, "--only", "detection"]) == 0
-    assert "using the recorded branch outputs" in capsys.readouterr().out
+    assert "using the recorded detector outputs" in capsys.readouterr().out
 
 
-def test_failure_augmentation_maps_each_selection_to_what_still_runs(record):
+def test_failure_augmentation_maps_each_configuration_to_what_still_runs(record):
     from dynfusion_ros.train.gate import with_failures
 
     frames = np.arange(len(record))
     features, quality, situations = with_failures(record, frames)
     assert features.shape[0] == quality.shape[0] == len(situations) == 4 * len(record)
-    column = {s: i for i, s in enumerate(record.selections)}
+    column = {c.text: i for i, c in enumerate(record.configurations)}
     lidar_failed = slice(2 * len(record), 3 * len(record))  # camera, lidar, radar blocks
-    both = quality[lidar_failed, column[("camera", "lidar")]]
-    np.testing.assert_allclose(both, record.quality[:, column[("camera",)]])
-    assert (quality[lidar_failed, column[("lidar",)]] == 0.0).all()  # cars everywhere
+    both = quality[lidar_failed, column["camera_half+lidar_reuse"]]
+    np.testing.assert_allclose(both, record.quality[:, column["camera_half"]])
+    assert (quality[lidar_failed, column["lidar_early"]] == 0.0).all()  # cars everywhere
     available = features[lidar_failed, FEATURE_NAMES.index("lidar_available")]
     assert (available == 0).all()
 
@@ -343,12 +375,11 @@ def test_train_gate_command_writes_a_loadable_gate(record, clear_bag, tmp_path, 
     printed = capsys.readouterr().out
     assert "regret" in printed and "context accuracy" in printed
     model = GateModel.load(tmp_path / "models" / "gate.json")
-    assert model.calibration is not None
-    assert BranchRecord.load(cache).scoring == model.calibration.fingerprint
+    assert model.configurations == record.configurations
     quality, _ = model.predict(record.features[3])
-    assert quality.shape == (63,) and ((quality > 0) & (quality < 1)).all()
-    assert main(arguments) == 0  # the rescored cache is reused
-    assert "scoring every selection" not in capsys.readouterr().out
+    assert quality.shape == (47,) and ((quality > 0) & (quality < 1)).all()
+    assert main(arguments) == 0
+    assert "using the recorded detector outputs" in capsys.readouterr().out
 
 
 def test_a_recording_pairs_each_truth_frame_with_the_frame_published_nearest_it():

@@ -20,6 +20,7 @@ from dynfusion_ros.core.odometry.estimator import OdometryEstimator
 from dynfusion_ros.core.pipeline import DynamicFusionPipeline
 from dynfusion_ros.eval.evaluation import evaluate_bags
 from dynfusion_ros.resources import default_energy_profile, default_model_path
+from dynfusion_ros.ros.gate_params import GATE_DEFAULTS
 from dynfusion_ros.ros.sensor_params import SENSOR_DEFAULTS, load_params_file
 
 LAYOUTS = {
@@ -53,7 +54,7 @@ def drive(simulate_bag):
 
 def _pipeline() -> DynamicFusionPipeline:
     return DynamicFusionPipeline.from_files(
-        default_model_path("branches.json"),
+        default_model_path("detector.json"),
         default_energy_profile(),
         default_model_path("gate.json"),
         policy=Policy.parse("dynamic"),
@@ -132,12 +133,11 @@ def _nodes_and_offline(bag, params: dict, out):
     parameters: (nodes' evaluation, offline evaluation, the nodes' log)."""
     import rclpy
 
-    from dynfusion_ros.core.branches.registry import BRANCHES
     from dynfusion_ros.eval.recording import TOPICS, evaluate_recording
     from dynfusion_ros.ros.processes import replay_through_nodes
 
     pipeline = _pipeline()
-    pipeline.budget_j = 0.35  # the nodes' default
+    pipeline.budget_j = GATE_DEFAULTS["energy_budget_j"]  # the nodes' default
     offline = evaluate_bags(pipeline, [bag], values={**SENSOR_DEFAULTS, **params}, progress=False)
     rclpy.init()
     node = rclpy.create_node("robot_layout_replay")
@@ -152,7 +152,7 @@ def _nodes_and_offline(bag, params: dict, out):
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
-    live = evaluate_recording(out / "recording", tuple(BRANCHES), "dynamic")
+    live = evaluate_recording(out / "recording", "dynamic")
     log = (out / "nodes.log").read_text()
     assert live.frames_without_output == 0, log[-3000:]
     return live, offline, log

@@ -1,4 +1,5 @@
-"""Energy: what each stem, head and overhead costs per frame, and the meters that measure it.
+"""Energy: what each detector option, the head and the overhead cost per frame, and
+the meters that measure it.
 
 The gate plans with the *profile* (``config/energy_profile.yaml``), joules per frame of
 every component measured once on the target by ``dynfusion profile``; planning needs a
@@ -22,10 +23,13 @@ from pathlib import Path
 
 import yaml
 
-from dynfusion_ros.core.branches.registry import BRANCHES, branch, stems_for
+from dynfusion_ros.core.detector.levels import OPTIONS, Configuration
 
-PROFILE_FORMAT = 1
+PROFILE_FORMAT = 2
 DEFAULT_MODEL_WATTS = 10.0
+HEADS = ("fused", "late_fusion")
+"""``fused``: the fusion, the head and decoding, once per configuration run;
+``late_fusion``: merging several configurations' detections (the late-fusion baseline)."""
 
 
 class EnergyProfileError(ValueError):
@@ -34,18 +38,21 @@ class EnergyProfileError(ValueError):
 
 @dataclass(frozen=True)
 class EnergyProfile:
-    """Joules per frame of every component, and where they were measured."""
+    """Joules per frame of every component, and where they were measured.
 
-    stems_j: Mapping[str, float]
-    heads_j: Mapping[str, float]
-    # a head's price includes decoding and its share of late fusion
-    overhead_j: Mapping[str, float] = field(default_factory=dict)  # context, gate
+    ``options_j``: each stem at each level (``levels.py``); a reuse option's price is
+    the warp of the remembered map. ``head_j``: see ``HEADS``.
+    """
+
+    options_j: Mapping[str, float]
+    head_j: Mapping[str, float]
+    overhead_j: Mapping[str, float] = field(default_factory=dict)  # context, gate, filter
     odometry_j: Mapping[str, float] = field(default_factory=dict)
     measured: Mapping[str, object] = field(default_factory=dict)  # machine, meter, date...
     source: str = "<memory>"
 
     def __post_init__(self) -> None:
-        for table in ("stems_j", "heads_j", "overhead_j", "odometry_j"):
+        for table in ("options_j", "head_j", "overhead_j", "odometry_j"):
             for name, joules in getattr(self, table).items():
                 if not (isinstance(joules, int | float) and math.isfinite(joules) and joules >= 0):
                     raise EnergyProfileError(
@@ -53,29 +60,25 @@ class EnergyProfile:
                         f"joules, got {joules!r}"
                     )
 
-    def check_covers(self, branch_names: Iterable[str]) -> None:
-        """Every stem and head these branches need must have a price."""
-        for name in branch_names:
-            for stem in branch(name).stem_names:
-                if stem not in self.stems_j:
-                    raise EnergyProfileError(
-                        f"{self.source}: no energy for stem {stem!r}, which branch {name!r} "
-                        "needs; run `dynfusion profile` to measure it"
-                    )
-            if name not in self.heads_j:
+    def check_complete(self) -> None:
+        """Every option and head must have a price: the gate cannot budget the unpriced."""
+        for table, names in (("options_j", OPTIONS), ("head_j", HEADS)):
+            missing = [name for name in names if name not in getattr(self, table)]
+            if missing:
                 raise EnergyProfileError(
-                    f"{self.source}: no energy for head {name!r}; run `dynfusion profile`"
+                    f"{self.source}: no energy in {table} for {', '.join(missing)}; run "
+                    "`dynfusion profile` to measure it"
                 )
 
     @property
     def overhead_total_j(self) -> float:
         return float(sum(self.overhead_j.values()))
 
-    def selection_energy_j(self, branch_names: Iterable[str]) -> float:
-        """Union of the stems plus every head, plus the per-frame overhead."""
-        names = list(branch_names)
-        stems = sum(self.stems_j[stem.value] for stem in stems_for(names))
-        return float(stems + sum(self.heads_j[name] for name in names) + self.overhead_total_j)
+    def run_energy_j(self, configurations: Iterable[Configuration]) -> float:
+        """What running these configurations costs on one frame, overhead included:
+        every option once, the head once per configuration and, for more than one, the
+        late fusion of their outputs. One configuration is the detector's normal frame."""
+        return float(sum(self.components_j(configurations).values()))
 
     def odometry_energy_j(self, corrections: Iterable[str]) -> float:
         """The odometry corrections' price; one without a measured price is an error
@@ -91,37 +94,35 @@ class EnergyProfile:
         return total
 
     def components_j(
-        self, stems: Iterable[str], heads: Iterable[str], corrections: Iterable[str] = ()
+        self, configurations: Iterable[Configuration], corrections: Iterable[str] = ()
     ) -> dict[str, float]:
-        """Per component that ran, its price: ``stem/<name>``, ``head/<name>``,
-        ``odometry/<name>``, ``overhead``."""
-        parts = {f"stem/{s}": float(self.stems_j[s]) for s in stems}
-        parts.update({f"head/{h}": float(self.heads_j[h]) for h in heads})
+        """Per component that runs, its price: ``option/<name>``, ``head/fused``,
+        ``head/late_fusion``, ``odometry/<name>``, ``overhead``."""
+        configurations = [c for c in configurations if c]
+        names = dict.fromkeys(name for c in configurations for name in c.names)
+        parts = {f"option/{name}": float(self.options_j[name]) for name in names}
+        if configurations:
+            parts["head/fused"] = len(configurations) * float(self.head_j["fused"])
+        if len(configurations) > 1:
+            parts["head/late_fusion"] = float(self.head_j["late_fusion"])
         parts.update({f"odometry/{c}": self.odometry_energy_j([c]) for c in corrections})
         parts["overhead"] = self.overhead_total_j
         return parts
 
-    def branch_energy_j(self, heads: Iterable[str]) -> dict[str, float]:
-        """Each branch's head plus an equal share of every stem it reads."""
-        heads = list(heads)
-        readers: dict[str, int] = {}
-        for name in heads:
-            for stem in branch(name).stem_names:
-                readers[stem] = readers.get(stem, 0) + 1
-        return {
-            name: float(
-                self.heads_j[name]
-                + sum(self.stems_j[s] / readers[s] for s in branch(name).stem_names)
-            )
-            for name in heads
-        }
+    def option_energy_j(self, configurations: Iterable[Configuration]) -> dict[str, float]:
+        """Each option that runs, with an equal share of the heads: these add up to the
+        frame's energy less overhead and odometry."""
+        parts = self.components_j(configurations)
+        options = {k.split("/", 1)[1]: v for k, v in parts.items() if k.startswith("option/")}
+        heads = sum(v for k, v in parts.items() if k.startswith("head/"))
+        return {name: joules + heads / len(options) for name, joules in options.items()}
 
     def to_mapping(self) -> dict:
         return {
             "format_version": PROFILE_FORMAT,
             "measured": dict(self.measured),
-            "stems_j": {k: float(v) for k, v in self.stems_j.items()},
-            "heads_j": {k: float(v) for k, v in self.heads_j.items()},
+            "options_j": {k: float(v) for k, v in self.options_j.items()},
+            "head_j": {k: float(v) for k, v in self.head_j.items()},
             "overhead_j": {k: float(v) for k, v in self.overhead_j.items()},
             "odometry_j": {k: float(v) for k, v in self.odometry_j.items()},
         }
@@ -147,17 +148,17 @@ class EnergyProfile:
             raise EnergyProfileError(f"{path}: expected a mapping, got {type(document).__name__}")
         if document.get("format_version") != PROFILE_FORMAT:
             raise EnergyProfileError(
-                f"{path}: format_version {document.get('format_version')!r}, "
-                f"this version reads {PROFILE_FORMAT}"
+                f"{path}: format_version {document.get('format_version')!r}, this version "
+                f"reads {PROFILE_FORMAT}; run `dynfusion profile` to measure a new one"
             )
         tables = {}
-        for key in ("stems_j", "heads_j", "overhead_j", "odometry_j"):
+        for key in ("options_j", "head_j", "overhead_j", "odometry_j"):
             table = document.get(key) or {}
             if not isinstance(table, dict):
                 raise EnergyProfileError(f"{path}: {key} must be a mapping of name: joules")
             tables[key] = table
         profile = cls(**tables, measured=document.get("measured") or {}, source=str(path))
-        profile.check_covers(BRANCHES)
+        profile.check_complete()
         return profile
 
 

@@ -1,12 +1,11 @@
-"""Late fusion of the detections of several branches, in BEV.
+"""Late fusion of several detectors' outputs in BEV: the ``late`` policy, HydraFusion's
+baseline, runs each stem alone and merges their detections here.
 
-Weighted box fusion (WBF) clusters the branches' boxes of one class by centre distance and
-averages each cluster, weighting every box by its score times its branch's weight; the
-cluster's score is the weighted share of branches that found the object, so an object
-seen by every trusted branch scores higher than one only a single branch saw. With a
-``ScoreCalibration`` the cluster's score is instead its calibrated probability, which
-stays comparable across frames whose selections differ. Non-maximum suppression (NMS),
-the baseline, keeps the best box of each cluster as it is.
+Weighted box fusion (WBF) clusters the sources' boxes of one class by centre distance and
+averages each cluster, weighting every box by its score times its source's weight; the
+cluster's score is the weighted share of sources that found the object, so an object
+seen by every trusted source scores higher than one only a single source saw.
+Non-maximum suppression (NMS) keeps the best box of each cluster as it is.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from dynfusion_ros.core.calibration import ScoreCalibration
 from dynfusion_ros.core.types import Box3D, Detection, ObjectClass
 
 MATCH_DISTANCE_M: Mapping[ObjectClass, float] = {
@@ -28,24 +26,24 @@ MATCH_DISTANCE_M: Mapping[ObjectClass, float] = {
 METHODS = ("wbf", "nms")
 
 
-def _check_weights(per_branch: Mapping[str, list[Detection]], weights: Mapping[str, float]) -> None:
-    for name in per_branch:
+def _check_weights(per_source: Mapping[str, list[Detection]], weights: Mapping[str, float]) -> None:
+    for name in per_source:
         weight = weights.get(name, 1.0)
         if not (np.isfinite(weight) and weight > 0):
-            raise ValueError(f"branch weight for {name!r} must be a positive number, got {weight}")
+            raise ValueError(f"source weight for {name!r} must be a positive number, got {weight}")
 
 
 class _Pool:
-    """Every branch's detections in one list, strongest (score x branch weight) first,
+    """Every source's detections in one list, strongest (score x source weight) first,
     grouped greedily: each joins the first stronger leader of its class near enough,
     or leads a new cluster. Distances are computed once, as a matrix, because this
     runs for every candidate selection of every frame when the gate is trained."""
 
-    def __init__(self, per_branch: Mapping[str, list[Detection]], weights: Mapping[str, float]):
-        _check_weights(per_branch, weights)
+    def __init__(self, per_source: Mapping[str, list[Detection]], weights: Mapping[str, float]):
+        _check_weights(per_source, weights)
         pooled = [
             (detection, name, weights.get(name, 1.0))
-            for name, detections in per_branch.items()
+            for name, detections in per_source.items()
             for detection in detections
         ]
         pooled.sort(key=lambda item: -item[0].score * item[2])
@@ -74,47 +72,21 @@ class _Pool:
 
 
 def non_maximum_suppression(
-    per_branch: Mapping[str, list[Detection]], weights: Mapping[str, float] | None = None
+    per_source: Mapping[str, list[Detection]], weights: Mapping[str, float] | None = None
 ) -> list[Detection]:
     """The highest-scoring box of every cluster, unchanged."""
-    pool = _Pool(per_branch, weights or {})
+    pool = _Pool(per_source, weights or {})
     return [pool.items[cluster[0]][0] for cluster in pool.clusters]
 
 
-def fused_clusters(
-    per_branch: Mapping[str, list[Detection]], weights: Mapping[str, float] | None = None
-) -> list[tuple[Detection, dict[str, float]]]:
-    """WBF's merged box of every cluster, with each member branch's best raw score."""
-    weights = weights or {}
-    pool = _Pool(per_branch, weights)
-    total_weight = sum(weights.get(name, 1.0) for name in per_branch) or 1.0
-    clusters = []
-    for cluster in pool.clusters:
-        members = [pool.items[i] for i in cluster]
-        best: dict[str, float] = {}
-        for found, name, _ in members:
-            best[name] = max(best.get(name, 0.0), found.score)
-        clusters.append((_merge(members, total_weight), best))
-    return clusters
-
-
 def weighted_box_fusion(
-    per_branch: Mapping[str, list[Detection]],
-    weights: Mapping[str, float] | None = None,
-    calibration: ScoreCalibration | None = None,
+    per_source: Mapping[str, list[Detection]], weights: Mapping[str, float] | None = None
 ) -> list[Detection]:
     """One averaged box per cluster; see the module docstring for the score."""
-    clusters = fused_clusters(per_branch, weights)
-    if calibration is None:
-        return [merged for merged, _ in clusters]
-    merged = [box for box, _ in clusters]
-    scores = calibration.probabilities(
-        [m.object_class for m in merged], [best for _, best in clusters], per_branch
-    )
-    return [
-        Detection(m.object_class, score, m.box, m.velocity)
-        for m, score in zip(merged, scores, strict=True)
-    ]
+    weights = weights or {}
+    pool = _Pool(per_source, weights)
+    total_weight = sum(weights.get(name, 1.0) for name in per_source) or 1.0
+    return [_merge([pool.items[i] for i in cluster], total_weight) for cluster in pool.clusters]
 
 
 def _merge(cluster: list[tuple[Detection, str, float]], total_weight: float) -> Detection:
@@ -125,10 +97,10 @@ def _merge(cluster: list[tuple[Detection, str, float]], total_weight: float) -> 
     mass = np.array([d.score * w for d, _, w in cluster])
     boxes = np.array([d.box.as_array() for d, _, _ in cluster])
     mean = (boxes[:, :6] * mass[:, None]).sum(axis=0) / mass.sum()
-    best_per_branch: dict[str, float] = {}
+    best_per_source: dict[str, float] = {}
     for detection, name, weight in cluster:
-        best_per_branch[name] = max(best_per_branch.get(name, 0.0), detection.score * weight)
-    score = min(1.0, sum(best_per_branch.values()) / total_weight)
+        best_per_source[name] = max(best_per_source.get(name, 0.0), detection.score * weight)
+    score = min(1.0, sum(best_per_source.values()) / total_weight)
     velocities = [(d.velocity, d.score * w) for d, _, w in cluster if d.velocity is not None]
     velocity = None
     if velocities:
@@ -139,15 +111,13 @@ def _merge(cluster: list[tuple[Detection, str, float]], total_weight: float) -> 
 
 
 def fuse(
-    per_branch: Mapping[str, list[Detection]],
+    per_source: Mapping[str, list[Detection]],
     method: str = "wbf",
     weights: Mapping[str, float] | None = None,
-    calibration: ScoreCalibration | None = None,
 ) -> list[Detection]:
-    """Fuse per-branch detections with ``method`` (``wbf`` or ``nms``); ``calibration``
-    rescores WBF clusters (see ``core/calibration.py``)."""
+    """Fuse per-source detections with ``method`` (``wbf`` or ``nms``)."""
     if method == "wbf":
-        return weighted_box_fusion(per_branch, weights, calibration)
+        return weighted_box_fusion(per_source, weights)
     if method == "nms":
-        return non_maximum_suppression(per_branch, weights)
+        return non_maximum_suppression(per_source, weights)
     raise ValueError(f"unknown fusion method {method!r}; choose from {', '.join(METHODS)}")

@@ -1,21 +1,27 @@
-"""The gate: predict how well every candidate selection of branches would do on this
+"""The gate: predict how well every configuration of the fused detector would do on this
 frame, then take the best one whose energy fits the budget.
 
-With six branches there are 63 non-empty selections, so the choice is exact: enumerate,
-drop those needing an unavailable sensor or costing more than the budget, take the
-highest predicted quality (ties go to the richer selection). The quality predictor is a small MLP
-from context features to the per-frame AP of every selection (``core/quality.py``),
-trained by ``dynfusion train gate``; it also names the likely context.
+A configuration is one level per stem or none (``detector/levels.py``); there are 47, so
+the choice is exact: enumerate, drop those needing a sensor that is not there (or
+features to reuse that the last frame did not compute), drop those over the budget,
+take the highest predicted quality (ties go to the dearer one). The quality predictor is
+a small MLP from context features to the per-frame quality of every configuration
+(``core/quality.py``), trained by ``dynfusion train gate``; it also names the likely
+context.
 
-It runs in numpy: a 20 kB network called once a frame is cheaper without torch's
+Reuse is offered only for a stem that ran at its full level on the previous frame: the
+detector remembers full-level features only, one frame back is what its reuse was
+validated on, and the benchmark's recorded outputs then replay exactly what a policy
+would have run.
+
+It runs in numpy: a small network called once a frame is cheaper without torch's
 per-call overhead, and the gate's own cost counts against the budget it enforces.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,37 +29,46 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
-from dynfusion_ros.core.branches.registry import BRANCHES, branch
-from dynfusion_ros.core.calibration import ScoreCalibration
 from dynfusion_ros.core.context import FEATURE_NAMES, ContextFeatures
+from dynfusion_ros.core.detector.levels import (
+    FULL,
+    FULL_CONFIGURATION,
+    OPTIONS,
+    REUSE,
+    STEMS,
+    Configuration,
+    Option,
+    all_configurations,
+)
 from dynfusion_ros.core.energy import EnergyProfile
-from dynfusion_ros.core.types import Modality
 
-GATE_FORMAT = 1
+GATE_FORMAT = 2
 ENERGY_TOLERANCE = 1e-9  # relative: sums of the same prices in another order
 FEATURE_CLIP = 10.0  # standard deviations from the training mean a feature may lie
-SENSORS = (Modality.CAMERA, Modality.LIDAR, Modality.RADAR)
+
+SINGLE_STEMS = tuple(Configuration((Option(stem, FULL),)) for stem in STEMS)
+"""What the late-fusion baseline runs: every stem alone, its detections fused after."""
 
 # Used when no gate model is loaded or the sensor set was never seen in training: each
-# branch's overall held-out nuScenes mAP from models/MODEL_CARD.md, rounded. A selection
-# is worth its best branch, so the fallback picks the strongest single branch that fits.
-PRIOR_BRANCH_QUALITY: Mapping[str, float] = {
-    "camera": 0.18,
-    "lidar": 0.68,
-    "radar": 0.16,
-    "camera_lidar": 0.77,
-    "camera_radar": 0.42,
-    "lidar_radar": 0.78,
+# option alone, its held-out nuScenes mAP in models/MODEL_CARD.md, rounded. Options
+# combine as independent chances of finding an object, so a richer configuration is
+# never worth less and the fallback spends what the budget allows.
+PRIOR_OPTION_QUALITY: Mapping[str, float] = {
+    "camera": 0.20,
+    "camera_half": 0.15,
+    "camera_reuse": 0.10,
+    "lidar": 0.75,
+    "lidar_early": 0.65,
+    "lidar_reuse": 0.55,
+    "radar": 0.17,
+    "radar_reuse": 0.10,
 }
 
 
-def all_selections(branch_names: Sequence[str]) -> tuple[tuple[str, ...], ...]:
-    """Every non-empty subset of the branches, smallest first, in branch order."""
-    return tuple(
-        combo
-        for size in range(1, len(branch_names) + 1)
-        for combo in itertools.combinations(branch_names, size)
-    )
+def static_configurations() -> tuple[Configuration, ...]:
+    """The configurations a static policy can run frame after frame: no reuse (nothing
+    would compute the features to reuse)."""
+    return tuple(c for c in all_configurations() if all(o.runs_stem for o in c.options))
 
 
 class GateModelError(RuntimeError):
@@ -63,61 +78,53 @@ class GateModelError(RuntimeError):
 
 @dataclass(frozen=True)
 class Policy:
-    """How a frame's branches are chosen: ``dynamic``, ``all``, ``static:<b>+<b>``,
-    ``topk:<k>`` or ``oracle`` (offline only: needs ground truth)."""
+    """How a frame's configuration is chosen: ``dynamic``, ``full``,
+    ``static:<configuration>``, ``late`` (every stem alone, fused late: HydraFusion's
+    baseline) or ``oracle`` (offline only: needs ground truth)."""
 
     kind: str
-    branches: tuple[str, ...] = ()
-    k: int = 0
+    configuration: Configuration | None = None
 
     @property
     def text(self) -> str:
         if self.kind == "static":
-            return "static:" + "+".join(self.branches)
-        if self.kind == "topk":
-            return f"topk:{self.k}"
+            return f"static:{self.configuration.text}"
         return self.kind
 
     @classmethod
     def parse(cls, text: str) -> Policy:
         """A policy from its text; ValueError saying what is wrong otherwise."""
         kind, _, argument = text.strip().partition(":")
-        usage = "use dynamic, all, oracle, static:<branch>+<branch>... or topk:<k>"
-        if kind in ("dynamic", "all", "oracle") and not argument:
+        usage = "use dynamic, full, late, oracle or static:<option>+<option>..."
+        if kind in ("dynamic", "full", "late", "oracle") and not argument:
             return cls(kind)
         if kind == "static" and argument:
-            names = tuple(name.strip() for name in argument.split("+"))
-            for name in names:
-                branch(name)  # raises naming the known branches
-            if len(set(names)) != len(names):
-                raise ValueError(f"policy {text!r} names a branch twice")
-            return cls(kind, tuple(sorted(names, key=list(BRANCHES).index)))
-        if kind == "topk" and argument:
-            try:
-                k = int(argument)
-            except ValueError:
-                raise ValueError(f"policy {text!r}: k must be a whole number") from None
-            if not 1 <= k <= len(BRANCHES):
-                raise ValueError(f"policy {text!r}: k must be between 1 and {len(BRANCHES)}")
-            return cls(kind, k=k)
+            configuration = Configuration.parse(argument)  # raises naming the options
+            reused = [o.name for o in configuration.options if not o.runs_stem]
+            if reused:
+                raise ValueError(
+                    f"policy {text!r}: a static configuration cannot reuse ({', '.join(reused)}):"
+                    " nothing would run the stem to compute the features"
+                )
+            return cls(kind, configuration)
         raise ValueError(f"unknown policy {text!r}; {usage}")
 
 
 @dataclass
 class GateModel:
-    """Standardised features -> ReLU MLP -> sigmoid quality per selection + context logits."""
+    """Standardised features -> ReLU MLP -> sigmoid quality per configuration + context
+    logits."""
 
-    selections: tuple[tuple[str, ...], ...]
+    configurations: tuple[Configuration, ...]
     contexts: tuple[str, ...]
     mean: np.ndarray
     scale: np.ndarray
     layers: list[tuple[np.ndarray, np.ndarray]]  # (weight (out, in), bias (out,))
     seen_sensor_sets: frozenset[str] = frozenset()  # e.g. "camera+lidar+radar"
     metadata: Mapping[str, object] = field(default_factory=dict)
-    calibration: ScoreCalibration | None = None  # fused-score calibration, fitted beside
 
     def predict(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Quality of every selection (0..1) and probability of every context."""
+        """Quality of every configuration (0..1) and probability of every context."""
         # missing (NaN) at the training mean; beyond the clip (an infinite age, an absurd
         # count) at the clip: unbounded, one feature would overflow every score to NaN
         standardised = np.clip((values - self.mean) / self.scale, -FEATURE_CLIP, FEATURE_CLIP)
@@ -126,8 +133,8 @@ class GateModel:
             hidden = np.maximum(weight @ hidden + bias, 0.0)
         weight, bias = self.layers[-1]
         out = weight @ hidden + bias
-        quality = 1.0 / (1.0 + np.exp(-out[: len(self.selections)]))
-        logits = out[len(self.selections) :]
+        quality = 1.0 / (1.0 + np.exp(-out[: len(self.configurations)]))
+        logits = out[len(self.configurations) :]
         odds = np.exp(logits - logits.max()) if len(logits) else logits
         return quality, odds / odds.sum() if len(odds) else odds
 
@@ -139,9 +146,6 @@ class GateModel:
         for index, (weight, bias) in enumerate(self.layers):
             arrays[f"layer{index}.weight"] = weight
             arrays[f"layer{index}.bias"] = bias
-        if self.calibration is not None:
-            arrays["calibration.bias"] = self.calibration.bias
-            arrays["calibration.weights"] = self.calibration.weights
         save_file(
             {k: np.ascontiguousarray(v, np.float64) for k, v in arrays.items()},
             str(path.with_suffix(".safetensors")),
@@ -151,11 +155,10 @@ class GateModel:
             "format_version": GATE_FORMAT,
             "weights": path.with_suffix(".safetensors").name,
             "features": list(FEATURE_NAMES),
-            "selections": ["+".join(s) for s in self.selections],
+            "configurations": [c.text for c in self.configurations],
             "contexts": list(self.contexts),
             "layers": len(self.layers),
             "seen_sensor_sets": sorted(self.seen_sensor_sets),
-            "calibration_branches": list(self.calibration.branch_names) if self.calibration else [],
             "metadata": dict(self.metadata),
         }
         path.write_text(json.dumps(document, indent=2) + "\n")
@@ -171,15 +174,19 @@ class GateModel:
         except (OSError, ValueError) as error:
             raise GateModelError(path, f"cannot read the gate model: {error}") from None
         if document.get("format_version") != GATE_FORMAT:
-            raise GateModelError(path, f"format_version {document.get('format_version')!r}")
+            raise GateModelError(
+                path,
+                f"format_version {document.get('format_version')!r}, this version reads "
+                f"{GATE_FORMAT}; retrain with `dynfusion train gate`",
+            )
         if document.get("features") != list(FEATURE_NAMES):
             raise GateModelError(
                 path, "trained on other context features; retrain with `dynfusion train gate`"
             )
-        selections = tuple(tuple(s.split("+")) for s in document["selections"])
-        unknown = {name for s in selections for name in s} - set(BRANCHES)
-        if unknown:
-            raise GateModelError(path, f"unknown branches {sorted(unknown)}")
+        try:
+            configurations = tuple(Configuration.parse(t) for t in document["configurations"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise GateModelError(path, f"bad configuration table: {error}") from None
         weights_path = path.with_name(document["weights"])
         try:
             arrays = load_file(str(weights_path))
@@ -187,58 +194,65 @@ class GateModel:
                 (arrays[f"layer{i}.weight"], arrays[f"layer{i}.bias"])
                 for i in range(document["layers"])
             ]
-            calibration = None
-            if document.get("calibration_branches"):
-                calibration = ScoreCalibration(
-                    tuple(document["calibration_branches"]),
-                    arrays["calibration.bias"],
-                    arrays["calibration.weights"],
-                )
             model = cls(
-                selections,
+                configurations,
                 tuple(document["contexts"]),
                 arrays["mean"],
                 arrays["scale"],
                 layers,
                 frozenset(document.get("seen_sensor_sets", [])),
                 document.get("metadata", {}),
-                calibration,
             )
         except FileNotFoundError:
             raise GateModelError(weights_path, "gate weights not found") from None
         except (SafetensorError, OSError, KeyError) as error:
             raise GateModelError(weights_path, f"corrupt gate weights: {error}") from None
-        if layers[-1][0].shape[0] != len(selections) + len(model.contexts):
-            raise GateModelError(weights_path, "output size does not match the selection table")
+        if layers[-1][0].shape[0] != len(configurations) + len(model.contexts):
+            raise GateModelError(weights_path, "output size does not match the configurations")
         if layers[0][0].shape[1] != len(FEATURE_NAMES):
             raise GateModelError(weights_path, "input size does not match the feature table")
         return model
 
 
 def sensor_set(features: ContextFeatures) -> str:
-    return "+".join(s.value for s in SENSORS if features.available(s)) or "none"
+    return "+".join(s.value for s in STEMS if features.available(s)) or "none"
+
+
+def prior_quality(configuration: Configuration) -> float:
+    """The fallback's worth of a configuration: see ``PRIOR_OPTION_QUALITY``."""
+    missed = np.prod([1.0 - PRIOR_OPTION_QUALITY[name] for name in configuration.names])
+    return float(1.0 - missed)
 
 
 @dataclass(frozen=True)
 class Decision:
-    """What the gate chose for one frame and why."""
+    """What the gate chose for one frame and why. ``chosen``: one configuration, or the
+    late-fusion baseline's several; empty when nothing can run."""
 
-    chosen: tuple[str, ...]
-    utility: float  # predicted quality of the chosen selection (NaN when not predicted)
-    energy_j: float  # planned energy of the chosen selection, overhead included
-    branch_utility: Mapping[str, float]  # predicted quality of each branch alone
+    chosen: tuple[Configuration, ...]
+    utility: float  # predicted quality of the choice (NaN when not predicted)
+    energy_j: float  # planned energy of the choice, overhead included
+    option_utility: Mapping[str, float]  # predicted quality of each option alone
     context_label: str = ""
     context_scores: Mapping[str, float] = field(default_factory=dict)
     fallback: str = ""  # why the prior was used instead of the model, if it was
     over_budget: bool = False  # nothing available fits the budget: the cheapest ran
 
+    @property
+    def options(self) -> tuple[str, ...]:
+        """Every option that runs, in ``OPTIONS`` order."""
+        names = {name for c in self.chosen for name in c.names}
+        return tuple(name for name in OPTIONS if name in names)
+
 
 class Gate:
-    """Chooses branches per frame under a policy and a budget, with hysteresis.
+    """Chooses a configuration per frame under a policy and a budget, with hysteresis.
 
-    ``hysteresis_frames``: a different selection must look better by ``margin`` on this
-    many frames in a row before the dynamic policy switches to it (1: at once). A current
-    selection that stops fitting (budget lowered, sensor lost) is left at once.
+    ``hysteresis_frames``: a different configuration must look better by ``margin`` on
+    this many frames in a row before the dynamic policy switches to it (1: at once). A
+    current one that stops fitting (budget lowered, sensor lost) is left at once.
+    Reuse, being one frame's saving after a full run, is exempt: the dynamic policy
+    alternates into and out of it freely.
     """
 
     def __init__(
@@ -246,26 +260,22 @@ class Gate:
         profile: EnergyProfile,
         model: GateModel | None = None,
         *,
-        branch_names: Sequence[str] = tuple(BRANCHES),
         hysteresis_frames: int = 2,
         margin: float = 0.01,
     ) -> None:
         if hysteresis_frames < 1:
             raise ValueError(f"hysteresis_frames must be at least 1, got {hysteresis_frames}")
-        profile.check_covers(branch_names)
+        profile.check_complete()
         self.profile, self.model = profile, model
-        self.branch_names = tuple(branch_names)
-        self.selections = model.selections if model else all_selections(self.branch_names)
-        self.energy_j = np.array([profile.selection_energy_j(s) for s in self.selections])
-        self.stem_mask = np.array(
-            [[any(stem in branch(n).stems for n in s) for stem in SENSORS] for s in self.selections]
-        )
-        self.singles = {s[0]: i for i, s in enumerate(self.selections) if len(s) == 1}
-        # a selection is worth its best branch; each extra branch costs a hair, so the
-        # fallback runs that branch alone rather than everything that contains it
-        self.prior = np.array(
-            [max(PRIOR_BRANCH_QUALITY[n] for n in s) - 1e-3 * (len(s) - 1) for s in self.selections]
-        )
+        self.configurations = model.configurations if model else all_configurations()
+        self.energy_j = np.array([profile.run_energy_j([c]) for c in self.configurations])
+        self.runs = np.array([[s in c.runs for s in STEMS] for c in self.configurations])
+        self.reuses = np.array([[c.level(s) == REUSE for s in STEMS] for c in self.configurations])
+        self.stems = self.runs | self.reuses
+        self.singles = {
+            c.names[0]: i for i, c in enumerate(self.configurations) if len(c.options) == 1
+        }
+        self.prior = np.array([prior_quality(c) for c in self.configurations])
         self.hysteresis_frames, self.margin = hysteresis_frames, margin
         self.reset()
 
@@ -273,23 +283,30 @@ class Gate:
         self._current: int | None = None
         self._challenger: int | None = None
         self._wins = 0
+        self._full = np.zeros(len(STEMS), dtype=bool)  # stems run at full on the last frame
+
+    def index(self, configuration: Configuration) -> int | None:
+        try:
+            return self.configurations.index(configuration)
+        except ValueError:
+            return None
 
     @property
     def cheapest_energy_j(self) -> float:
         return float(self.energy_j.min())
 
-    def all_energy_j(self) -> float:
-        return self.profile.selection_energy_j(self.branch_names)
+    def full_energy_j(self) -> float:
+        return self.profile.run_energy_j([FULL_CONFIGURATION])
 
-    def _usable(self, features: ContextFeatures) -> tuple[np.ndarray, np.ndarray]:
-        """(which sensors are available, which selections have every stem they need)."""
-        available = np.array([features.available(s) for s in SENSORS])
-        return available, ~(self.stem_mask & ~available).any(axis=1)
+    def _usable(self, features: ContextFeatures) -> np.ndarray:
+        """Which configurations can run now: every stem they run has its sensor, every
+        stem they reuse ran at full on the last frame."""
+        available = np.array([features.available(s) for s in STEMS])
+        return ~(self.runs & ~available).any(axis=1) & ~(self.reuses & ~self._full).any(axis=1)
 
     def cheapest_usable_j(self, features: ContextFeatures) -> float:
-        """The least a frame with these sensors can spend on branches, overhead included."""
-        _, usable = self._usable(features)
-        energies = self.energy_j[usable]
+        """The least a frame with these sensors can spend on detection, overhead included."""
+        energies = self.energy_j[self._usable(features)]
         return float(energies.min()) if energies.size else self.profile.overhead_total_j
 
     def _predict(self, features: ContextFeatures) -> tuple[np.ndarray, dict[str, float], str]:
@@ -307,20 +324,31 @@ class Gate:
         budget_j: float | None,
         true_quality: np.ndarray | None = None,
     ) -> Decision:
-        """The selection for this frame. ``true_quality`` (per selection, from ground
-        truth) is required by, and only used by, the oracle policy."""
+        """The configuration for this frame. ``true_quality`` (per configuration, from
+        ground truth) is required by, and only used by, the oracle policy."""
+        decision = self._decide(features, policy, budget_j, true_quality)
+        self.note_run(decision.chosen)
+        return decision
+
+    def note_run(self, chosen: tuple[Configuration, ...]) -> None:
+        """What this frame runs, decided here or elsewhere (the fusion node adopts the
+        context estimator's choice): the next frame may reuse what ran at full."""
+        ran_full = {o.stem for c in chosen for o in c.options if o.level == FULL}
+        self._full = np.array([s in ran_full for s in STEMS])
+
+    def _decide(self, features, policy, budget_j, true_quality) -> Decision:
         quality, contexts, fallback = self._predict(features)
-        available, usable = self._usable(features)
-        singles = {n: float(quality[i]) for n, i in self.singles.items()}
+        usable = self._usable(features)
+        singles = {name: float(quality[i]) for name, i in self.singles.items()}
         label = max(contexts, key=contexts.get) if contexts else ""
-        common = {"branch_utility": singles, "context_label": label, "context_scores": contexts}
-        if policy.kind in ("all", "static", "topk"):
-            names = self._fixed(policy, singles, available)
-            index = self.selections.index(names) if names else None
+        common = {"option_utility": singles, "context_label": label, "context_scores": contexts}
+        if policy.kind in ("full", "static", "late"):
+            chosen = self._fixed(policy, features)
+            index = self.index(chosen[0]) if len(chosen) == 1 else None
             utility = float(quality[index]) if index is not None else float("nan")
-            energy = self.profile.selection_energy_j(names)
+            energy = self.profile.run_energy_j(chosen)
             over = budget_j is not None and energy > budget_j * (1 + ENERGY_TOLERANCE)
-            return Decision(names, utility, energy, fallback=fallback, over_budget=over, **common)
+            return Decision(chosen, utility, energy, fallback=fallback, over_budget=over, **common)
         if policy.kind == "oracle":
             if true_quality is None:
                 raise ValueError("the oracle policy needs ground truth (offline evaluation only)")
@@ -334,17 +362,17 @@ class Gate:
         fits = usable & (self.energy_j <= limit)
         over = not fits.any()
         candidates = np.flatnonzero(fits if not over else usable)
-        if over:  # nothing fits: the cheapest usable selection, reported as a violation
+        if over:  # nothing fits: the cheapest usable configuration, reported as a violation
             best = int(candidates[np.argmin(self.energy_j[candidates])])
         else:
-            # a tie means the frame's AP cannot tell the selections apart; the richer one
+            # a tie means the frame's quality cannot tell them apart; the dearer one
             # gives better-founded scores across frames, so the budget is spent on it
             order = np.lexsort((-self.energy_j[candidates], -quality[candidates]))
             best = int(candidates[order[0]])
         if policy.kind == "dynamic":
             best = self._hold(best, quality, fits if not over else usable)
         return Decision(
-            self.selections[best],
+            (self.configurations[best],),
             float(quality[best]),
             float(self.energy_j[best]),
             fallback=fallback,
@@ -352,25 +380,23 @@ class Gate:
             **common,
         )
 
-    def _fixed(
-        self, policy: Policy, singles: Mapping[str, float], available: np.ndarray
-    ) -> tuple[str, ...]:
-        runnable = [
-            name
-            for name in self.branch_names
-            if all(available[SENSORS.index(stem)] for stem in branch(name).stems)
-        ]
-        if policy.kind == "all":
-            return tuple(runnable)
-        if policy.kind == "static":
-            return tuple(name for name in policy.branches if name in runnable)
-        ranked = sorted(runnable, key=lambda name: -singles[name])[: policy.k]
-        return tuple(name for name in self.branch_names if name in ranked)
+    def _fixed(self, policy: Policy, features: ContextFeatures) -> tuple[Configuration, ...]:
+        """A fixed policy's configurations, less the stems whose sensor is not there."""
+        present = {s for s in STEMS if features.available(s)}
+        if policy.kind == "late":
+            return tuple(c for c in SINGLE_STEMS if c.stems[0] in present)
+        wanted = FULL_CONFIGURATION if policy.kind == "full" else policy.configuration
+        kept = Configuration(tuple(o for o in wanted.options if o.stem in present))
+        return (kept,) if kept else ()
 
     def _hold(self, best: int, quality: np.ndarray, allowed: np.ndarray) -> int:
-        """Hysteresis: keep the current selection unless ``best`` keeps beating it."""
+        """Hysteresis: keep the current configuration unless ``best`` keeps beating it.
+        Stepping into or out of reuse is not a switch: the stem's level alternates."""
         current = self._current
         if current is None or not allowed[current] or self.hysteresis_frames == 1:
+            self._current, self._challenger, self._wins = best, None, 0
+            return best
+        if self.reuses[best].any() or self.reuses[current].any():
             self._current, self._challenger, self._wins = best, None, 0
             return best
         if best == current or quality[best] - quality[current] <= self.margin:

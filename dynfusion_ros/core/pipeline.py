@@ -1,13 +1,14 @@
 """``DynamicFusionPipeline``: the per-frame flow that the nodes and the evaluator share.
 
-frame -> context features -> odometry corrections and branches chosen under one budget
--> chosen branches -> late fusion -> detections; the IMU filter stepped with the chosen
-corrections -> odometry; with the selection and the frame's energy record. Nothing else
-in the package re-implements a step, so what ``dynfusion evaluate`` prints is what the
-nodes publish.
+frame -> context features -> odometry corrections and the detector's configuration
+chosen under one budget -> the IMU filter stepped with the corrections -> the detector
+run in that configuration, reused features moved by the filter's motion -> detections
+and odometry; with the selection and the frame's energy record. Nothing else in the
+package re-implements a step, so what ``dynfusion evaluate`` prints is what the nodes
+publish.
 
-The collaborators are injected (the branch runner, the context estimator), so a
-benchmark can replay recorded branch outputs through this very object instead of
+The collaborators are injected (the detector runner, the context estimator), so a
+benchmark can replay recorded detector outputs through this very object instead of
 running the network again for every policy and budget.
 """
 
@@ -22,23 +23,35 @@ from typing import Protocol
 
 import numpy as np
 
-from dynfusion_ros.core.branches.registry import BRANCHES, stems_for
-from dynfusion_ros.core.branches.runner import BranchOutputs, BranchRunner
 from dynfusion_ros.core.context import ContextEstimator, ContextFeatures
+from dynfusion_ros.core.detector.levels import OPTIONS, Configuration
+from dynfusion_ros.core.detector.reuse import planar_pose
+from dynfusion_ros.core.detector.runner import DetectorOutputs, DetectorRunner
 from dynfusion_ros.core.energy import EnergyMeter, EnergyProfile
 from dynfusion_ros.core.fusion import METHODS, fuse
-from dynfusion_ros.core.gate import SENSORS, Decision, Gate, GateModel, Policy
+from dynfusion_ros.core.gate import SINGLE_STEMS, Decision, Gate, GateModel, Policy
 from dynfusion_ros.core.odometry.estimator import CORRECTIONS, OdometryEstimator, OdometryStep
 from dynfusion_ros.core.odometry.planner import CorrectionLimits, CorrectionPlanner, OdometryPolicy
-from dynfusion_ros.core.quality import selection_qualities
+from dynfusion_ros.core.quality import frame_quality
 from dynfusion_ros.core.types import Detection, EnergyRecord, Modality, Selection, SensorFrame
+
+SENSORS = (Modality.CAMERA, Modality.LIDAR, Modality.RADAR)
 
 
 class Runner(Protocol):
-    def run(self, frame: SensorFrame, branches: Sequence[str]) -> BranchOutputs: ...
+    def run(
+        self, frame: SensorFrame, configuration: Configuration, pose: np.ndarray | None
+    ) -> DetectorOutputs: ...
+
+    def run_every(
+        self,
+        frame: SensorFrame,
+        configurations: Sequence[Configuration],
+        pose: np.ndarray | None,
+    ) -> tuple[dict[str, list[Detection]], dict[str, str]]: ...
 
 
-SelectionScorer = Callable[
+ConfigurationScorer = Callable[
     [SensorFrame, Mapping[str, list[Detection]], list[Detection]], np.ndarray
 ]
 
@@ -50,9 +63,12 @@ class Choice:
     selection: Selection
     decision: Decision
     features: ContextFeatures | None  # None when the choice came from another process
-    outputs: BranchOutputs | None  # every branch already run: the oracle needs them to choose
     started: float  # perf_counter when the frame started, for its latency
     meter_sample: object  # the energy meter's reading then
+    odometry: OdometryStep | None = None  # stepped already (the oracle needs the pose)
+    # the oracle ran every configuration to choose: detections by configuration, and
+    # why each option that could not run could not
+    every: tuple[dict[str, list[Detection]], dict[str, str]] | None = None
 
 
 @dataclass
@@ -64,8 +80,9 @@ class FrameResult:
     energy: EnergyRecord
     features: ContextFeatures | None
     decision: Decision
-    branch_detections: dict[str, list[Detection]] = field(default_factory=dict)
-    skipped: dict[str, str] = field(default_factory=dict)  # branch -> why it could not run
+    # per configuration that ran: its detections (more than one for the late baseline)
+    configuration_detections: dict[str, list[Detection]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)  # option -> why it could not run
     latency_ms: float = float("nan")
     odometry: OdometryStep | None = None  # None where this pipeline runs no odometry
 
@@ -86,23 +103,23 @@ def check_budget(budget_j: float | None) -> float | None:
     return float(budget_j)
 
 
-def load_gate(
-    profile: Path,
-    gate: Path | None,
-    *,
-    branch_names: Sequence[str] = tuple(BRANCHES),
-    hysteresis_frames: int = 2,
-) -> Gate:
+def load_gate(profile: Path, gate: Path | None, *, hysteresis_frames: int = 2) -> Gate:
     """The gate from its files: the energy profile and (when given) the gate model; a
     missing or corrupt file is an error naming it."""
     model = GateModel.load(gate) if gate is not None else None
-    energy = EnergyProfile.load(profile)
-    return Gate(energy, model, branch_names=branch_names, hysteresis_frames=hysteresis_frames)
+    return Gate(EnergyProfile.load(profile), model, hysteresis_frames=hysteresis_frames)
+
+
+def pose_of(step: OdometryStep | None) -> np.ndarray | None:
+    """(x, y, yaw) of base_link in odom after this frame's odometry step, if it has one."""
+    if step is None or step.estimate is None:
+        return None
+    return planar_pose(step.estimate.position, step.estimate.orientation)
 
 
 class DynamicFusionPipeline:
     """The per-frame flow. ``runner`` may be None where only choices are made (the
-    context estimator never runs a branch)."""
+    context estimator never runs the detector)."""
 
     def __init__(
         self,
@@ -114,21 +131,23 @@ class DynamicFusionPipeline:
         fusion_method: str = "wbf",
         meter: EnergyMeter | None = None,
         context: Callable[[SensorFrame], ContextFeatures] | None = None,
-        selection_scorer: SelectionScorer | None = None,
+        configuration_scorer: ConfigurationScorer | None = None,
         odometry_policy: OdometryPolicy | str | None = None,
         odometry: OdometryEstimator | None = None,
         correction_limits: CorrectionLimits | None = None,
     ) -> None:
         """``odometry_policy`` None: no corrections are planned (nor paid for).
         ``odometry``: the estimator that runs them, in the process that executes frames
-        (the fusion node, the evaluator); the context estimator plans without one."""
+        (the fusion node, the evaluator); the context estimator plans without one.
+        Without it the detector has no ego motion to move remembered features by, so
+        reuse is refused by the runner (named in ``FrameResult.skipped``).
+        ``fusion_method``: how the late baseline merges the stems' detections."""
         if fusion_method not in METHODS:
             raise ValueError(f"unknown fusion method {fusion_method!r}; choose from {METHODS}")
         self.runner, self.gate, self.meter = runner, gate, meter
         self.fusion_method = fusion_method
         self.context = context or ContextEstimator()
-        self.selection_scorer = selection_scorer or self.score_selections
-        self.calibration = gate.model.calibration if gate.model else None
+        self.configuration_scorer = configuration_scorer or self.score_configurations
         self.policy = policy
         self.budget_j = budget_j
         self.odometry, self.planner = odometry, CorrectionPlanner()
@@ -138,7 +157,7 @@ class DynamicFusionPipeline:
     @classmethod
     def from_files(
         cls,
-        branches: Path,
+        detector: Path,
         profile: Path,
         gate: Path | None,
         *,
@@ -146,15 +165,10 @@ class DynamicFusionPipeline:
         hysteresis_frames: int = 2,
         **options,
     ) -> DynamicFusionPipeline:
-        """Load the branch network, the energy profile and (when given) the gate model;
-        every missing or corrupt file is an error naming it."""
-        runner = BranchRunner.load(branches, device=device)
-        names = runner.branch_names
-        return cls(
-            runner,
-            load_gate(profile, gate, branch_names=names, hysteresis_frames=hysteresis_frames),
-            **options,
-        )
+        """Load the detector, the energy profile and (when given) the gate model; every
+        missing or corrupt file is an error naming it."""
+        runner = DetectorRunner.load(detector, device=device)
+        return cls(runner, load_gate(profile, gate, hysteresis_frames=hysteresis_frames), **options)
 
     @property
     def policy(self) -> Policy:
@@ -188,46 +202,50 @@ class DynamicFusionPipeline:
     def reset(self) -> None:
         """Forget the stream (a new bag, a backwards time jump)."""
         self.gate.reset()
+        if self.runner is not None:
+            self.runner.reset()
         if isinstance(self.context, ContextEstimator):
             self.context.reset()
         self.planner.reset()
         if self.odometry is not None:
             self.odometry.reset()
 
-    def score_selections(
-        self, _: SensorFrame, per_branch: Mapping[str, list[Detection]], truth: list[Detection]
+    def score_configurations(
+        self, _: SensorFrame, detections: Mapping[str, list[Detection]], truth: list[Detection]
     ) -> np.ndarray:
-        """True per-frame quality of every candidate selection (for the oracle)."""
-        return selection_qualities(
-            per_branch,
-            truth,
-            self.gate.selections,
-            fusion_method=self.fusion_method,
-            calibration=self.calibration,
+        """True per-frame quality of every configuration the gate knows (for the oracle);
+        one that could not run scores nothing."""
+        return np.array(
+            [
+                frame_quality(detections[c.text], truth) if c.text in detections else 0.0
+                for c in self.gate.configurations
+            ]
         )
 
     def choose(self, frame: SensorFrame, truth: list[Detection] | None = None) -> Choice:
-        """The first half of a frame (the context estimator's): features and the selection,
-        before any stem runs. ``truth`` is needed by the oracle only."""
+        """The first half of a frame (the context estimator's): features and the
+        configuration, before any stem runs. ``truth`` is needed by the oracle only,
+        which steps the odometry here (the detector's reuse needs its pose)."""
         started = time.perf_counter()
         sample = self.meter.sample() if self.meter else None
         features = self.context(frame)
-        true_quality, outputs = None, None
-        if self.policy.kind == "oracle":
-            if truth is None:
-                raise ValueError("the oracle policy needs ground truth (offline evaluation only)")
-            outputs = self._runner().run(frame, self.gate.branch_names)
-            true_quality = self.selection_scorer(frame, outputs.detections, truth)
         corrections = self.plan_odometry(features)
         odometry_j = self.gate.profile.odometry_energy_j(corrections)
         budget = None if self.budget_j is None else self.budget_j - odometry_j
+        true_quality, step, every = None, None, None
+        if self.policy.kind == "oracle":
+            if truth is None:
+                raise ValueError("the oracle policy needs ground truth (offline evaluation only)")
+            step = self._step_odometry(frame, corrections)
+            every = self._runner().run_every(frame, self.gate.configurations, pose_of(step))
+            true_quality = self.configuration_scorer(frame, every[0], truth)
         decision = self.gate.decide(features, self.policy, budget, true_quality)
         selection = self._selection(frame, features, decision, corrections, odometry_j)
-        return Choice(selection, decision, features, outputs, started, sample)
+        return Choice(selection, decision, features, started, sample, step, every)
 
     def plan_odometry(self, features: ContextFeatures) -> tuple[str, ...]:
         """The odometry corrections this frame runs; their energy comes off the budget
-        before the gate spends the rest on branches."""
+        before the gate spends the rest on the detector."""
         policy = self.odometry_policy
         if policy is None:
             return ()
@@ -240,18 +258,23 @@ class DynamicFusionPipeline:
 
     def adopt(self, selection: Selection) -> Choice:
         """A selection made elsewhere (the fusion node receives it from the context
-        estimator) as this frame's choice; unknown branch names are a ValueError."""
-        unknown = set(selection.branch_names) - set(self.gate.branch_names)
+        estimator) as this frame's choice; unknown option names are a ValueError."""
+        unknown = set(selection.branch_names) - set(OPTIONS)
         if unknown:
-            raise ValueError(f"selection names unknown branches {sorted(unknown)}")
+            raise ValueError(f"selection names unknown detector options {sorted(unknown)}")
         unknown = set(selection.odometry_corrections) - set(CORRECTIONS)
         if unknown:
             raise ValueError(f"selection names unknown odometry corrections {sorted(unknown)}")
-        chosen = tuple(
-            n for n, c in zip(selection.branch_names, selection.chosen, strict=True) if c
-        )
+        chosen = selection.chosen_branches
+        if not chosen:
+            configurations = ()
+        elif selection.policy == "late":
+            configurations = tuple(c for c in SINGLE_STEMS if c.names[0] in chosen)
+        else:
+            configurations = (Configuration.of(chosen),)  # raises on two levels of a stem
+        self.gate.note_run(configurations)  # its fallback's reuse follows what ran
         decision = Decision(
-            chosen,
+            configurations,
             selection.selection_utility,
             selection.predicted_energy_j,
             dict(zip(selection.branch_names, selection.predicted_utility, strict=True)),
@@ -259,25 +282,30 @@ class DynamicFusionPipeline:
             dict(selection.context_scores),
         )
         sample = self.meter.sample() if self.meter else None
-        return Choice(selection, decision, None, None, time.perf_counter(), sample)
+        return Choice(selection, decision, None, time.perf_counter(), sample)
+
+    def _step_odometry(self, frame: SensorFrame, corrections: Sequence[str]) -> OdometryStep | None:
+        return self.odometry.step(frame, corrections) if self.odometry is not None else None
 
     def execute(self, frame: SensorFrame, choice: Choice) -> FrameResult:
-        """The second half (the fusion node's): run the chosen branches, fuse, account."""
+        """The second half (the fusion node's): step the odometry, run the detector in
+        the chosen configuration (each, fused late, for the late baseline), account."""
         decision = choice.decision
-        outputs = choice.outputs or self._runner().run(frame, decision.chosen)
-        ran = {n: outputs.detections[n] for n in decision.chosen if n in outputs.detections}
-        detections = fuse(ran, self.fusion_method, calibration=self.calibration)
-        odometry = None
-        if self.odometry is not None:
-            odometry = self.odometry.step(frame, choice.selection.odometry_corrections)
+        odometry = choice.odometry or self._step_odometry(
+            frame, choice.selection.odometry_corrections
+        )
+        ran, configurations, skipped = self._detect(frame, choice, pose_of(odometry))
+        if len(decision.chosen) > 1:
+            detections = fuse(ran, self.fusion_method)
+        else:
+            detections = next(iter(ran.values()), [])
         meter = self.meter
         measured = meter.joules_since(choice.meter_sample) if meter else float("nan")
         profile = self.gate.profile
-        stems = [stem.value for stem in stems_for(ran)]
         energy = EnergyRecord(
             frame.stamp_ns,
-            profile.components_j(stems, ran, odometry.ran if odometry else ()),
-            profile.branch_energy_j(ran),
+            profile.components_j(configurations, odometry.ran if odometry else ()),
+            profile.option_energy_j(configurations),
             choice.selection.budget_j,
             meter.name if meter else "profile",
             measured,
@@ -289,14 +317,30 @@ class DynamicFusionPipeline:
             choice.features,
             decision,
             ran,
-            {n: outputs.skipped[n] for n in decision.chosen if n in outputs.skipped},
+            skipped,
             (time.perf_counter() - choice.started) * 1e3,
             odometry,
         )
 
+    def _detect(
+        self, frame: SensorFrame, choice: Choice, pose: np.ndarray | None
+    ) -> tuple[dict[str, list[Detection]], list[Configuration], dict[str, str]]:
+        """Detections per configuration that ran, those configurations (less what could
+        not contribute) and why each option left out was."""
+        chosen = choice.decision.chosen
+        if choice.every is not None:  # the oracle has run them all already
+            detections, why = choice.every
+            ran = [c for c in chosen if c.text in detections]
+            skipped = {o.name: why[o.name] for c in chosen for o in c.options if o.name in why}
+            return {c.text: detections[c.text] for c in ran}, ran, skipped
+        outputs = [self._runner().run(frame, c, pose) for c in chosen]
+        ran = [o.ran for o in outputs if o.ran]
+        skipped = {name: reason for o in outputs for name, reason in o.skipped.items()}
+        return {o.ran.text: o.detections for o in outputs if o.ran}, ran, skipped
+
     def _runner(self) -> Runner:
         if self.runner is None:
-            raise RuntimeError("this pipeline makes choices only: it has no branch runner")
+            raise RuntimeError("this pipeline makes choices only: it has no detector runner")
         return self.runner
 
     def process(self, frame: SensorFrame, truth: list[Detection] | None = None) -> FrameResult:
@@ -311,13 +355,13 @@ class DynamicFusionPipeline:
         corrections: tuple[str, ...],
         odometry_j: float,
     ) -> Selection:
-        names = self.gate.branch_names
+        names = tuple(OPTIONS)
         return Selection(
             stamp_ns=frame.stamp_ns,
             policy=self.policy.text,
             branch_names=names,
-            chosen=tuple(n in decision.chosen for n in names),
-            predicted_utility=tuple(decision.branch_utility.get(n, float("nan")) for n in names),
+            chosen=tuple(n in decision.options for n in names),
+            predicted_utility=tuple(decision.option_utility.get(n, float("nan")) for n in names),
             selection_utility=decision.utility,
             predicted_energy_j=decision.energy_j + odometry_j,
             budget_j=self.budget_j or 0.0,

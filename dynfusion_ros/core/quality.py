@@ -1,20 +1,18 @@
 """How good one frame's detections are against its ground truth: the number the gate
-learns to predict for every candidate selection, and the oracle maximises.
+learns to predict for every configuration of the detector, and the oracle maximises.
 
 A frame's quality is its own average precision, over the classes it has ground truth for
 and the centre-distance thresholds of the dataset metric, so that choosing the best
-selection frame by frame pushes the dataset mAP up. A frame with no object on the grid
+configuration frame by frame pushes the dataset mAP up. A frame with no object on the grid
 scores one minus its most confident false alarm.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-from dynfusion_ros.core.calibration import ScoreCalibration
-from dynfusion_ros.core.fusion import fuse
 from dynfusion_ros.core.grid import BevGrid
 from dynfusion_ros.core.types import Detection
 
@@ -68,29 +66,3 @@ def frame_quality(
         target = truth_xy[truth_classes == object_class]
         values.extend(_class_ap(predicted, target, t) for t in THRESHOLDS_M)
     return float(np.mean(values))
-
-
-def selection_qualities(
-    per_branch: Mapping[str, list[Detection]],
-    truth: Sequence[Detection],
-    selections: Sequence[Sequence[str]],
-    *,
-    fusion_method: str = "wbf",
-    calibration: ScoreCalibration | None = None,
-    grid: BevGrid | None = None,
-) -> np.ndarray:
-    """Per-frame quality of the fused detections of every selection."""
-    return np.array(
-        [
-            frame_quality(
-                fuse(
-                    {n: per_branch[n] for n in s if n in per_branch},
-                    fusion_method,
-                    calibration=calibration,
-                ),
-                truth,
-                grid,
-            )
-            for s in selections
-        ]
-    )

@@ -29,7 +29,7 @@ def stamp_to_s(stamp_ns: int) -> float:
 
 
 class Modality(enum.Enum):
-    """A sensor kind; also the name of its stem and single-sensor branch."""
+    """A sensor kind; also the name of its detector stem."""
 
     CAMERA = "camera"
     LIDAR = "lidar"
@@ -383,9 +383,12 @@ class OdometryEstimate:
 
 @dataclass(frozen=True)
 class Selection:
-    """Which branches run on one frame, and what the gate expected of them.
+    """Which detector options run on one frame, and what the gate expected of them.
 
-    Parallel tuples over ``branch_names``. Energies in joules per frame.
+    Parallel tuples over ``branch_names``: every option (a stem at a level,
+    ``detector/levels.py``), named so after the message field, which keeps its name so
+    that recordings and tools made before the fused detector still read. Energies in
+    joules per frame.
     """
 
     stamp_ns: int
@@ -417,7 +420,7 @@ class Selection:
 
 @dataclass(frozen=True)
 class EnergyRecord:
-    """Energy of one frame (J). Per component and per branch as the energy profile prices
+    """Energy of one frame (J). Per component and per option as the energy profile prices
     what ran (what the budget is held to); ``measured_energy_j`` is what ``meter`` saw
     for the whole frame (NaN when nothing measured it)."""
 

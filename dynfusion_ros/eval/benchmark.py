@@ -2,9 +2,10 @@
 markdown table and an accuracy-energy plot; then every odometry policy on every drive
 (``odometry_benchmark``), with trajectory and ATE-energy plots.
 
-Every branch runs once per frame (the record, cached in the output folder); each policy
-and budget is then a replay of that record through ``DynamicFusionPipeline``, so the
-sweep costs fusion and scoring only, and all policies see identical detections.
+Every configuration of the detector runs once per frame (the record, cached in the output
+folder); each policy and budget is then a replay of that record through
+``DynamicFusionPipeline``, so the sweep costs choosing and scoring only, and all policies
+see identical detections.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dynfusion_ros.command_args import UsageError
-from dynfusion_ros.core.gate import SENSORS
+from dynfusion_ros.core.detector.levels import STEMS
 
-BUDGET_SHARES = (0.15, 0.25, 0.35, 0.5, 0.65, 0.8, 1.0)
+BUDGET_SHARES = (0.2, 0.3, 0.4, 0.5, 0.65, 0.8, 1.0)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         nargs="+",
         default=list(BUDGET_SHARES),
-        help="budgets as shares of the every-branch energy (default 0.15 ... 1.0)",
+        help="budgets as shares of the full configuration's energy (default 0.2 ... 1.0)",
     )
     parser.add_argument(
         "--processes", type=int, default=os.cpu_count() or 1, help="parallel replays"
@@ -57,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 @dataclass
 class Row:
     label: str  # e.g. "dynamic @ 50%"
-    family: str  # dynamic, oracle, all, topk, static
+    family: str  # dynamic, oracle, full, late, static, equal-energy, failure
     share: float | None
     evaluation: object  # Evaluation
 
@@ -80,39 +81,21 @@ def _suite_bags(args: argparse.Namespace) -> list[Path]:
     return [folder / d.name for d in SUITES[args.suite]]
 
 
-def _record(
-    args: argparse.Namespace, bags: list[Path], branches: Path, calibration, values: dict
-) -> None:
+def _record(args: argparse.Namespace, bags: list[Path], detector: Path, values: dict) -> None:
     """Make ``<out>/record.npz`` cover the bags read with ``values`` (the sensor
-    parameters), with qualities under ``calibration``."""
-    from dynfusion_ros.core.branches import BranchRunner
-    from dynfusion_ros.core.calibration import scoring_name
-    from dynfusion_ros.eval.records import cached_record, record_branches, rescored
+    parameters)."""
+    from dynfusion_ros.core.detector.runner import DetectorRunner
+    from dynfusion_ros.eval.records import cached_record, record_configurations
 
     path = args.out / "record.npz"
     record = cached_record(path, bags, values)
-    if record is None:
-        print(f"running every branch on every frame of {len(bags)} drives (recorded once)")
-        runner = BranchRunner.load(branches)
-        progress = not args.quiet
-        record = record_branches(
-            runner, bags, calibration=calibration, progress=progress, values=values
-        )
-    elif record.scoring != scoring_name(calibration):
-        print(f"re-scoring the recorded selections in {path} for this gate's calibration")
-        record = rescored(record, calibration, processes=args.processes)
-    else:
-        print(f"using the recorded branch outputs in {path} ({len(record)} frames)")
+    if record is not None:
+        print(f"using the recorded detector outputs in {path} ({len(record)} frames)")
         return
+    print(f"running every configuration on every frame of {len(bags)} drives (recorded once)")
+    runner = DetectorRunner.load(detector)
+    record = record_configurations(runner, bags, progress=not args.quiet, values=values)
     record.save(path)
-
-
-BASELINES = {
-    "late fusion of single-sensor branches": ("camera", "lidar", "radar"),
-    "every early-fusion branch": ("camera_lidar", "camera_radar", "lidar_radar"),
-}
-"""HydraFusion's comparisons. There is no branch over all three sensors, so the early-fusion
-baseline is every two-sensor branch fused late."""
 
 
 FAILURE_SHARES = (0.5, 1.0)  # the sensor-failure runs: a tight and a loose budget
@@ -120,25 +103,24 @@ FAILURE_SHARES = (0.5, 1.0)  # the sensor-failure runs: a tight and a loose budg
 
 def plan(gate, shares) -> list[tuple[str, str, float | None, str, str]]:
     """(label, family, budget share, policy text, failed sensor) of every run of the
-    sweep. Static selections: every one of up to two branches, and the HydraFusion-style
-    baselines, each also with the dynamic policy given the baseline's energy as its
-    budget. Then `all`, and `dynamic` at each of ``FAILURE_SHARES``, with each sensor
-    failed throughout."""
-    runs = [("all", "all", None, "all", "")]
-    runs += [(f"topk:{k}", "topk", None, f"topk:{k}", "") for k in (1, 2, 3)]
+    sweep: `full` (early fusion of everything), `late` (every stem alone, fused late:
+    HydraFusion's baseline) and `dynamic` at its energy; `dynamic` and `oracle` at every
+    share; every static configuration; then `full`, and `dynamic` at each of
+    ``FAILURE_SHARES``, with each sensor failed throughout."""
+    from dynfusion_ros.core.gate import SINGLE_STEMS, static_configurations
+
+    runs = [("full", "full", None, "full", ""), ("late", "late", None, "late", "")]
     for share in shares:
         runs.append((f"dynamic @ {share:.0%}", "dynamic", share, "dynamic", ""))
         runs.append((f"oracle @ {share:.0%}", "oracle", share, "oracle", ""))
-    for name, selection in BASELINES.items():
-        share = gate.profile.selection_energy_j(selection) / gate.all_energy_j()
-        runs.append((f"dynamic @ energy of {name}", "equal-energy", share, "dynamic", ""))
-    for selection in gate.selections:
-        if len(selection) <= 2 or selection in BASELINES.values():
-            text = "static:" + "+".join(selection)
-            runs.append((text, "static", None, text, ""))
-    for sensor in SENSORS:
+    share = gate.profile.run_energy_j(SINGLE_STEMS) / gate.full_energy_j()
+    runs.append(("dynamic @ energy of late", "equal-energy", share, "dynamic", ""))
+    for configuration in static_configurations():
+        text = f"static:{configuration.text}"
+        runs.append((text, "static", None, text, ""))
+    for sensor in STEMS:
         failed = f", {sensor.value} failed"
-        runs.append(("all" + failed, "failure", None, "all", sensor.value))
+        runs.append(("full" + failed, "failure", None, "full", sensor.value))
         for share in FAILURE_SHARES:
             label = f"dynamic @ {share:.0%}{failed}"
             runs.append((label, "failure", share, "dynamic", sensor.value))
@@ -151,9 +133,9 @@ _worker: dict = {}
 def _load_worker(record_path: Path, profile_path: Path, gate_path: Path | None) -> None:
     from dynfusion_ros.core.energy import EnergyProfile
     from dynfusion_ros.core.gate import Gate, GateModel
-    from dynfusion_ros.eval.records import BranchRecord
+    from dynfusion_ros.eval.records import DetectionRecord
 
-    _worker["record"] = BranchRecord.load(record_path)
+    _worker["record"] = DetectionRecord.load(record_path)
     model = GateModel.load(gate_path) if gate_path else None
     _worker["gate"] = Gate(EnergyProfile.load(profile_path), model)
 
@@ -168,7 +150,7 @@ def _replay(run: tuple[str, str, float | None, str, str]) -> Row:
     if failed:
         record = without_sensor(record, Modality(failed))
     gate.reset()
-    budget = share * gate.all_energy_j() if share is not None else None
+    budget = share * gate.full_energy_j() if share is not None else None
     pipeline = recorded_pipeline(record, gate, policy=policy, budget_j=budget)
     return Row(label, family, share, replay_record(pipeline, record))
 
@@ -190,7 +172,7 @@ def markdown(rows: list[Row], everything: float) -> str:
 
     contexts = list(rows[0].evaluation.map_per_context)
     head = ["policy", "budget", "mAP", "NDS-3", "mAP old rule", "J/frame", "p95 J", "viol."]
-    head += [*contexts, "branches run"]
+    head += [*contexts, "options run"]
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 2) + "---|"]
     for row in rows:
         e = row.evaluation
@@ -199,7 +181,7 @@ def markdown(rows: list[Row], everything: float) -> str:
             if e.budget_j is None
             else f"{e.budget_j * 1e3:.1f} mJ ({e.budget_j / everything:.0%})"
         )
-        usage = ", ".join(f"{b} {u:.0%}" for b, u in e.branch_usage.items() if u > 0)
+        usage = ", ".join(f"{o} {u:.0%}" for o, u in e.option_usage.items() if u > 0)
         cells = [
             row.label,
             budget,
@@ -223,10 +205,12 @@ def markdown(rows: list[Row], everything: float) -> str:
 def summary(rows: list[Row]) -> str:
     """The comparisons a reader looks for, computed from the rows."""
     by_label = {r.label: r.evaluation for r in rows}
-    everything = by_label["all"]
+    everything, late = by_label["full"], by_label["late"]
     statics = [r.evaluation for r in rows if r.family == "static"]
     lines = [
-        f"- `all`: mAP {100 * everything.map:.1f} at {1e3 * everything.energy_j_per_frame:.1f} mJ"
+        f"- `full`: mAP {100 * everything.map:.1f} at "
+        f"{1e3 * everything.energy_j_per_frame:.1f} mJ; `late`: mAP {100 * late.map:.1f} at "
+        f"{1e3 * late.energy_j_per_frame:.1f} mJ"
     ]
     for row in rows:
         if row.family not in ("dynamic", "equal-energy"):
@@ -236,18 +220,21 @@ def summary(rows: list[Row]) -> str:
         best = max(fitting, key=lambda s: s.map, default=None)
         oracle = by_label.get(f"oracle @ {row.share:.0%}")
         text = (
-            f"- {row.label}: mAP {100 * e.map:.1f} ({100 * (e.map - everything.map):+.1f} vs all)"
+            f"- {row.label}: mAP {100 * e.map:.1f} ({100 * (e.map - everything.map):+.1f} vs full)"
         )
         if best is not None:
             text += f", best static that fits `{best.policy}` {100 * best.map:.1f}"
         if oracle is not None and row.family == "dynamic":
             text += f", oracle {100 * oracle.map:.1f}"
+            beaten = [s for s in fitting if s.map > oracle.map + 1e-9]
+            if beaten:
+                text += " (below static " + ", ".join(f"`{s.policy}`" for s in beaten) + ")"
         lines.append(text + f"; {e.budget_violations} budget violations")
-    for sensor in SENSORS:
+    for sensor in STEMS:
         failed = f", {sensor.value} failed"
         text = (
-            f"- {sensor.value} failed throughout: `all` loses "
-            f"{100 * (everything.map - by_label['all' + failed].map):.1f} points"
+            f"- {sensor.value} failed throughout: `full` loses "
+            f"{100 * (everything.map - by_label['full' + failed].map):.1f} points"
         )
         for share in FAILURE_SHARES:
             intact = by_label.get(f"dynamic @ {share:.0%}")
@@ -271,20 +258,17 @@ def plot(rows: list[Row], path: Path) -> Path:
         [100 * r.evaluation.map for r in statics],
         s=14,
         color="0.6",
-        label="static selections",
+        label="static configurations",
         zorder=2,
     )
-    baselines = {"static:" + "+".join(s): name for name, s in BASELINES.items()}
     for r in statics:
-        if "+" not in r.label or r.label in baselines:
-            point = (1e3 * r.evaluation.energy_j_per_frame, 100 * r.evaluation.map)
-            text = baselines.get(r.label, r.label[7:])
-            axes.annotate(text, point, fontsize=7, color="0.35")
+        point = (1e3 * r.evaluation.energy_j_per_frame, 100 * r.evaluation.map)
+        axes.annotate(r.label[7:], point, fontsize=6, color="0.35")
     styles = {
         "dynamic": ("tab:blue", "o-"),
         "oracle": ("tab:green", "s--"),
-        "topk": ("tab:orange", "^-"),
-        "all": ("tab:red", "*"),
+        "full": ("tab:red", "*"),
+        "late": ("tab:orange", "^"),
         "equal-energy": ("tab:purple", "D"),
     }
     for family, (colour, style) in styles.items():
@@ -294,8 +278,8 @@ def plot(rows: list[Row], path: Path) -> Path:
             [100 * r.evaluation.map for r in chosen],
             style,
             color=colour,
-            markersize=12 if family == "all" else 6,
-            label="dynamic at a baseline's energy" if family == "equal-energy" else family,
+            markersize=12 if family == "full" else 6,
+            label="dynamic at late's energy" if family == "equal-energy" else family,
             zorder=3,
         )
     axes.set_xlabel("energy per frame, mean (mJ, energy profile)")
@@ -319,7 +303,7 @@ def _shown(path: str | Path) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from dynfusion_ros.command_args import sensor_values
-    from dynfusion_ros.core.branches import WeightsError
+    from dynfusion_ros.core.detector.weights import WeightsError
     from dynfusion_ros.core.energy import EnergyProfile
     from dynfusion_ros.core.gate import Gate, GateModel, GateModelError
     from dynfusion_ros.eval.evaluate_command import pipeline_files
@@ -332,12 +316,11 @@ def run(args: argparse.Namespace) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         values = sensor_values(args)
         bags = _suite_bags(args)
-        branches, profile_path, gate_path = pipeline_files(args)
+        detector, profile_path, gate_path = pipeline_files(args)
         profile = EnergyProfile.load(profile_path)
         gate = Gate(profile, GateModel.load(gate_path) if gate_path else None)
         if args.only != "odometry":
-            calibration = gate.model.calibration if gate.model else None
-            _record(args, bags, branches, calibration, values)
+            _record(args, bags, detector, values)
     except (UsageError, ValueError, WeightsError, GateModelError) as error:
         print(f"dynfusion benchmark: error: {error}", file=sys.stderr)
         return 2
@@ -361,14 +344,11 @@ def _odometry(args: argparse.Namespace, bags: list[Path], files) -> None:
 def _detection(args: argparse.Namespace, gate, profile, files) -> None:
     runs = plan(gate, args.shares)
     rows = sweep(files, runs, args.processes, progress=not args.quiet)
-    everything = gate.all_energy_j()
+    everything = gate.full_energy_j()
     table = markdown(rows, everything)
     (args.out / "benchmark.md").write_text(
-        f"Every branch: {1e3 * everything:.1f} mJ per frame ({_shown(profile.source)}).\n\n"
-        + summary(rows)
-        + "\n\n"
-        + table
-        + "\n"
+        f"Full configuration: {1e3 * everything:.1f} mJ per frame ({_shown(profile.source)})."
+        "\n\n" + summary(rows) + "\n\n" + table + "\n"
     )
     (args.out / "benchmark.json").write_text(
         "[\n" + ",\n".join(r.evaluation.to_json().strip() for r in rows) + "\n]\n"

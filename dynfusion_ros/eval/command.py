@@ -1,5 +1,5 @@
-"""`dynfusion score-branches` and `score-detector`: mAP per branch or configuration and
-context on labelled bags."""
+"""`dynfusion score-detector`: mAP per configuration of the detector and context on
+labelled bags."""
 
 from __future__ import annotations
 
@@ -23,42 +23,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model",
         type=Path,
         default=None,
-        help="branch weights JSON (default: the shipped models/branches.json)",
-    )
-    parser.add_argument("--every", type=int, default=1, metavar="N", help="score one frame in N")
-    parser.add_argument("--markdown", type=Path, help="also write the table here")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_params_argument(parser)
-
-
-def run(args: argparse.Namespace) -> int:
-    from dynfusion_ros.core.branches import BranchRunner, WeightsError
-    from dynfusion_ros.eval.branch_report import score_branches
-
-    try:
-        if args.every < 1:
-            raise UsageError(f"--every must be at least 1, got {args.every}")
-        bags = bag_paths(args.data)
-        values = sensor_values(args)
-        runner = BranchRunner.load(args.model or default_model_path("branches.json"))
-    except (UsageError, WeightsError) as error:
-        print(f"dynfusion score-branches: error: {error}", file=sys.stderr)
-        return 2
-    try:
-        progress = not args.quiet
-        report = score_branches(runner, bags, every=args.every, progress=progress, values=values)
-    except ValueError as error:  # e.g. a bag without ground truth
-        print(f"dynfusion score-branches: error: {error}", file=sys.stderr)
-        return 2
-    return _print(report, args, "branch")
-
-
-def add_detector_arguments(parser: argparse.ArgumentParser) -> None:
-    add_bags_argument(parser, "data/sim/heldout")
-    parser.add_argument(
-        "--model",
-        type=Path,
-        default=None,
         help="detector weights JSON (default: the shipped models/detector.json)",
     )
     parser.add_argument(
@@ -73,12 +37,12 @@ def add_detector_arguments(parser: argparse.ArgumentParser) -> None:
     add_params_argument(parser)
 
 
-def run_detector(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """`dynfusion score-detector`: every configuration's mAP per context."""
     from dynfusion_ros.core.detector.levels import Configuration, all_configurations
     from dynfusion_ros.core.detector.runner import DetectorRunner
     from dynfusion_ros.core.detector.weights import WeightsError
-    from dynfusion_ros.eval.branch_report import score_detector
+    from dynfusion_ros.eval.detector_report import score_detector
 
     try:
         if args.every < 1:
@@ -101,25 +65,15 @@ def run_detector(args: argparse.Namespace) -> int:
     except ValueError as error:  # e.g. a bag without ground truth
         print(f"dynfusion score-detector: error: {error}", file=sys.stderr)
         return 2
-    return _print(report, args, "configuration")
-
-
-def _print(report, args: argparse.Namespace, what: str) -> int:
     table = report.markdown()
-    print(f"nuScenes mAP (%) per {what} and context, BEV centre distance 0.5/1/2/4 m:\n")
+    print("nuScenes mAP (%) per configuration and context, BEV centre distance 0.5/1/2/4 m:\n")
     print(table)
     print("\nAP (%) per class and per centre-distance threshold, all frames:\n")
     print(report.class_markdown())
     best = report.best_single()
-    print(
-        "\nbest single-sensor branch per context: "
-        + ", ".join(f"{c}: {b}" for c, b in best.items())
-    )
-    timing = ", ".join(
-        [f"stem {k} {v:.1f}" for k, v in report.stem_ms.items()]
-        + [f"head {k} {v:.1f}" for k, v in report.head_ms.items()]
-    )
-    print(f"median ms per stem (or option) and head: {timing}")
+    print("\nbest single sensor per context: " + ", ".join(f"{c}: {b}" for c, b in best.items()))
+    timing = ", ".join(f"{k} {v:.1f}" for k, v in report.option_ms.items())
+    print(f"median ms per option: {timing}; fusion and head {report.head_ms:.1f}")
     if args.markdown is not None:
         args.markdown.write_text(table + "\n\n" + report.class_markdown() + "\n")
         print(f"wrote {args.markdown}")

@@ -16,7 +16,9 @@ if TYPE_CHECKING:
 
 def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     """Model and profile files, shared by evaluate and benchmark."""
-    parser.add_argument("--model", type=Path, help="branch weights JSON (default: shipped)")
+    parser.add_argument(
+        "--model", type=Path, help="detector weights JSON (default: shipped models/detector.json)"
+    )
     parser.add_argument(
         "--gate", type=Path, help="gate model JSON (default: shipped models/gate.json)"
     )
@@ -29,8 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bag", type=Path, nargs="+", required=True, help="labelled bag(s)")
     parser.add_argument(
         "--policy",
-        help="dynamic, all, static:<b>+<b>..., topk:<k> or oracle (default: the nodes'"
-        " policy parameter's)",
+        help="dynamic, full, late, oracle or static:<option>+<option>... (e.g. "
+        "static:camera_half+lidar; default: the nodes' policy parameter's)",
     )
     parser.add_argument(
         "--budget", type=float, help="energy budget, joules per frame (default: none)"
@@ -38,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--budget-share",
         type=float,
-        help="budget as a share of the energy of running every branch, e.g. 0.5",
+        help="budget as a share of the full configuration's energy, e.g. 0.5",
     )
     parser.add_argument(
         "--odometry",
@@ -73,7 +75,7 @@ def pipeline_files(args: argparse.Namespace) -> tuple[Path, Path, Path | None]:
         print(f"warning: no gate model at {gate}: the gate uses its prior", file=sys.stderr)
         gate = None
     profile = args.profile or default_energy_profile()
-    return args.model or default_model_path("branches.json"), profile, gate
+    return args.model or default_model_path("detector.json"), profile, gate
 
 
 def check_budget_arguments(args: argparse.Namespace) -> None:
@@ -85,9 +87,9 @@ def check_budget_arguments(args: argparse.Namespace) -> None:
         raise UsageError(f"--budget must be a positive number of joules, got {args.budget}")
 
 
-def resolve_budget(args: argparse.Namespace, all_energy_j: float) -> float | None:
+def resolve_budget(args: argparse.Namespace, full_energy_j: float) -> float | None:
     if args.budget_share is not None:
-        return args.budget_share * all_energy_j
+        return args.budget_share * full_energy_j
     return args.budget
 
 
@@ -120,9 +122,11 @@ def check_output_paths(args: argparse.Namespace) -> None:
             raise UsageError(f"{option} {path} is a directory: give a file name")
 
 
-def used_modalities(branch_usage: dict[str, float]) -> set[str]:
-    """Sensors behind the branches that ran on any frame (``camera_lidar``: both)."""
-    return {part for name, share in branch_usage.items() if share > 0 for part in name.split("_")}
+def used_modalities(option_usage: dict[str, float]) -> set[str]:
+    """Sensors whose stems contributed on any frame (run or reused)."""
+    from dynfusion_ros.core.detector.levels import option
+
+    return {option(name).stem.value for name, share in option_usage.items() if share > 0}
 
 
 def write_outputs(args: argparse.Namespace, tally: Tally, evaluation: Evaluation) -> None:
@@ -137,7 +141,7 @@ def write_outputs(args: argparse.Namespace, tally: Tally, evaluation: Evaluation
     written = write_nuscenes(
         tally.scored,
         grid=BevGrid(),
-        meta=results_meta(used_modalities(evaluation.branch_usage), evaluation.policy),
+        meta=results_meta(used_modalities(evaluation.option_usage), evaluation.policy),
         detections_path=args.detections,
         truth_path=args.ground_truth,
     )
@@ -146,7 +150,7 @@ def write_outputs(args: argparse.Namespace, tally: Tally, evaluation: Evaluation
 
 
 def run(args: argparse.Namespace) -> int:
-    from dynfusion_ros.core.branches import WeightsError
+    from dynfusion_ros.core.detector.weights import WeightsError
     from dynfusion_ros.core.energy import make_meter
     from dynfusion_ros.core.gate import GateModelError, Policy
     from dynfusion_ros.core.odometry.estimator import OdometryEstimator
@@ -164,9 +168,9 @@ def run(args: argparse.Namespace) -> int:
         values = sensor_values(args)
         for bag in bags:
             check_topics(bag, values)
-        branches, profile, gate = pipeline_files(args)
+        detector, profile, gate = pipeline_files(args)
         pipeline = DynamicFusionPipeline.from_files(
-            branches,
+            detector,
             profile,
             gate,
             policy=policy,
@@ -174,13 +178,13 @@ def run(args: argparse.Namespace) -> int:
             odometry_policy=args.odometry,
             odometry=OdometryEstimator(),
         )
-        pipeline.budget_j = resolve_budget(args, pipeline.gate.all_energy_j())
+        pipeline.budget_j = resolve_budget(args, pipeline.gate.full_energy_j())
     except (UsageError, ValueError, WeightsError, GateModelError, FileNotFoundError) as error:
         print(f"dynfusion evaluate: error: {error}", file=sys.stderr)
         return 2
     if pipeline.budget_j is not None and pipeline.budget_j < pipeline.gate.cheapest_energy_j:
         print(
-            f"warning: budget {pipeline.budget_j:.4g} J is below the cheapest selection "
+            f"warning: budget {pipeline.budget_j:.4g} J is below the cheapest configuration "
             f"({pipeline.gate.cheapest_energy_j:.4g} J): it runs, and every frame is a violation",
             file=sys.stderr,
         )

@@ -1,8 +1,8 @@
 """Offline evaluation of the pipeline: replay labelled frames through
-``DynamicFusionPipeline`` and summarise accuracy, energy, latency and branch usage.
+``DynamicFusionPipeline`` and summarise accuracy, energy, latency and what ran.
 
 The same summary serves ``dynfusion evaluate`` (a bag, the real network) and the
-benchmark (recorded branch outputs replayed for many policies and budgets).
+benchmark (recorded detector outputs replayed for many policies and budgets).
 """
 
 from __future__ import annotations
@@ -16,12 +16,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from dynfusion_ros.core.detector.levels import OPTIONS
 from dynfusion_ros.core.odometry.estimator import CORRECTIONS
 from dynfusion_ros.core.pipeline import DynamicFusionPipeline, FrameResult
 from dynfusion_ros.core.types import Detection, EnergyRecord
-from dynfusion_ros.eval.branch_report import situation
 from dynfusion_ros.eval.detection_metrics import ScoredFrame, evaluate_per_context
-from dynfusion_ros.eval.records import BranchRecord, RecordedRunner
+from dynfusion_ros.eval.detector_report import situation
+from dynfusion_ros.eval.records import DetectionRecord, RecordedRunner
 from dynfusion_ros.eval.trajectory import Trajectory, combined_errors, read_odometry
 from dynfusion_ros.ros.bag_frames import LostFrame, bag_duration_frames, read_frames
 
@@ -50,7 +51,7 @@ class Evaluation:
     meter: str
     latency_ms_p50: float
     latency_ms_p99: float
-    branch_usage: dict[str, float]  # share of frames each branch ran
+    option_usage: dict[str, float]  # share of frames each detector option ran
     budget_violations: int  # frames whose profile energy exceeded the budget
     fallback_frames: int  # frames the gate decided on its prior, not its model
     frames_without_output: int = 0  # truth frames no frame was assembled for: no detections
@@ -93,8 +94,8 @@ class Evaluation:
             (f"energy per frame, mean ({self.meter})", f"{self.measured_energy_j_per_frame:.4f} J"),
             ("latency p50 / p99", f"{self.latency_ms_p50:.1f} / {self.latency_ms_p99:.1f} ms"),
             (
-                "branch usage",
-                ", ".join(f"{b} {100 * u:.0f}%" for b, u in self.branch_usage.items()),
+                "detector options run",
+                ", ".join(f"{o} {100 * u:.0f}%" for o, u in self.option_usage.items() if u),
             ),
             ("budget violations", f"{self.budget_violations} frames"),
             ("gate fallbacks", f"{self.fallback_frames} frames"),
@@ -123,7 +124,7 @@ class FrameFacts:
     """What the summary needs of one frame besides its detections: from a FrameResult
     (offline) or from the topics the nodes published (a recording)."""
 
-    chosen: tuple[str, ...]
+    chosen: tuple[str, ...]  # detector options
     energy: EnergyRecord
     latency_ms: float
     fallback: bool  # the frame was decided without the gate's model (or, live, its selection)
@@ -136,7 +137,6 @@ def summarise(
     *,
     policy: str,
     budget_j: float | None,
-    branch_names: Sequence[str],
     odometry_policy: str = "none",
     trajectories: Sequence[tuple[Trajectory, Trajectory]] = (),
     frames_without_output: int = 0,
@@ -148,7 +148,7 @@ def summarise(
     energy = np.array([f.energy.total_energy_j for f in facts]) if facts else np.zeros(1)
     measured = np.array([f.energy.measured_energy_j for f in facts] or [np.nan])
     latency = np.array([f.latency_ms for f in facts] or [np.nan])
-    usage = {n: float(np.mean([n in f.chosen for f in facts] or [0])) for n in branch_names}
+    usage = {n: float(np.mean([n in f.chosen for f in facts] or [0])) for n in OPTIONS}
     corrections = {
         c: float(np.mean([c in f.corrections for f in facts] or [0])) for c in CORRECTIONS
     }
@@ -183,7 +183,7 @@ def summarise(
         meter=facts[0].energy.meter if facts else "profile",
         latency_ms_p50=float(np.percentile(latency, 50)),
         latency_ms_p99=float(np.percentile(latency, 99)),
-        branch_usage=usage,
+        option_usage=usage,
         budget_violations=int(sum(f.energy.over_budget for f in facts)),
         fallback_frames=int(sum(f.fallback for f in facts)),
         frames_without_output=frames_without_output,
@@ -214,7 +214,7 @@ class Tally:
         decision = result.decision
         ran = result.odometry.ran if result.odometry else ()
         facts = FrameFacts(
-            decision.chosen, result.energy, result.latency_ms, bool(decision.fallback), ran
+            decision.options, result.energy, result.latency_ms, bool(decision.fallback), ran
         )
         self.facts.append(facts)
         self.scored.append(
@@ -239,7 +239,6 @@ class Tally:
             self.facts,
             policy=pipeline.policy.text,
             budget_j=pipeline.budget_j,
-            branch_names=pipeline.gate.branch_names,
             odometry_policy=pipeline.odometry_policy.text if pipeline.odometry_policy else "none",
             trajectories=[
                 (truth, Trajectory.from_estimates(estimates))
@@ -297,7 +296,7 @@ def _truth_odometry(bag: Path) -> Trajectory | None:
         return None
 
 
-def replay_record(pipeline: DynamicFusionPipeline, record: BranchRecord) -> Evaluation:
+def replay_record(pipeline: DynamicFusionPipeline, record: DetectionRecord) -> Evaluation:
     """The record's frames through ``pipeline``, whose runner, context and selection
     scorer must read the record (see ``recorded_pipeline``)."""
     tally = Tally(pipeline)
@@ -313,9 +312,10 @@ def replay_record(pipeline: DynamicFusionPipeline, record: BranchRecord) -> Eval
     return tally.summary()
 
 
-def recorded_pipeline(record: BranchRecord, gate, **options) -> DynamicFusionPipeline:
-    """A pipeline whose branches, context features and oracle scores come from a record."""
+def recorded_pipeline(record: DetectionRecord, gate, **options) -> DynamicFusionPipeline:
+    """A pipeline whose detections, context features and oracle scores come from a
+    record."""
     runner = RecordedRunner(record)
     return DynamicFusionPipeline(
-        runner, gate, context=runner.features, selection_scorer=runner.quality, **options
+        runner, gate, context=runner.features, configuration_scorer=runner.quality, **options
     )

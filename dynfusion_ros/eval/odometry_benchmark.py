@@ -92,7 +92,7 @@ def _run(drive: str, frames: list, truth: list, policy: tuple) -> OdometryRun:
     label, policy, share, failed = policy
     gate = _worker["gate"]
     gate.reset()
-    budget = share * gate.all_energy_j() if share is not None else None
+    budget = share * gate.full_energy_j() if share is not None else None
     pipeline = DynamicFusionPipeline(None, gate, budget_j=budget, odometry_policy=policy)
     estimator, estimates, energy = OdometryEstimator(), [], []
     for index, recorded in enumerate(frames):

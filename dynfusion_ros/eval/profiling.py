@@ -1,6 +1,7 @@
-"""`dynfusion profile`: measure the energy of every stem, head, odometry correction and
-per-frame overhead on this machine, with a meter, and write the energy profile the gate
-plans with.
+"""`dynfusion profile`: measure the energy of every detector option (a stem at a level; a
+reuse option is the warp of remembered features), the head, the late fusion, each
+odometry correction and the per-frame overhead on this machine, with a meter, and write
+the energy profile the gate plans with.
 
 Each component runs on the same frames many times between two meter readings, so that
 whole-package meters (RAPL, rails) see enough energy to be meaningful. The odometry
@@ -39,8 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=10.0,
         help="model meter: power of one fully busy CPU core (W), default 10",
     )
-    parser.add_argument("--device", default="cpu", help="torch device for the branches")
-    parser.add_argument("--model", type=Path, help="branch weights JSON (default: shipped)")
+    parser.add_argument("--device", default="cpu", help="torch device for the detector")
+    parser.add_argument("--model", type=Path, help="detector weights JSON (default: shipped)")
     parser.add_argument("--out", type=Path, default=ENERGY_PROFILE, help="profile to write")
 
 
@@ -91,17 +92,17 @@ def measure(args: argparse.Namespace):
     import numpy as np
     import torch
 
-    from dynfusion_ros.core.branches import BranchRunner
-    from dynfusion_ros.core.branches.registry import BRANCHES, STEMS
     from dynfusion_ros.core.context import ContextEstimator
+    from dynfusion_ros.core.detector.levels import OPTIONS, STEMS
+    from dynfusion_ros.core.detector.runner import DetectorRunner
     from dynfusion_ros.core.energy import EnergyProfile, make_meter
     from dynfusion_ros.core.fusion import fuse
-    from dynfusion_ros.core.gate import Gate, GateModel, Policy
+    from dynfusion_ros.core.gate import SINGLE_STEMS, Gate, GateModel, Policy
     from dynfusion_ros.ros.bag_frames import read_frames
 
     meter = make_meter(args.meter, watts=args.watts)
-    runner = BranchRunner.load(
-        args.model or default_model_path("branches.json"), device=args.device
+    runner = DetectorRunner.load(
+        args.model or default_model_path("detector.json"), device=args.device
     )
     frames = []
     for labelled in read_frames(bag_paths([args.bag])[0]):
@@ -112,28 +113,29 @@ def measure(args: argparse.Namespace):
     if not frames:
         raise UsageError(f"{args.bag}: no frame has camera, lidar and radar data to measure on")
     passes = [frame for _ in range(args.repeat) for frame in frames]
-    runner.run(frames[0], BRANCHES)  # warm-up: allocations, lift grid
-    stems_j, heads_j, features = {}, {}, {}
+    runner.warm_up()
+    options_j, features = {}, {}
+    for name, option in OPTIONS.items():
+        if option.runs_stem:
+            options_j[name] = _joules(
+                meter, [lambda f=f, o=option: runner.stem_features(f, o) for f in passes]
+            )
+    moved = np.array([1.0, 0.0, 0.02])  # reuse: the last features warped by 1 m, 0.02 rad
     for stem in STEMS:
-        stems_j[stem.value] = _joules(
-            meter, [lambda f=f, s=stem: runner.stem_features(f, s) for f in passes]
-        )
-        features[stem.value] = runner.stem_features(frames[0], stem)
-    for name in BRANCHES:
-        heads_j[name] = _joules(
-            meter, [lambda n=name: runner.head_detections(n, features)] * len(passes)
-        )
+        features[stem.value] = runner.stem_features(frames[0], OPTIONS[stem.value])
+        runner.memory.remember(stem.value, features[stem.value], np.zeros(3), 0)
+        recall = [lambda s=stem.value: runner.memory.recall(s, moved, 100_000_000)]
+        options_j[f"{stem.value}_reuse"] = _joules(meter, recall * len(passes))
+    head_j = {"fused": _joules(meter, [lambda: runner.head_detections(features)] * len(passes))}
+    singles = {c.text: runner.run(frames[0], c).detections for c in SINGLE_STEMS}
+    head_j["late_fusion"] = _joules(meter, [lambda: fuse(singles)] * len(passes))
     estimator = ContextEstimator()
     context_j = _joules(meter, [lambda f=f: estimator(f) for f in passes])
     model_path = default_model_path("gate.json")
     model = GateModel.load(model_path) if model_path.exists() else None
-    gate = Gate(EnergyProfile(stems_j, heads_j), model)
+    gate = Gate(EnergyProfile(options_j, head_j), model)
     observed = [estimator(f) for f in passes]
     gate_j = _joules(meter, [lambda x=x: gate.decide(x, Policy("dynamic"), None) for x in observed])
-    # late fusion grows with the branches fused: each head carries an equal share of it
-    outputs = runner.run(frames[0], BRANCHES).detections
-    fusion_j = _joules(meter, [lambda: fuse(outputs)] * len(passes)) / len(BRANCHES)
-    heads_j = {name: joules + fusion_j for name, joules in heads_j.items()}
     filter_j, odometry_j = _odometry_j(meter, frames, args.repeat)
     measured = {
         "machine": machine_description(),
@@ -151,8 +153,8 @@ def measure(args: argparse.Namespace):
         return {k: float(np.round(v, 6)) for k, v in table.items()}
 
     return EnergyProfile(
-        rounded(stems_j),
-        rounded(heads_j),
+        {name: rounded(options_j)[name] for name in OPTIONS},
+        rounded(head_j),
         rounded(overhead),
         rounded(odometry_j),
         measured=measured,
@@ -169,15 +171,19 @@ def run(args: argparse.Namespace) -> int:
     except (UsageError, ValueError, RuntimeError) as error:
         print(f"dynfusion profile: error: {error}", file=sys.stderr)
         return 2
+    from dynfusion_ros.core.detector.levels import FULL_CONFIGURATION
+    from dynfusion_ros.core.gate import SINGLE_STEMS
+
     profile.save(args.out)
-    everything = profile.selection_energy_j(profile.heads_j)
+    full = profile.run_energy_j([FULL_CONFIGURATION])
     print(f"meter {profile.measured['meter']} on {profile.measured['machine']}")
-    for table in ("stems_j", "heads_j", "overhead_j", "odometry_j"):
+    for table in ("options_j", "head_j", "overhead_j", "odometry_j"):
         values = getattr(profile, table)
         print(f"{table[:-2]:<9}" + "  ".join(f"{k} {1e3 * v:.2f} mJ" for k, v in values.items()))
     print(
-        f"all branches: {1e3 * everything:.2f} mJ per frame, overhead "
-        f"{100 * profile.overhead_total_j / everything:.1f}% of it"
+        f"full configuration: {1e3 * full:.2f} mJ per frame, overhead "
+        f"{100 * profile.overhead_total_j / full:.1f}% of it; late fusion of the stems "
+        f"alone: {1e3 * profile.run_energy_j(SINGLE_STEMS):.2f} mJ"
     )
     print(f"wrote {args.out}")
     return 0

@@ -4,7 +4,7 @@ against the ground truth replayed beside them.
 Published frames are paired with the ground truth by the offline reader's rule
 (``ros.truth_frames``); a truth frame the nodes published nothing for counts with no
 detections, so lost frames cost accuracy here exactly as they would on the road. The
-summary is the one `dynfusion evaluate` prints, from the messages: branch usage from
+summary is the one `dynfusion evaluate` prints, from the messages: option usage from
 /dynfusion/selection, energy and the odometry corrections that ran from
 /dynfusion/energy, latency from each detection array's log time (the recorder's clock)
 minus its stamp, and the odometry from /dynfusion/odometry against
@@ -134,9 +134,7 @@ class Recording:
         return [(truth, published)]
 
 
-def evaluate_recording(
-    bag: Path, branch_names: tuple[str, ...], odometry_policy: str
-) -> Evaluation:
+def evaluate_recording(bag: Path, odometry_policy: str) -> Evaluation:
     """The evaluation of a recording (``frames_without_output``: truth frames the nodes
     published nothing for); ``odometry_policy``: the one the nodes ran (the messages do
     not carry it)."""
@@ -171,7 +169,6 @@ def evaluate_recording(
         facts,
         policy=last.policy if last else "unknown",
         budget_j=(last.budget_j or None) if last else None,
-        branch_names=branch_names,
         odometry_policy=odometry_policy,
         trajectories=recording.trajectories(),
         frames_without_output=len(missed),

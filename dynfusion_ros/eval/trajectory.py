@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dynfusion_ros.core.detector.reuse import planar_pose
 from dynfusion_ros.core.types import OdometryEstimate
 
 MATCH_S = 0.01  # an estimate pairs with the truth stamped within this
@@ -211,3 +212,30 @@ def position_consistency(
         errors.append(world - t.position[:2])
         covariances.append(rotation @ e.pose_covariance[:2, :2] @ rotation.T)
     return _consistency(np.array(errors), np.array(covariances))
+
+
+class TruePoses:
+    """A bag's /ground_truth/odometry as planar poses, looked up by stamp: temporal reuse
+    trains on, and the records are made with, the true motion between two frames. A bag
+    without it gives NaN poses, and its frames neither train nor record reuse."""
+
+    MATCH_NS = 20_000_000  # the nearest pose must lie within this of the frame's stamp
+
+    def __init__(self, bag: Path) -> None:
+        try:
+            estimates = read_odometry_messages(bag)
+        except ValueError:  # no ground-truth odometry in this bag
+            estimates = []
+        self.stamps = np.array([e.stamp_ns for e in estimates], dtype=np.int64)
+        self.poses = np.array([planar_pose(e.position, e.orientation) for e in estimates]).reshape(
+            -1, 3
+        )
+
+    def at(self, stamp_ns: int) -> np.ndarray:
+        if not len(self.stamps):
+            return np.full(3, np.nan)
+        right = int(np.clip(np.searchsorted(self.stamps, stamp_ns), 1, len(self.stamps) - 1))
+        nearest = min((right - 1, right), key=lambda i: abs(int(self.stamps[i]) - stamp_ns))
+        if abs(int(self.stamps[nearest]) - stamp_ns) > self.MATCH_NS:
+            return np.full(3, np.nan)
+        return self.poses[nearest]

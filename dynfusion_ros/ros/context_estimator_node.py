@@ -1,8 +1,8 @@
-"""context_estimator: per frame, context features and the gate's selection of branches.
+"""context_estimator: per frame, context features and the gate's detector configuration.
 
 Subscribes to the sensors, assembles frames (``sync.py``), and publishes one
 dynfusion_msgs/BranchSelection per frame on /dynfusion/selection, stamped with the
-frame's stamp. Runs no branch: the choice is made before any stem. ``energy_budget_j``
+frame's stamp. Runs no detector: the choice is made before any stem. ``energy_budget_j``
 and ``policy`` can be set while it runs (``ros2 param set``); refused values say why.
 """
 

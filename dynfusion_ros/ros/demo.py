@@ -71,7 +71,6 @@ def _replay(drive: Path, out: Path, overrides: list[str]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dynfusion_ros.core.branches.registry import BRANCHES
     from dynfusion_ros.eval.recording import evaluate_recording
     from dynfusion_ros.ros.gate_params import GATE_DEFAULTS
 
@@ -89,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         recording.parent.mkdir(parents=True)
         _replay(drive, recording.parent, overrides)
         evaluation = evaluate_recording(
-            recording, tuple(BRANCHES), args.odometry or GATE_DEFAULTS["odometry_corrections"]
+            recording, args.odometry or GATE_DEFAULTS["odometry_corrections"]
         )
     except (RuntimeError, ValueError, OSError) as error:
         print(f"dynfusion demo: error: {error}", file=sys.stderr)
@@ -107,7 +106,7 @@ def _offline_comparison(drive: Path, live) -> int:
     from dynfusion_ros.resources import default_energy_profile, default_model_path
 
     pipeline = DynamicFusionPipeline.from_files(
-        default_model_path("branches.json"),
+        default_model_path("detector.json"),
         default_energy_profile(),
         default_model_path("gate.json"),
         policy=live.policy,

@@ -1,4 +1,4 @@
-"""fusion: runs the branches the context estimator chose, fuses them, publishes the result.
+"""fusion: runs the detector as the context estimator configured it, publishes the result.
 
 Assembles the same frames as the context estimator and pairs each with the
 BranchSelection of the same stamp. A frame waits up to ``selection_wait_s`` for its
@@ -31,7 +31,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from tf2_msgs.msg import TFMessage
 from vision_msgs.msg import Detection3DArray, LabelInfo
 
-from dynfusion_ros.core.branches import BranchRunner
+from dynfusion_ros.core.detector.runner import DetectorRunner
 from dynfusion_ros.core.energy import METERS, make_meter
 from dynfusion_ros.core.fusion import METHODS
 from dynfusion_ros.core.odometry.estimator import (
@@ -105,16 +105,17 @@ CHOICE_PARAMS = tuple(
 
 FUSION_PARAMS = (
     Param(
-        "branches_model",
+        "detector_model",
         "",
-        "Branch network (JSON beside its .safetensors); empty: the shipped models/branches.json.",
+        "The fused detector (JSON beside its .safetensors); empty: the shipped "
+        "models/detector.json.",
         check=file_or_empty,
     ),
-    Param("device", "cpu", "Where the branches run.", choices=("cpu", "cuda"), check=_device),
+    Param("device", "cpu", "Where the detector runs.", choices=("cpu", "cuda"), check=_device),
     Param(
         "score_threshold",
         0.05,
-        "Fused detections scoring below this are not published (0-1).",
+        "Detections scoring below this are not published (0-1).",
         0.0,
         1.0,
         runtime=True,
@@ -122,7 +123,7 @@ FUSION_PARAMS = (
     Param(
         "fusion_method",
         "wbf",
-        "How branch detections are fused late.",
+        "How the late policy merges the stems' separate detections.",
         choices=METHODS,
         runtime=True,
     ),
@@ -137,9 +138,9 @@ FUSION_PARAMS = (
     Param(
         "max_queued_frames",
         2,
-        "Frames that may wait for the branches while they run on an earlier one; beyond"
+        "Frames that may wait for the detector while it runs on an earlier one; beyond"
         " this the oldest waiting frame is dropped (counted on /diagnostics; its IMU samples"
-        " go to the next frame), so output stays current when the input outruns the branches.",
+        " go to the next frame), so output stays current when the input outruns the detector.",
         1,
         100,
     ),
@@ -178,12 +179,12 @@ class FusionNode(Node):
         super().__init__("fusion", **node_options)
         self.prefix = status_prefix(self)
         values = declare(self, (*SENSOR_PARAMS, *CHOICE_PARAMS, *FUSION_PARAMS), self._on_change)
-        branches = values["branches_model"] or default_model_path("branches.json")
-        runner = BranchRunner.load(branches, device=values["device"])
+        detector = values["detector_model"] or default_model_path("detector.json")
+        runner = DetectorRunner.load(detector, device=values["device"])
         runner.warm_up()
         self.pipeline = DynamicFusionPipeline(
             runner,
-            make_gate(values, runner.branch_names),
+            make_gate(values),
             fusion_method=values["fusion_method"],
             meter=make_meter(values["energy_meter"], watts=values["model_meter_watts"]),
             odometry=OdometryEstimator(),
@@ -201,6 +202,9 @@ class FusionNode(Node):
         self.waiting: deque[_Waiting] = deque()
         self.frames = 0
         self.fallbacks: Counter[str] = Counter()
+        # chosen options the detector could not use (nothing to reuse, no pose): the frame
+        # ran on the rest; (option, reason) -> frames
+        self.skipped_options: Counter[tuple[str, str]] = Counter()
         self.over_budget = 0
         self.selections_received = 0
         self.bad_selections = 0
@@ -300,7 +304,7 @@ class FusionNode(Node):
             self.unmatched_selections += older > self._first_frame_ns
 
     def _work(self) -> None:
-        """The branches run here, so the executor keeps taking sensor messages meanwhile
+        """The detector runs here, so the executor keeps taking sensor messages meanwhile
         (their best-effort queues would overflow while a frame is being fused)."""
         while (item := self.queue.take()) is not None:
             frame, selection = item
@@ -327,6 +331,8 @@ class FusionNode(Node):
             self.fallbacks[reason] += 1
             choice = pipeline.choose(frame)
         result = pipeline.execute(frame, choice)
+        for option, reason in result.skipped.items():
+            self.skipped_options[option, reason] += 1
         kept = [d for d in result.detections if d.score >= self.score_threshold]
         self.detections_pub.publish(detections_to_array(kept, frame.stamp_ns))
         self.energy_pub.publish(energy_record_to_msg(result.energy))
@@ -365,10 +371,12 @@ class FusionNode(Node):
             or self.bad_selections
             or self.queue.dropped
             or self.unmatched_selections
+            or self.skipped_options
         ):
             level = DiagnosticStatus.WARN
             message = (
                 f"{self.over_budget} over budget, {fallbacks} fallbacks, "
+                f"{sum(self.skipped_options.values())} chosen detector options left out, "
                 f"{self.bad_selections} unusable selections, "
                 f"{self.queue.dropped} dropped while busy, "
                 f"{self.unmatched_selections} frames never assembled here"
@@ -386,8 +394,9 @@ class FusionNode(Node):
             "policy (fallback)": pipeline.policy.text,
             "latency_ms_p50": f"{np.percentile(latency, 50):.1f}",
             "latency_ms_p99": f"{np.percentile(latency, 99):.1f}",
-            "branches_and_fusion_ms_p50": f"{np.percentile(compute, 50):.1f}",
-            "branches_and_fusion_ms_p99": f"{np.percentile(compute, 99):.1f}",
+            "detector_ms_p50": f"{np.percentile(compute, 50):.1f}",
+            "detector_ms_p99": f"{np.percentile(compute, 99):.1f}",
+            **{f"left out: {o}: {why}": n for (o, why), n in self.skipped_options.items()},
             "frames_waiting": len(self.waiting),
             "frames_dropped_busy": self.queue.dropped,
             "frames_selected_but_never_assembled": self.unmatched_selections,

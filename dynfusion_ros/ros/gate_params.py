@@ -45,17 +45,21 @@ def file_or_empty(value: object) -> str:
 GATE_PARAMS = (
     Param(
         "energy_budget_j",
-        0.35,
-        "Energy budget per frame (J). The gate runs the best selection of branches whose "
-        "energy by the profile fits it. Settable at run time; must be positive.",
+        0.22,
+        "Energy budget per frame (J). The gate runs the detector configuration (a level "
+        "per stem, or off) predicted best of those whose energy by the profile fits it. "
+        "Settable at run time; must be positive.",
         runtime=True,
         check=_budget,
     ),
     Param(
         "policy",
         "dynamic",
-        "How branches are chosen: dynamic (the gate, under the budget), all, "
-        "static:<branch>+<branch>..., topk:<k>. Settable at run time.",
+        "How the detector's configuration is chosen: dynamic (the gate, under the budget), "
+        "full (every stem at its full level), static:<option>+<option>... (e.g. "
+        "static:camera_half+lidar; options: camera, camera_half, lidar, lidar_early, "
+        "radar), late (every stem alone, detections fused after: HydraFusion's baseline)."
+        " Settable at run time.",
         runtime=True,
         check=_policy,
     ),
@@ -66,7 +70,7 @@ GATE_PARAMS = (
         "usable on the frame, cheapest first, within odometry_budget_share of the budget; "
         "the camera only on frames without a usable radar scan), all, none (IMU and "
         "ground-vehicle constraint only), or any of radar, camera, lidar joined by +. "
-        "Their energy comes off energy_budget_j before the branches are chosen. Settable "
+        "Their energy comes off energy_budget_j before the detector is configured. Settable "
         "at run time.",
         runtime=True,
         check=_odometry_policy,
@@ -91,8 +95,8 @@ GATE_PARAMS = (
     Param(
         "hysteresis_frames",
         2,
-        "Frames in a row a different selection must look better before the dynamic policy"
-        " switches to it (1: at once).",
+        "Frames in a row a different configuration must look better before the dynamic "
+        "policy switches to it (1: at once); stepping into and out of reuse is exempt.",
         1,
         100,
     ),
@@ -105,7 +109,7 @@ GATE_PARAMS = (
     Param(
         "energy_profile",
         "",
-        "Energy profile (YAML, J per stem and head); empty: the shipped "
+        "Energy profile (YAML, J per detector option and head); empty: the shipped "
         "config/energy_profile.yaml.",
         check=file_or_empty,
     ),
@@ -120,10 +124,9 @@ def gate_files(values: dict) -> tuple[Path, Path]:
     return profile or default_energy_profile(), gate or default_model_path("gate.json")
 
 
-def make_gate(values: dict, branch_names: tuple[str, ...] | None = None) -> Gate:
+def make_gate(values: dict) -> Gate:
     profile, gate = gate_files(values)
-    options = {"branch_names": branch_names} if branch_names else {}
-    return load_gate(profile, gate, hysteresis_frames=values["hysteresis_frames"], **options)
+    return load_gate(profile, gate, hysteresis_frames=values["hysteresis_frames"])
 
 
 LIMIT_OF_PARAM = {

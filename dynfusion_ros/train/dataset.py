@@ -14,14 +14,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from dynfusion_ros.core.branches.registry import STEMS
 from dynfusion_ros.core.detector.boxes import encode
 from dynfusion_ros.core.detector.config import DetectorConfig
 from dynfusion_ros.core.detector.inputs import LiftCache, stem_input
+from dynfusion_ros.core.detector.levels import STEMS
 from dynfusion_ros.core.detector.rasters import LIDAR_CHANNELS, RADAR_CHANNELS
-from dynfusion_ros.core.detector.reuse import planar_pose
 from dynfusion_ros.eval.detection_metrics import ScoredFrame
-from dynfusion_ros.eval.trajectory import read_odometry_messages
+from dynfusion_ros.eval.trajectory import TruePoses
 from dynfusion_ros.ros.bag_frames import LabelledFrame, bag_duration_frames, read_frames
 
 
@@ -181,30 +180,3 @@ def load_dataset(
             if number % every == 0 and labelled.scored:
                 builder.add(labelled, bag_index, number, poses.at(labelled.frame.stamp_ns))
     return builder.build()
-
-
-class TruePoses:
-    """A bag's /ground_truth/odometry as planar poses, looked up by stamp: temporal reuse
-    trains on the true motion between two frames. A bag without it gives NaN poses, and
-    its frames train without reuse."""
-
-    MATCH_NS = 20_000_000  # the nearest pose must lie within this of the frame's stamp
-
-    def __init__(self, bag: Path) -> None:
-        try:
-            estimates = read_odometry_messages(bag)
-        except ValueError:  # no ground-truth odometry in this bag
-            estimates = []
-        self.stamps = np.array([e.stamp_ns for e in estimates], dtype=np.int64)
-        self.poses = np.array([planar_pose(e.position, e.orientation) for e in estimates]).reshape(
-            -1, 3
-        )
-
-    def at(self, stamp_ns: int) -> np.ndarray:
-        if not len(self.stamps):
-            return np.full(3, np.nan)
-        right = int(np.clip(np.searchsorted(self.stamps, stamp_ns), 1, len(self.stamps) - 1))
-        nearest = min((right - 1, right), key=lambda i: abs(int(self.stamps[i]) - stamp_ns))
-        if abs(int(self.stamps[nearest]) - stamp_ns) > self.MATCH_NS:
-            return np.full(3, np.nan)
-        return self.poses[nearest]

@@ -1,6 +1,6 @@
-"""Fitting the gate's quality predictor on a branch record (``eval/records.py``).
+"""Fitting the gate's quality predictor on a detection record (``eval/records.py``).
 
-Targets are the true per-frame quality of every candidate selection; the network learns
+Targets are the true per-frame quality of every configuration; the network learns
 them from context features alone (cross-entropy against the soft targets, so outputs
 stay in 0..1), and the context label beside them. What matters downstream is not the
 loss but the *regret*: how much true quality the choice made from predictions loses
@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from dynfusion_ros.core.branches.registry import branch
-from dynfusion_ros.core.context import FEATURE_NAMES, ContextFeatures
-from dynfusion_ros.core.gate import SENSORS, GateModel, sensor_set
-from dynfusion_ros.eval.records import BranchRecord, without_sensor
+from dynfusion_ros.core.context import ContextFeatures
+from dynfusion_ros.core.detector.levels import FULL_CONFIGURATION, STEMS, Configuration
+from dynfusion_ros.core.gate import GateModel, sensor_set
+from dynfusion_ros.eval.records import DetectionRecord, without_sensor
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class GateReport:
     train_frames: int
     val_frames: int
     seconds: float
-    val_mae: float  # mean absolute error of predicted quality, every selection
+    val_mae: float  # mean absolute error of predicted quality, every configuration
     regret: dict[str, float] = field(default_factory=dict)  # budget share -> mean regret
     context_accuracy: float = float("nan")
 
@@ -46,25 +46,15 @@ def _sensor_sets(features: np.ndarray) -> frozenset[str]:
     return frozenset(sensor_set(ContextFeatures(0, row)) for row in features)
 
 
-def _usable(record: BranchRecord, frames: np.ndarray) -> np.ndarray:
-    """(frames, selections) mask: the selection needs only sensors the frame had."""
-    needs = np.array(
-        [[any(m in branch(n).stems for n in s) for m in SENSORS] for s in record.selections]
-    )
-    columns = [FEATURE_NAMES.index(f"{m.value}_available") for m in SENSORS]
-    available = record.features[frames][:, columns] > 0.5
-    return ~(needs[None, :, :] & ~available[:, None, :]).any(axis=2)
-
-
 def regret(
-    record: BranchRecord,
+    record: DetectionRecord,
     frames: np.ndarray,
     predicted: np.ndarray,
     energy: np.ndarray,
     budget_j: float,
 ) -> float:
     """Mean true quality lost by choosing on predictions rather than on the truth."""
-    allowed = _usable(record, frames) & (energy <= budget_j)[None, :]
+    allowed = record.ran[frames] & (energy <= budget_j)[None, :]
     truth = np.where(allowed, record.quality[frames], -np.inf)
     guess = np.where(allowed, predicted, -np.inf)
     has = allowed.any(axis=1)
@@ -73,7 +63,7 @@ def regret(
 
 
 def split_frames(
-    record: BranchRecord, val_bags: set[str] | None = None
+    record: DetectionRecord, val_bags: set[str] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Training and validation frame indices: whole bags are held out (default: every
     fifth), so validation frames come from drives the fit never saw."""
@@ -85,31 +75,31 @@ def split_frames(
     return np.flatnonzero(~held), np.flatnonzero(held)
 
 
-def with_failures(record: BranchRecord, frames: np.ndarray) -> tuple[np.ndarray, ...]:
+def with_failures(record: DetectionRecord, frames: np.ndarray) -> tuple[np.ndarray, ...]:
     """Features, qualities and situations of ``frames``, plus the same frames with each
     sensor failed in turn. Training drives rarely lose a sensor outright, yet the gate
-    must choose well when one does; a selection on a frame without sensor s does what its
-    branches that do not read s do, whose quality the record already holds."""
+    must choose well when one does; a configuration on a frame without sensor s does
+    what it does without that stem, whose quality the record already holds."""
     features, quality = [record.features[frames]], [record.quality[frames]]
-    index = {selection: i for i, selection in enumerate(record.selections)}
+    index = {configuration: i for i, configuration in enumerate(record.configurations)}
     has_truth = np.isin(frames, record.truth[:, 0].astype(int))
-    for sensor in SENSORS:
+    for sensor in STEMS:
         failed = without_sensor(record, sensor)
         features.append(failed.features[frames])
         remapped = np.empty_like(record.quality[frames])
-        for column, selection in enumerate(record.selections):
-            left = tuple(n for n in selection if sensor not in branch(n).stems)
+        for column, configuration in enumerate(record.configurations):
+            left = Configuration(tuple(o for o in configuration.options if o.stem != sensor))
             # nothing left to run: no detections, perfect only where nothing is there
             remapped[:, column] = (
                 record.quality[frames, index[left]] if left else (~has_truth).astype(float)
             )
         quality.append(remapped)
-    situations = np.tile(record.situations[frames], len(SENSORS) + 1)
+    situations = np.tile(record.situations[frames], len(STEMS) + 1)
     return np.concatenate(features), np.concatenate(quality), situations
 
 
 def fit_gate(
-    record: BranchRecord,
+    record: DetectionRecord,
     energy_j: np.ndarray,
     settings: GateSettings | None = None,
     *,
@@ -129,7 +119,7 @@ def fit_gate(
     inputs = torch.tensor(np.nan_to_num((train_features - mean) / scale), dtype=torch.float32)
     quality = torch.tensor(train_quality, dtype=torch.float32)
     labels = torch.tensor([contexts.index(s) for s in train_situations])
-    selections = len(record.selections)
+    selections = len(record.configurations)
     network = nn.Sequential(
         nn.Linear(features.shape[1], settings.hidden),
         nn.ReLU(),
@@ -161,19 +151,19 @@ def fit_gate(
         if isinstance(m, nn.Linear)
     ]
     model = GateModel(
-        record.selections, contexts, mean, scale, layers, _sensor_sets(train_features)
+        record.configurations, contexts, mean, scale, layers, _sensor_sets(train_features)
     )
     predicted = np.array([model.predict(row)[0] for row in features[val]])
     odds = np.array([model.predict(row)[1] for row in features[val]])
     context_labels = np.array([contexts.index(s) for s in record.situations[val]])
-    all_energy = float(energy_j.max())
+    full_energy = float(energy_j[record.configurations.index(FULL_CONFIGURATION)])
     report = GateReport(
         len(train),
         len(val),
         time.perf_counter() - start,
         float(np.abs(predicted - record.quality[val]).mean()),
         {
-            f"{share:.0%}": regret(record, val, predicted, energy_j, share * all_energy)
+            f"{share:.0%}": regret(record, val, predicted, energy_j, share * full_energy)
             for share in (0.3, 0.5, 0.75, 1.0)
         },
         float(np.mean(odds.argmax(axis=1) == context_labels)),

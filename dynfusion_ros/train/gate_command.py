@@ -1,4 +1,5 @@
-"""`dynfusion train gate`: record branch outputs on labelled bags, fit, write the gate."""
+"""`dynfusion train gate`: record the detector's outputs on labelled bags, fit, write the
+gate."""
 
 from __future__ import annotations
 
@@ -7,34 +8,34 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from dynfusion_ros.command_args import UsageError, bag_paths, sensor_values
 from dynfusion_ros.resources import default_energy_profile, default_model_path
 
 
 def _record(args: argparse.Namespace, bags: list[Path]):
-    from dynfusion_ros.core.branches import BranchRunner
-    from dynfusion_ros.eval.records import cached_record, record_branches
+    from dynfusion_ros.core.detector.runner import DetectorRunner
+    from dynfusion_ros.eval.records import cached_record, record_configurations
 
     values = sensor_values(args)
     record = cached_record(args.record, bags, values)
     if record is not None:
-        print(f"using the recorded branch outputs in {args.record} ({len(record)} frames)")
+        print(f"using the recorded detector outputs in {args.record} ({len(record)} frames)")
         return record
-    runner = BranchRunner.load(args.model or default_model_path("branches.json"))
-    print(f"running every branch on one frame in {args.every} of {len(bags)} bags")
+    runner = DetectorRunner.load(args.model or default_model_path("detector.json"))
+    print(f"running every configuration on one frame in {args.every} of {len(bags)} bags")
     progress = not args.quiet
-    record = record_branches(runner, bags, every=args.every, progress=progress, values=values)
+    record = record_configurations(runner, bags, every=args.every, progress=progress, values=values)
     record.save(args.record)
     return record
 
 
 def run_gate(args: argparse.Namespace) -> int:
-    from dynfusion_ros.core.branches import WeightsError
+    from dynfusion_ros.core.detector.weights import WeightsError
     from dynfusion_ros.core.energy import EnergyProfile
     from dynfusion_ros.core.gate import Gate
-    from dynfusion_ros.eval.records import rescored
-    from dynfusion_ros.train.calibration import fit_calibration
-    from dynfusion_ros.train.gate import GateSettings, fit_gate, split_frames
+    from dynfusion_ros.train.gate import GateSettings, fit_gate
 
     try:
         if args.every < 1 or args.steps < 1:
@@ -45,17 +46,10 @@ def run_gate(args: argparse.Namespace) -> int:
     except (UsageError, ValueError, WeightsError) as error:
         print(f"dynfusion train: error: {error}", file=sys.stderr)
         return 2
-    train_frames, _ = split_frames(record)
-    print("fitting the fused-score calibration")
-    calibration = fit_calibration(record, train_frames)
-    if record.scoring != calibration.fingerprint:
-        print("scoring every selection under it (2 processes)")
-        record = rescored(record, calibration)
-        record.save(args.record)  # the fit is deterministic: the next run reuses this
-    energy = Gate(profile, branch_names=record.branch_names).energy_j
+    gate = Gate(profile)
+    energy = np.array([gate.energy_j[gate.index(c)] for c in record.configurations])
     settings = GateSettings(steps=args.steps, seed=args.seed)
     model, report = fit_gate(record, energy, settings)
-    model.calibration = calibration
     model.metadata = {
         "train_bags": [str(b) for b in bags],
         "every": args.every,
@@ -72,7 +66,10 @@ def run_gate(args: argparse.Namespace) -> int:
     )
     print(
         "regret (true quality lost by choosing on predictions) at budget shares: "
-        + ", ".join(f"{k} {v:.3f}" for k, v in report.regret.items())
+        + ", ".join(
+            f"{k} {v:.3f}" if np.isfinite(v) else f"{k} - (no configuration fits)"
+            for k, v in report.regret.items()
+        )
     )
     print(f"wrote {path} and {path.with_suffix('.safetensors')}")
     return 0

@@ -1,4 +1,5 @@
-"""Plots of a training run: the loss per step and each branch's validation mAP per epoch."""
+"""Plots of a detector training run: the loss per step and each validated configuration's
+mAP at each validation."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 
 
 def plot_training(log, out: Path) -> Path:
-    """``log``: a TrainLog of the branches or of the detector."""
+    """``log``: a ``train.detector.TrainLog``."""
     figure, (loss_axis, map_axis) = plt.subplots(1, 2, figsize=(11, 4))
     losses = np.asarray(log.losses)
     loss_axis.plot(losses, color="0.75", linewidth=0.6, label="per step")
@@ -20,15 +21,13 @@ def plot_training(log, out: Path) -> Path:
     if window > 1:
         smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
         loss_axis.plot(np.arange(window - 1, len(losses)), smooth, label=f"mean of {window}")
-    loss_axis.set(xlabel="step", ylabel="loss (all heads)", title="training loss", yscale="log")
+    loss_axis.set(xlabel="step", ylabel="loss (head and probes)", title="loss", yscale="log")
     loss_axis.legend()
-    steps = getattr(log, "validation_steps", None)
     for name in log.validation[0] if log.validation else ():
-        values = [epoch[name] for epoch in log.validation]
-        where = steps or np.arange(1, len(values) + 1)
-        map_axis.plot(where, values, marker="o", label=name)
+        values = [scores[name] for scores in log.validation]
+        map_axis.plot(log.validation_steps, values, marker="o", label=name)
     map_axis.set(
-        xlabel="step" if steps else "epoch",
+        xlabel="step",
         ylabel="nuScenes mAP",
         title="validation mAP",
         ylim=(0, 1),

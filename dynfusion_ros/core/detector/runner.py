@@ -20,13 +20,14 @@ import torch
 from dynfusion_ros.core.detector.boxes import decode
 from dynfusion_ros.core.detector.inputs import LiftCache, stem_input
 from dynfusion_ros.core.detector.levels import FULL, REUSE, Configuration, Option
-from dynfusion_ros.core.detector.network import LEVELS, FusedDetector
+from dynfusion_ros.core.detector.network import LEVELS, OFF, FusedDetector
 from dynfusion_ros.core.detector.rasters import blank_inputs
 from dynfusion_ros.core.detector.reuse import FeatureMemory
 from dynfusion_ros.core.detector.weights import load_detector
 from dynfusion_ros.core.types import Detection, SensorFrame
 
 MAX_REUSE_AGE_S = 0.5  # reused features may be this old: the oldest the detector trained on
+HEAD_BATCH = 16  # configurations the head scores in one call (run_every)
 
 
 @dataclass
@@ -102,25 +103,51 @@ class DetectorRunner:
         features = self.stem_features(frame, option)
         if isinstance(features, str):
             return features
-        if remember and pose is not None:
+        if remember and pose is not None and option.level == FULL:
             self.memory.remember(stem, features, pose, frame.stamp_ns)
         return _Slot(features, level)
 
+    def head_detections(self, features: Mapping[str, torch.Tensor]) -> list[Detection]:
+        """The fusion, head and decoding on full-level stem features (what ``dynfusion
+        profile`` prices as the head)."""
+        return self._detect({stem: _Slot(values, 0) for stem, values in features.items()})
+
     @torch.inference_mode()
     def _detect(self, slots: Mapping[str, _Slot]) -> list[Detection]:
-        features = {stem: slot.features for stem, slot in slots.items()}
-        levels = {stem: torch.tensor([slot.level]) for stem, slot in slots.items()}
-        ages = {
-            stem: torch.tensor([slot.age_s], dtype=torch.float32) for stem, slot in slots.items()
-        }
-        heatmap, boxes = self.network.detect(features, levels, ages)
-        return decode(heatmap[0].cpu(), boxes[0].cpu(), self.config, self.score_threshold)
+        return self._detect_many([slots])[0]
+
+    @torch.inference_mode()
+    def _detect_many(self, configurations: list[Mapping[str, _Slot]]) -> list[list[Detection]]:
+        """The head on several sets of stem features at once, one batch row each: the
+        oracle and the records score every configuration of a frame, and one batched
+        call costs far less than one call per configuration."""
+        found = []
+        for start in range(0, len(configurations), HEAD_BATCH):
+            chunk = configurations[start : start + HEAD_BATCH]
+            features, levels, ages = {}, {}, {}
+            for stem in LEVELS:
+                rows = [slots.get(stem) for slots in chunk]
+                present = [r for r in rows if r is not None]
+                if not present:
+                    continue
+                blank = torch.zeros_like(present[0].features)
+                features[stem] = torch.cat([blank if r is None else r.features for r in rows])
+                levels[stem] = torch.tensor([OFF if r is None else r.level for r in rows])
+                ages[stem] = torch.tensor([0.0 if r is None else r.age_s for r in rows])
+            heatmap, boxes = self.network.detect(features, levels, ages)
+            heatmap, boxes = heatmap.cpu(), boxes.cpu()
+            found += [
+                decode(heatmap[row], boxes[row], self.config, self.score_threshold)
+                for row in range(len(chunk))
+            ]
+        return found
 
     def run(
         self, frame: SensorFrame, configuration: Configuration, pose: np.ndarray | None = None
     ) -> DetectorOutputs:
         """The configuration on this frame. ``pose``: (x, y, yaw) of base_link in odom at
-        the frame's stamp; without it nothing is remembered or reused."""
+        the frame's stamp; without it nothing is remembered or reused. Only full-level
+        features are remembered: what the gate offers reuse after."""
         outputs, slots, ran = DetectorOutputs(), {}, []
         for option in configuration.options:
             start = time.perf_counter()
@@ -162,12 +189,9 @@ class DetectorRunner:
         for option, slot in slots.items():
             if option.level == FULL and pose is not None:
                 self.memory.remember(option.stem.value, slot.features, pose, frame.stamp_ns)
-        detections = {}
-        for configuration in configurations:
-            if all(o in slots for o in configuration.options):
-                chosen = {o.stem.value: slots[o] for o in configuration.options}
-                detections[configuration.text] = self._detect(chosen)
-        return detections, skipped
+        runnable = [c for c in configurations if all(o in slots for o in c.options)]
+        found = self._detect_many([{o.stem.value: slots[o] for o in c.options} for c in runnable])
+        return {c.text: d for c, d in zip(runnable, found, strict=True)}, skipped
 
     @torch.inference_mode()
     def warm_up(self) -> None:

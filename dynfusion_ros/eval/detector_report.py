@@ -1,8 +1,8 @@
-"""Every branch on every frame of labelled bags, scored per context: the model card's
-table, and the check that each branch has a context where it is the best single sensor.
+"""Every configuration of the fused detector on every frame of labelled bags, scored per
+context: the model card's table, and which single sensor is best in each context.
 
-Runs through ``BranchRunner`` (the inference API the pipeline uses), so the numbers are
-those of the shipped code path, not of the training loop.
+Runs through ``DetectorRunner`` (the inference API the pipeline uses), so the numbers
+are those of the shipped code path, not of the training loop.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from dynfusion_ros.core.branches import BranchRunner
 from dynfusion_ros.core.detector.levels import FULL_CONFIGURATION, Configuration
 from dynfusion_ros.core.detector.runner import DetectorRunner
 from dynfusion_ros.core.fusion import fuse
@@ -25,6 +24,7 @@ from dynfusion_ros.eval.detection_metrics import (
     classes_left_out,
     evaluate_per_context,
 )
+from dynfusion_ros.eval.trajectory import TruePoses
 from dynfusion_ros.ros.bag_frames import (
     LabelledFrame,
     LostFrame,
@@ -32,24 +32,23 @@ from dynfusion_ros.ros.bag_frames import (
     read_frames,
 )
 
-ALL_FUSED = "all (wbf)"
 LATE_FUSED = "late: camera, lidar, radar (wbf)"
 SINGLE = ("camera", "lidar", "radar")
 
 
 @dataclass
-class BranchReport:
-    metrics: dict[str, dict[str, DetectionMetrics]]  # branch -> context -> metrics
+class DetectorReport:
+    metrics: dict[str, dict[str, DetectionMetrics]]  # configuration -> context -> metrics
     frames: dict[str, int]  # context -> frames
-    stem_ms: dict[str, float]  # median per stem
-    head_ms: dict[str, float]  # median per head
+    option_ms: dict[str, float]  # median per option, on the frames run in full
+    head_ms: float  # median of the fusion and head
 
     @property
     def contexts(self) -> list[str]:
         return [c for c in self.frames if c != "all"] + ["all"]
 
     def best_single(self) -> dict[str, str]:
-        """Per context, the single-sensor branch with the highest mAP."""
+        """Per context, the single-sensor configuration with the highest mAP."""
         best = {}
         for context in self.contexts:
             scores = {b: self.metrics[b][context].map for b in SINGLE if context in self.metrics[b]}
@@ -59,10 +58,10 @@ class BranchReport:
         return best
 
     def markdown(self) -> str:
-        """nuScenes mAP per branch and context, and the old all-points figure over all."""
+        """nuScenes mAP per configuration and context, and the old all-points figure."""
         contexts = self.contexts
         lines = [
-            "| branch | " + " | ".join(contexts) + " | all, old rule |",
+            "| configuration | " + " | ".join(contexts) + " | all, old rule |",
             "|---|" + "---:|" * (len(contexts) + 1),
         ]
         for name, by_context in self.metrics.items():
@@ -83,7 +82,7 @@ class BranchReport:
         classes = list(first.ap)
         thresholds = list(next(iter(first.ap.values())))
         header = [*classes, *(f"@{t:g} m" for t in thresholds), "ATE m", "ASE", "AOE rad", "NDS-3"]
-        lines = ["| branch | " + " | ".join(header) + " |", "|---|" + "---:|" * len(header)]
+        lines = ["| configuration | " + " | ".join(header) + " |", "|---|" + "---:|" * len(header)]
         for name, by_context in self.metrics.items():
             metrics = by_context["all"]
             values = [metrics.ap_per_class[c] for c in classes]
@@ -103,55 +102,6 @@ def situation(labelled: LabelledFrame | LostFrame) -> str:
     return labelled.faults[0] if labelled.faults else labelled.context
 
 
-def score_branches(
-    runner: BranchRunner,
-    bags: Sequence[Path],
-    *,
-    every: int = 1,
-    progress: bool = True,
-    values: dict | None = None,
-) -> BranchReport:
-    """Every branch on every ``every``-th frame, the bags read with ``values`` (the
-    sensor parameters; the defaults when None)."""
-    names = list(runner.branch_names)
-    scored: dict[str, list[ScoredFrame]] = defaultdict(list)
-    stem_ms, head_ms = defaultdict(list), defaultdict(list)
-    frames: dict[str, int] = defaultdict(int)
-    for bag in bags:
-        bar = tqdm(
-            read_frames(Path(bag), values=values),
-            total=bag_duration_frames(Path(bag), values),
-            desc=Path(bag).name,
-            unit="frame",
-            disable=not progress,
-            leave=False,
-        )
-        for number, labelled in enumerate(bar):
-            if number % every or not labelled.scored:
-                continue
-            column = situation(labelled)
-            frames[column] += 1
-            frames["all"] += 1
-            outputs = runner.run(labelled.frame, names)
-            for name in names:
-                # a branch that cannot run on a frame detects nothing there: its misses count
-                found = outputs.detections.get(name, [])
-                scored[name].append(ScoredFrame(found, labelled.truth, column))
-            fused = fuse(outputs.detections)
-            scored[ALL_FUSED].append(ScoredFrame(fused, labelled.truth, column))
-            for key, value in outputs.stem_ms.items():
-                stem_ms[key].append(value)
-            for key, value in outputs.head_ms.items():
-                head_ms[key].append(value)
-    grid = runner.config.grid
-    return BranchReport(
-        {name: evaluate_per_context(frames_, grid) for name, frames_ in scored.items()},
-        dict(frames),
-        {k: float(np.median(v)) for k, v in stem_ms.items()},
-        {k: float(np.median(v)) for k, v in head_ms.items()},
-    )
-
-
 def score_detector(
     runner: DetectorRunner,
     bags: Sequence[Path],
@@ -160,15 +110,13 @@ def score_detector(
     every: int = 1,
     progress: bool = True,
     values: dict | None = None,
-) -> BranchReport:
+) -> DetectorReport:
     """Every configuration of the fused detector on every ``every``-th frame, and the
     late fusion of the single-sensor configurations (HydraFusion's baseline). Reuse reads
     the previous frame's full-level features, moved by the true ego motion: every frame
     in between runs the full configuration to keep them fresh."""
-    from dynfusion_ros.train.dataset import TruePoses
-
     scored: dict[str, list[ScoredFrame]] = defaultdict(list)
-    option_ms, head_ms = defaultdict(list), defaultdict(list)
+    option_ms, head_ms = defaultdict(list), []
     frames: dict[str, int] = defaultdict(int)
     singles = [Configuration.parse(name) for name in SINGLE]
     for bag in bags:
@@ -189,7 +137,7 @@ def score_detector(
                 outputs = runner.run(labelled.frame, FULL_CONFIGURATION, pose)
                 for key, value in outputs.option_ms.items():
                     option_ms[key].append(value)
-                head_ms["fusion and head"].append(outputs.head_ms)
+                head_ms.append(outputs.head_ms)
                 continue
             column = situation(labelled)
             frames[column] += 1
@@ -202,9 +150,9 @@ def score_detector(
             late = fuse({c.text: found[c.text] for c in singles if c.text in found})
             scored[LATE_FUSED].append(ScoredFrame(late, labelled.truth, column))
     grid = runner.config.grid
-    return BranchReport(
+    return DetectorReport(
         {name: evaluate_per_context(frames_, grid) for name, frames_ in scored.items()},
         dict(frames),
         {k: float(np.median(v)) for k, v in option_ms.items()},
-        {k: float(np.median(v)) for k, v in head_ms.items()},
+        float(np.median(head_ms)) if head_ms else float("nan"),
     )
