@@ -131,8 +131,7 @@ def score_detector(
             leave=False,
         )
         for number, labelled in enumerate(bar):
-            pose = poses.at(labelled.frame.stamp_ns)
-            pose = None if np.isnan(pose).any() else pose
+            pose = poses.known(labelled.frame.stamp_ns)
             if number % every or not labelled.scored:
                 outputs = runner.run(labelled.frame, FULL_CONFIGURATION, pose)
                 for key, value in outputs.option_ms.items():

@@ -189,8 +189,7 @@ def record_configurations(
             tqdm(frames, total=total, desc=Path(bag).name, unit="frame", disable=not progress)
         ):
             features = estimator(labelled.frame)  # every frame: it tracks image change
-            pose = poses.at(labelled.frame.stamp_ns)
-            pose = None if np.isnan(pose).any() else pose
+            pose = poses.known(labelled.frame.stamp_ns)
             if number % every or not labelled.scored:
                 # not kept: the full configuration only, whose features the next reuses
                 runner.run(labelled.frame, FULL_CONFIGURATION, pose)

@@ -239,3 +239,9 @@ class TruePoses:
         if abs(int(self.stamps[nearest]) - stamp_ns) > self.MATCH_NS:
             return np.full(3, np.nan)
         return self.poses[nearest]
+
+    def known(self, stamp_ns: int) -> np.ndarray | None:
+        """The pose at the stamp, or None where the bag has none near it (the runner then
+        neither remembers nor reuses)."""
+        pose = self.at(stamp_ns)
+        return None if np.isnan(pose).any() else pose
