@@ -2,8 +2,9 @@
 
 Each layout (``robot_layouts``) keeps the geometry and timing and changes only how it is
 written: field names and types, time bases, frames, tf chains, transports, the lens. Read
-back with the matching sensor parameters, the same pipeline must score the same mAP
-(within 0.5) and ATE (within 10 %) as on the original bag, and say what it concluded.
+back with the matching sensor parameters, the same pipeline (every stem at full level)
+must score the same mAP (within 0.5 points; 2 for the lens, which resamples the image) and
+ATE (within 10 %) as on the original bag, and say what it concluded.
 """
 
 from __future__ import annotations
@@ -52,12 +53,13 @@ def drive(simulate_bag):
     return simulate_bag("clear", 3.0, 11)
 
 
-def _pipeline() -> DynamicFusionPipeline:
+def _pipeline(policy: str = "full") -> DynamicFusionPipeline:
+    """``full`` by default: every stem reads its sensor, so a misread one shows."""
     return DynamicFusionPipeline.from_files(
         default_model_path("detector.json"),
         default_energy_profile(),
         default_model_path("gate.json"),
-        policy=Policy.parse("dynamic"),
+        policy=Policy.parse(policy),
         odometry_policy="dynamic",  # as `dynfusion evaluate` and the nodes
         meter=ModelMeter(),
         odometry=OdometryEstimator(),
@@ -82,7 +84,10 @@ def test_layout_scores_as_the_simulator_layout(name, drive, reference, tmp_path,
     if name == "radar_msgs_radar_scan":  # no RCS in a RadarScan: as a cloud without it
         no_rcs = layouts.radar_layout("no_rcs")
         reference = _score(layouts.rewrite_bag(drive, tmp_path / "no_rcs", no_rcs))
-    assert abs(mean_ap - reference[0]) <= 0.005, (name, mean_ap, reference)
+    # A barrel lens images a border object smaller: the camera stem sees it at another
+    # scale than it trained on, so the distorted image may score a little differently.
+    tolerance = 0.02 if name == "camera_distorted" else 0.005
+    assert abs(mean_ap - reference[0]) <= tolerance, (name, mean_ap, reference)
     assert abs(ate - reference[1]) <= 0.1 * reference[1] + 0.005, (name, ate, reference)
     said = capsys.readouterr().err
     assert "message dropped" not in said, said  # nothing lost on the way
@@ -136,7 +141,7 @@ def _nodes_and_offline(bag, params: dict, out):
     from dynfusion_ros.eval.recording import TOPICS, evaluate_recording
     from dynfusion_ros.ros.processes import replay_through_nodes
 
-    pipeline = _pipeline()
+    pipeline = _pipeline("dynamic")  # the nodes' default policy and budget
     pipeline.budget_j = GATE_DEFAULTS["energy_budget_j"]  # the nodes' default
     offline = evaluate_bags(pipeline, [bag], values={**SENSOR_DEFAULTS, **params}, progress=False)
     rclpy.init()

@@ -69,7 +69,8 @@ class ContextEstimatorNode(Node):
         self.fallbacks[decision.fallback] += bool(decision.fallback)
         self.unaffordable += decision.over_budget
         corrections = "+".join(choice.selection.odometry_corrections) or "IMU only"
-        self.last_choice = f"{'+'.join(decision.chosen)}, odometry {corrections}"
+        detector = " | ".join(c.text for c in decision.chosen) or "nothing"
+        self.last_choice = f"{detector}, odometry {corrections}"
 
     def _statuses(self) -> list[DiagnosticStatus]:
         pipeline = self.pipeline

@@ -130,8 +130,8 @@ FUSION_PARAMS = (
     Param(
         "selection_wait_s",
         0.05,
-        "Longest a frame waits for its selection once assembled (s); then the fallback"
-        " chooses here.",
+        "Longest a frame waits for its selection once assembled and next in line (s);"
+        " then the fallback chooses here.",
         0.0,
         2.0,
     ),
@@ -283,9 +283,12 @@ class FusionNode(Node):
         self._drain()
 
     def _drain(self) -> None:
-        """Hand waiting frames to the branch worker in stamp order: each once its
+        """Hand waiting frames to the detector worker in stamp order: each once its
         selection is here or its wait is over (``FrameQueue`` drops the oldest when
-        the worker falls behind, keeping its IMU samples)."""
+        the worker falls behind, keeping its IMU samples). The wait counts from when
+        the frame is next in line: the estimator chooses in stamp order too, so after a
+        burst (frames held for a late tf tree come out together) the last frame's
+        selection comes only after all the others'."""
         now = self.get_clock().now().nanoseconds
         while self.waiting:
             head = self.waiting[0]
@@ -293,6 +296,9 @@ class FusionNode(Node):
             if selection is None and now < head.deadline_ns:
                 return
             self.waiting.popleft()
+            if self.waiting:
+                following = self.waiting[0]
+                following.deadline_ns = max(following.deadline_ns, now + self.wait_ns)
             self._forget_selections_before(head.frame.stamp_ns)
             self.queue.put(head.frame, selection)
 
