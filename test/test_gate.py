@@ -190,12 +190,42 @@ def test_oracle_needs_and_uses_the_true_quality():
     assert gate.decide(features(), Policy("oracle"), None, truth).chosen == (C("radar"),)
 
 
+def test_the_blend_mixes_in_each_configuration_s_dataset_quality_in_the_likely_context():
+    """Per frame, camera+lidar looks best; over the dataset (in the clear context, which a
+    bright frame is), lidar+radar ranks better: the blend decides which wins."""
+    gate_model = model(QUALITY)
+    table = np.zeros((len(CONFIGURATIONS), 2))
+    table[CONFIGURATIONS.index(C("lidar+radar")), 0] = 0.9  # clear
+    table[CONFIGURATIONS.index(C("camera+lidar")), 1] = 0.9  # night
+    budget = PROFILE.run_energy_j([C("camera+lidar")])
+    chosen = {}
+    for blend in (0.0, 0.5):
+        gate_model.dataset_quality, gate_model.blend = table, blend
+        gate = Gate(PROFILE, gate_model, hysteresis_frames=1)
+        chosen[blend] = gate.decide(features(brightness=1.0), Policy("dynamic"), budget).chosen
+    assert chosen == {0.0: (C("camera+lidar"),), 0.5: (C("lidar+radar"),)}
+    utility, odds = gate_model.utility(features(brightness=1.0).values)
+    quality, _ = gate_model.predict(features(brightness=1.0).values)
+    np.testing.assert_allclose(utility, 0.5 * quality + 0.5 * table @ odds)
+    with pytest.raises(ValueError, match="blend"):
+        GateModel(
+            *[getattr(gate_model, f) for f in ("configurations", "contexts")],
+            gate_model.mean,
+            gate_model.scale,
+            gate_model.layers,
+            blend=1.5,
+        )
+
+
 def test_gate_model_round_trip_and_damage(tmp_path):
     original = model(QUALITY, camera_gain=2.0)
+    original.dataset_quality = np.linspace(0, 1, 2 * len(CONFIGURATIONS)).reshape(-1, 2)
+    original.blend = 0.25
     path = original.save(tmp_path / "gate.json")
     loaded = GateModel.load(path)
     x = features(brightness=0.3).values
-    np.testing.assert_allclose(loaded.predict(x)[0], original.predict(x)[0])
+    np.testing.assert_allclose(loaded.utility(x)[0], original.utility(x)[0])
+    assert loaded.blend == 0.25
     assert loaded.seen_sensor_sets == original.seen_sensor_sets
     assert loaded.configurations == CONFIGURATIONS
     path.with_suffix(".safetensors").write_bytes(b"\x00" * 16)
@@ -210,7 +240,7 @@ def test_gate_model_round_trip_and_damage(tmp_path):
     path.write_text(text.replace("camera_brightness", "camera_mood"))
     with pytest.raises(GateModelError, match="other context features"):
         GateModel.load(path)
-    path.write_text(text.replace('"format_version": 2', '"format_version": 1'))
+    path.write_text(text.replace('"format_version": 3', '"format_version": 2'))
     with pytest.raises(GateModelError, match="retrain"):
         GateModel.load(path)
 

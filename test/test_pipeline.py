@@ -378,6 +378,15 @@ def test_train_gate_command_writes_a_loadable_gate(record, clear_bag, tmp_path, 
     assert model.configurations == record.configurations
     quality, _ = model.predict(record.features[3])
     assert quality.shape == (47,) and ((quality > 0) & (quality < 1)).all()
+    # the blend was chosen by replaying the dynamic policy on the validation frames
+    assert model.dataset_quality.shape == (47, len(model.contexts))
+    assert ((model.dataset_quality >= 0) & (model.dataset_quality <= 1)).all()
+    report = json.loads((tmp_path / "models" / "gate_training.json").read_text())
+    assert report["blend"] == model.blend and f"{model.blend:g}" in report["blend_map"]
+    assert all(set(row) == set(report["best_static_map"]) for row in report["blend_map"].values())
+    full = model.configurations.index(FULL_CONFIGURATION)
+    assert model.dataset_quality[full].max() > 0.3  # the full configuration finds cars here
+    assert "chosen blend" in printed
     assert main(arguments) == 0
     assert "using the recorded detector outputs" in capsys.readouterr().out
 

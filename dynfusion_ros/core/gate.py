@@ -42,7 +42,7 @@ from dynfusion_ros.core.detector.levels import (
 )
 from dynfusion_ros.core.energy import EnergyProfile
 
-GATE_FORMAT = 2
+GATE_FORMAT = 3
 ENERGY_TOLERANCE = 1e-9  # relative: sums of the same prices in another order
 FEATURE_CLIP = 10.0  # standard deviations from the training mean a feature may lie
 
@@ -122,6 +122,19 @@ class GateModel:
     layers: list[tuple[np.ndarray, np.ndarray]]  # (weight (out, in), bias (out,))
     seen_sensor_sets: frozenset[str] = frozenset()  # e.g. "camera+lidar+radar"
     metadata: Mapping[str, object] = field(default_factory=dict)
+    # (configurations, contexts): each configuration's dataset mAP in each context on
+    # the training drives, and how much of the utility it makes up (``utility``)
+    dataset_quality: np.ndarray | None = None
+    blend: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.blend <= 1.0:
+            raise ValueError(f"blend must be in [0, 1], got {self.blend}")
+        expected = (len(self.configurations), len(self.contexts))
+        if self.dataset_quality is not None and self.dataset_quality.shape != expected:
+            raise ValueError(
+                f"dataset_quality has shape {self.dataset_quality.shape}, expected {expected}"
+            )
 
     def predict(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Quality of every configuration (0..1) and probability of every context."""
@@ -138,11 +151,25 @@ class GateModel:
         odds = np.exp(logits - logits.max()) if len(logits) else logits
         return quality, odds / odds.sum() if len(odds) else odds
 
+    def utility(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """What the gate maximises, and the context probabilities. The per-frame quality
+        alone does not rank configurations as the dataset metric does: mAP ranks every
+        frame's boxes together, so a configuration whose scores mean the same from frame
+        to frame is worth more than its frames' qualities say. The utility mixes in each
+        configuration's dataset mAP in the likely context, by ``blend`` (fitted on
+        held-out training drives: ``train/gate.py``)."""
+        quality, odds = self.predict(values)
+        if self.dataset_quality is None or not self.blend:
+            return quality, odds
+        return (1.0 - self.blend) * quality + self.blend * (self.dataset_quality @ odds), odds
+
     def save(self, path: Path) -> Path:
         """``<name>.json`` (description) and ``<name>.safetensors`` (arrays) beside it."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {"mean": self.mean, "scale": self.scale}
+        if self.dataset_quality is not None:
+            arrays["dataset_quality"] = self.dataset_quality
         for index, (weight, bias) in enumerate(self.layers):
             arrays[f"layer{index}.weight"] = weight
             arrays[f"layer{index}.bias"] = bias
@@ -159,6 +186,7 @@ class GateModel:
             "contexts": list(self.contexts),
             "layers": len(self.layers),
             "seen_sensor_sets": sorted(self.seen_sensor_sets),
+            "blend": self.blend,
             "metadata": dict(self.metadata),
         }
         path.write_text(json.dumps(document, indent=2) + "\n")
@@ -202,11 +230,15 @@ class GateModel:
                 layers,
                 frozenset(document.get("seen_sensor_sets", [])),
                 document.get("metadata", {}),
+                arrays.get("dataset_quality"),
+                float(document.get("blend", 0.0)),
             )
         except FileNotFoundError:
             raise GateModelError(weights_path, "gate weights not found") from None
         except (SafetensorError, OSError, KeyError) as error:
             raise GateModelError(weights_path, f"corrupt gate weights: {error}") from None
+        except (TypeError, ValueError) as error:
+            raise GateModelError(path, f"bad dataset quality or blend: {error}") from None
         if layers[-1][0].shape[0] != len(configurations) + len(model.contexts):
             raise GateModelError(weights_path, "output size does not match the configurations")
         if layers[0][0].shape[1] != len(FEATURE_NAMES):
@@ -314,7 +346,7 @@ class Gate:
             return self.prior, {}, "no gate model loaded"
         if sensor_set(features) not in self.model.seen_sensor_sets:
             return self.prior, {}, f"sensor set {sensor_set(features)} not seen in training"
-        quality, odds = self.model.predict(features.values)
+        quality, odds = self.model.utility(features.values)
         return quality, dict(zip(self.model.contexts, map(float, odds), strict=True)), ""
 
     def decide(

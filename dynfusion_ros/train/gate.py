@@ -18,8 +18,17 @@ from torch import nn
 
 from dynfusion_ros.core.context import ContextFeatures
 from dynfusion_ros.core.detector.levels import FULL_CONFIGURATION, STEMS, Configuration
-from dynfusion_ros.core.gate import GateModel, sensor_set
+from dynfusion_ros.core.energy import EnergyProfile
+from dynfusion_ros.core.gate import Gate, GateModel, Policy, sensor_set, static_configurations
+from dynfusion_ros.eval.detection_metrics import (
+    ScoredFrame,
+    evaluate_detections,
+    evaluate_per_context,
+)
 from dynfusion_ros.eval.records import DetectionRecord, without_sensor
+
+BLENDS = (0.0, 0.25, 0.5, 0.75, 1.0)  # the utility's share of dataset mAP, tried in turn
+TUNING_SHARES = (0.4, 0.5, 0.65, 0.8, 1.0)  # budgets (of full) the blend is chosen at
 
 
 @dataclass(frozen=True)
@@ -40,6 +49,11 @@ class GateReport:
     val_mae: float  # mean absolute error of predicted quality, every configuration
     regret: dict[str, float] = field(default_factory=dict)  # budget share -> mean regret
     context_accuracy: float = float("nan")
+    blend: float = 0.0
+    # validation drives' nuScenes mAP of the dynamic policy, blend -> budget share -> mAP,
+    # and of the best static configuration that fits each share
+    blend_map: dict[str, dict[str, float]] = field(default_factory=dict)
+    best_static_map: dict[str, float] = field(default_factory=dict)
 
 
 def _sensor_sets(features: np.ndarray) -> frozenset[str]:
@@ -98,17 +112,102 @@ def with_failures(record: DetectionRecord, frames: np.ndarray) -> tuple[np.ndarr
     return np.concatenate(features), np.concatenate(quality), situations
 
 
+class _Frames:
+    """Each recorded frame's detections by configuration and its truth, built once: the
+    blend is chosen by scoring many policies over the same frames."""
+
+    def __init__(self, record: DetectionRecord) -> None:
+        self.record = record
+        self._found: dict[int, dict[str, list]] = {}
+        self._truth: dict[int, list] = {}
+
+    def detections(self, frame: int, configuration: Configuration) -> list:
+        """What the configuration found; nothing where it could not run (its misses count)."""
+        if frame not in self._found:
+            self._found[frame] = self.record.frame_detections(frame)
+        return self._found[frame].get(configuration.text, [])
+
+    def scored(self, frame: int, detections: list) -> ScoredFrame:
+        if frame not in self._truth:
+            self._truth[frame] = self.record.frame_truth(frame)
+        return ScoredFrame(detections, self._truth[frame], str(self.record.situations[frame]))
+
+
+def dataset_quality(frames: _Frames, indices: np.ndarray, contexts: tuple[str, ...]) -> np.ndarray:
+    """(configurations, contexts): every configuration's nuScenes mAP over ``indices``,
+    per context (a context without the classes to score takes the overall figure)."""
+    configurations = frames.record.configurations
+    table = np.zeros((len(configurations), len(contexts)))
+    for row, configuration in enumerate(configurations):
+        scored = [frames.scored(f, frames.detections(f, configuration)) for f in indices]
+        metrics = evaluate_per_context(scored)
+        overall = metrics["all"].map
+        for column, context in enumerate(contexts):
+            value = metrics[context].map if context in metrics else overall
+            table[row, column] = value if np.isfinite(value) else overall
+    return np.nan_to_num(table)
+
+
+def dynamic_map(frames: _Frames, indices: np.ndarray, gate: Gate, budget_j: float) -> float:
+    """The dataset mAP of the dynamic policy replayed over ``indices`` (in order, one
+    stream per bag), hysteresis and reuse as live."""
+    record, scored, bag = frames.record, [], None
+    for frame in indices:
+        if record.bags[frame] != bag:
+            gate.reset()
+            bag = record.bags[frame]
+        features = ContextFeatures(int(record.stamps[frame]), record.features[frame])
+        decision = gate.decide(features, Policy("dynamic"), budget_j)
+        found = [d for c in decision.chosen for d in frames.detections(frame, c)]
+        scored.append(frames.scored(frame, found))
+    return evaluate_detections(scored).map
+
+
+def choose_blend(
+    model: GateModel, frames: _Frames, indices: np.ndarray, profile: EnergyProfile
+) -> tuple[float, dict[str, dict[str, float]], dict[str, float]]:
+    """The blend whose dynamic policy scores the highest mAP on ``indices`` (drives the
+    fit never saw), averaged over ``TUNING_SHARES``; with the table it was chosen from
+    and the best static configuration's mAP at each share."""
+    gate = Gate(profile, model)
+    full_j = gate.full_energy_j()
+    static = {
+        c: evaluate_detections([frames.scored(f, frames.detections(f, c)) for f in indices]).map
+        for c in static_configurations()
+    }
+    best_static = {
+        f"{share:.0%}": max(
+            (v for c, v in static.items() if gate.energy_j[gate.index(c)] <= share * full_j),
+            default=float("nan"),
+        )
+        for share in TUNING_SHARES
+    }
+    table = {}
+    for blend in BLENDS:
+        model.blend = blend
+        table[f"{blend:g}"] = {
+            f"{share:.0%}": dynamic_map(frames, indices, gate, share * full_j)
+            for share in TUNING_SHARES
+        }
+    best = max(BLENDS, key=lambda b: np.nanmean(list(table[f"{b:g}"].values())))
+    model.blend = best
+    return best, table, best_static
+
+
 def fit_gate(
     record: DetectionRecord,
-    energy_j: np.ndarray,
+    profile: EnergyProfile,
     settings: GateSettings | None = None,
     *,
     val_bags: set[str] | None = None,
 ) -> tuple[GateModel, GateReport]:
-    """Train on the record's frames outside ``val_bags`` (default: every fifth bag)."""
+    """Train on the record's frames outside ``val_bags`` (default: every fifth bag); the
+    blend is chosen on those bags."""
     settings = settings or GateSettings()
     torch.manual_seed(settings.seed)
     start = time.perf_counter()
+    gate = Gate(profile)
+    energy_j = np.array([gate.energy_j[gate.index(c)] for c in record.configurations])
     train, val = split_frames(record, val_bags)
     contexts = tuple(sorted(set(record.situations.tolist())))
     features = record.features
@@ -150,9 +249,17 @@ def fit_gate(
         for m in network
         if isinstance(m, nn.Linear)
     ]
+    frames = _Frames(record)
     model = GateModel(
-        record.configurations, contexts, mean, scale, layers, _sensor_sets(train_features)
+        record.configurations,
+        contexts,
+        mean,
+        scale,
+        layers,
+        _sensor_sets(train_features),
+        dataset_quality=dataset_quality(frames, train, contexts),
     )
+    blend, blend_map, best_static = choose_blend(model, frames, val, profile)
     predicted = np.array([model.predict(row)[0] for row in features[val]])
     odds = np.array([model.predict(row)[1] for row in features[val]])
     context_labels = np.array([contexts.index(s) for s in record.situations[val]])
@@ -167,5 +274,8 @@ def fit_gate(
             for share in (0.3, 0.5, 0.75, 1.0)
         },
         float(np.mean(odds.argmax(axis=1) == context_labels)),
+        blend,
+        blend_map,
+        best_static,
     )
     return model, report

@@ -34,7 +34,6 @@ def _record(args: argparse.Namespace, bags: list[Path]):
 def run_gate(args: argparse.Namespace) -> int:
     from dynfusion_ros.core.detector.weights import WeightsError
     from dynfusion_ros.core.energy import EnergyProfile
-    from dynfusion_ros.core.gate import Gate
     from dynfusion_ros.train.gate import GateSettings, fit_gate
 
     try:
@@ -46,10 +45,8 @@ def run_gate(args: argparse.Namespace) -> int:
     except (UsageError, ValueError, WeightsError) as error:
         print(f"dynfusion train: error: {error}", file=sys.stderr)
         return 2
-    gate = Gate(profile)
-    energy = np.array([gate.energy_j[gate.index(c)] for c in record.configurations])
     settings = GateSettings(steps=args.steps, seed=args.seed)
-    model, report = fit_gate(record, energy, settings)
+    model, report = fit_gate(record, profile, settings)
     model.metadata = {
         "train_bags": [str(b) for b in bags],
         "every": args.every,
@@ -71,5 +68,12 @@ def run_gate(args: argparse.Namespace) -> int:
             for k, v in report.regret.items()
         )
     )
+    shares = list(report.best_static_map)
+    print("validation nuScenes mAP, dynamic at each blend of dataset mAP, and the best static:")
+    print("  blend   " + "  ".join(f"{share:>5}" for share in shares))
+    rows = [(f"{b:>5}", report.blend_map[b]) for b in report.blend_map]
+    for name, row in [*rows, ("static", report.best_static_map)]:
+        print(f"  {name:<7} " + "  ".join(f"{100 * row[s]:5.1f}" for s in shares))
+    print(f"chosen blend {report.blend:g}")
     print(f"wrote {path} and {path.with_suffix('.safetensors')}")
     return 0
