@@ -4,10 +4,11 @@ frame, then take the best one whose energy fits the budget.
 A configuration is one level per stem or none (``detector/levels.py``); there are 47, so
 the choice is exact: enumerate, drop those needing a sensor that is not there (or
 features to reuse that the last frame did not compute), drop those over the budget,
-take the highest predicted quality (ties go to the dearer one). The quality predictor is
-a small MLP from context features to the per-frame quality of every configuration
+take the highest utility (ties go to the dearer one). The quality predictor is a small
+MLP from context features to the per-frame quality of every configuration
 (``core/quality.py``), trained by ``dynfusion train gate``; it also names the likely
-context.
+context, and the utility blends the predicted quality with each configuration's dataset
+mAP in that context (``GateModel.utility``).
 
 Reuse is offered only for a stem that ran at its full level on the previous frame: the
 detector remembers full-level features only, one frame back is what its reuse was
