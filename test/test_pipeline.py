@@ -319,6 +319,13 @@ def test_benchmark_on_the_tiny_suite(tmp_path, capsys):
         assert re.search(rf"{sensor} failed throughout: .* `dynamic @ 100%` loses -?\d", report)
     table = (tmp_path / "bench" / "benchmark.md").read_text()
     assert "| dynamic @ 50% |" in table
+    # every configuration straight from the record: the full one scores as its replay
+    lines = (tmp_path / "bench" / "configurations.md").read_text().splitlines()
+    configurations = [line for line in lines if line.startswith("| ") and "+" in line]
+    assert len([line for line in lines if line.startswith("| ")]) == 1 + 47 + 1
+    full_row = next(line for line in configurations if line.startswith("| camera+lidar+radar |"))
+    static_full = next(r for r in rows if r["policy"] == "static:camera+lidar+radar")
+    assert full_row.split("|")[-3].strip() == f"{100 * static_full['map']:.1f}"
     odometry = json.loads((tmp_path / "bench" / "odometry.json").read_text())
     assert len(odometry) == 2 * 10  # drives x odometry policies
     by_label = {}

@@ -14,6 +14,7 @@ import argparse
 import math
 import os
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -354,6 +355,21 @@ def _detection(args: argparse.Namespace, gate, profile, files) -> None:
         "[\n" + ",\n".join(r.evaluation.to_json().strip() for r in rows) + "\n]\n"
     )
     figure = plot(rows, args.out / "accuracy_energy.png")
+    (args.out / "configurations.md").write_text(configuration_table(files[0]) + "\n")
     print(table)
     print(summary(rows))
-    print(f"wrote {args.out / 'benchmark.md'}, {args.out / 'benchmark.json'} and {figure}")
+    written = ("benchmark.md", "benchmark.json", "configurations.md")
+    print(f"wrote {', '.join(str(args.out / name) for name in written)} and {figure}")
+
+
+def configuration_table(record_path: Path) -> str:
+    """nuScenes mAP of each of the 47 configurations per context, every recorded frame
+    (reuse from the previous frame's full run), from the record: no network runs."""
+    from dynfusion_ros.eval.detector_report import DetectorReport
+    from dynfusion_ros.eval.records import DetectionRecord, RecordFrames
+
+    record = DetectionRecord.load(record_path)
+    metrics = RecordFrames(record).configuration_metrics(range(len(record)))
+    frames = dict(sorted(Counter(record.situations.tolist()).items()))
+    frames["all"] = len(record)
+    return DetectorReport(metrics, frames, {}, float("nan")).markdown()

@@ -35,6 +35,11 @@ from dynfusion_ros.core.detector.levels import (
 from dynfusion_ros.core.detector.runner import DetectorOutputs, DetectorRunner
 from dynfusion_ros.core.quality import frame_quality
 from dynfusion_ros.core.types import Box3D, Detection, Modality, ObjectClass, SensorFrame
+from dynfusion_ros.eval.detection_metrics import (
+    DetectionMetrics,
+    ScoredFrame,
+    evaluate_per_context,
+)
 from dynfusion_ros.eval.detector_report import situation
 from dynfusion_ros.eval.trajectory import TruePoses
 from dynfusion_ros.ros.bag_frames import bag_duration_frames, read_frames
@@ -223,6 +228,36 @@ def record_configurations(
         np.concatenate(truth) if truth else np.zeros((0, 11)),
         fingerprint(values),
     )
+
+
+class RecordFrames:
+    """A record's frames as the metrics read them, each frame's detections and truth
+    built once: the gate's fit and the benchmark score many choices over the same frames."""
+
+    def __init__(self, record: DetectionRecord) -> None:
+        self.record = record
+        self._found: dict[int, dict[str, list[Detection]]] = {}
+        self._truth: dict[int, list[Detection]] = {}
+
+    def detections(self, frame: int, configuration: Configuration) -> list[Detection]:
+        """What the configuration found; nothing where it could not run (its misses count)."""
+        if frame not in self._found:
+            self._found[frame] = self.record.frame_detections(frame)
+        return self._found[frame].get(configuration.text, [])
+
+    def scored(self, frame: int, detections: list[Detection]) -> ScoredFrame:
+        if frame not in self._truth:
+            self._truth[frame] = self.record.frame_truth(frame)
+        return ScoredFrame(detections, self._truth[frame], str(self.record.situations[frame]))
+
+    def configuration_metrics(
+        self, frames: Sequence[int]
+    ) -> dict[str, dict[str, DetectionMetrics]]:
+        """Every configuration on ``frames``, by context (key ``all``: every frame)."""
+        return {
+            c.text: evaluate_per_context([self.scored(f, self.detections(f, c)) for f in frames])
+            for c in self.record.configurations
+        }
 
 
 class RecordedRunner:

@@ -117,9 +117,10 @@ def spin(
     lacks it. It runs the ready callbacks from C++; the Python executors rebuild their
     wait set in Python for every callback, which with 200 IMU messages a second per node
     made the node threads' own overhead saturate a 2-core machine. Replaying the demo
-    drive with policy `all` (2-core EPYC): detections 120 ms after their stamp (p50), no
-    frame dropped, against 355 ms and 28 % dropped with one SingleThreadedExecutor per
-    node, and worse again with one MultiThreadedExecutor for both.
+    drive with the six-branch model's policy `all` (2-core EPYC): detections 120 ms after
+    their stamp (p50), no frame dropped, against 355 ms and 28 % dropped with one
+    SingleThreadedExecutor per node, and worse again with one MultiThreadedExecutor for
+    both.
 
     The stop is ordered by hand. rclpy's own signal handler shuts the context down at
     once, under the fusion worker's feet, and ``Executor.shutdown`` destroys its guard

@@ -20,12 +20,8 @@ from dynfusion_ros.core.context import ContextFeatures
 from dynfusion_ros.core.detector.levels import FULL_CONFIGURATION, STEMS, Configuration
 from dynfusion_ros.core.energy import EnergyProfile
 from dynfusion_ros.core.gate import Gate, GateModel, Policy, sensor_set, static_configurations
-from dynfusion_ros.eval.detection_metrics import (
-    ScoredFrame,
-    evaluate_detections,
-    evaluate_per_context,
-)
-from dynfusion_ros.eval.records import DetectionRecord, without_sensor
+from dynfusion_ros.eval.detection_metrics import evaluate_detections
+from dynfusion_ros.eval.records import DetectionRecord, RecordFrames, without_sensor
 
 BLENDS = (0.0, 0.25, 0.5, 0.75, 1.0)  # the utility's share of dataset mAP, tried in turn
 TUNING_SHARES = (0.4, 0.5, 0.65, 0.8, 1.0)  # budgets (of full) the blend is chosen at
@@ -112,43 +108,23 @@ def with_failures(record: DetectionRecord, frames: np.ndarray) -> tuple[np.ndarr
     return np.concatenate(features), np.concatenate(quality), situations
 
 
-class _Frames:
-    """Each recorded frame's detections by configuration and its truth, built once: the
-    blend is chosen by scoring many policies over the same frames."""
-
-    def __init__(self, record: DetectionRecord) -> None:
-        self.record = record
-        self._found: dict[int, dict[str, list]] = {}
-        self._truth: dict[int, list] = {}
-
-    def detections(self, frame: int, configuration: Configuration) -> list:
-        """What the configuration found; nothing where it could not run (its misses count)."""
-        if frame not in self._found:
-            self._found[frame] = self.record.frame_detections(frame)
-        return self._found[frame].get(configuration.text, [])
-
-    def scored(self, frame: int, detections: list) -> ScoredFrame:
-        if frame not in self._truth:
-            self._truth[frame] = self.record.frame_truth(frame)
-        return ScoredFrame(detections, self._truth[frame], str(self.record.situations[frame]))
-
-
-def dataset_quality(frames: _Frames, indices: np.ndarray, contexts: tuple[str, ...]) -> np.ndarray:
+def dataset_quality(
+    frames: RecordFrames, indices: np.ndarray, contexts: tuple[str, ...]
+) -> np.ndarray:
     """(configurations, contexts): every configuration's nuScenes mAP over ``indices``,
     per context (a context without the classes to score takes the overall figure)."""
-    configurations = frames.record.configurations
-    table = np.zeros((len(configurations), len(contexts)))
-    for row, configuration in enumerate(configurations):
-        scored = [frames.scored(f, frames.detections(f, configuration)) for f in indices]
-        metrics = evaluate_per_context(scored)
-        overall = metrics["all"].map
+    metrics = frames.configuration_metrics(indices)
+    table = np.zeros((len(frames.record.configurations), len(contexts)))
+    for row, configuration in enumerate(frames.record.configurations):
+        by_context = metrics[configuration.text]
+        overall = by_context["all"].map
         for column, context in enumerate(contexts):
-            value = metrics[context].map if context in metrics else overall
+            value = by_context[context].map if context in by_context else overall
             table[row, column] = value if np.isfinite(value) else overall
     return np.nan_to_num(table)
 
 
-def dynamic_map(frames: _Frames, indices: np.ndarray, gate: Gate, budget_j: float) -> float:
+def dynamic_map(frames: RecordFrames, indices: np.ndarray, gate: Gate, budget_j: float) -> float:
     """The dataset mAP of the dynamic policy replayed over ``indices`` (in order, one
     stream per bag), hysteresis and reuse as live."""
     record, scored, bag = frames.record, [], None
@@ -164,7 +140,7 @@ def dynamic_map(frames: _Frames, indices: np.ndarray, gate: Gate, budget_j: floa
 
 
 def choose_blend(
-    model: GateModel, frames: _Frames, indices: np.ndarray, profile: EnergyProfile
+    model: GateModel, frames: RecordFrames, indices: np.ndarray, profile: EnergyProfile
 ) -> tuple[float, dict[str, dict[str, float]], dict[str, float]]:
     """The blend whose dynamic policy scores the highest mAP on ``indices`` (drives the
     fit never saw), averaged over ``TUNING_SHARES``; with the table it was chosen from
@@ -249,7 +225,7 @@ def fit_gate(
         for m in network
         if isinstance(m, nn.Linear)
     ]
-    frames = _Frames(record)
+    frames = RecordFrames(record)
     model = GateModel(
         record.configurations,
         contexts,
