@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-POLICIES = (  # (label, odometry policy, budget as a share of every branch, failed sensor)
+POLICIES = (  # (label, odometry policy, budget as a share of the full configuration, failed sensor)
     ("IMU only", "none", None, ""),
     ("radar", "radar", None, ""),
     ("camera", "camera", None, ""),
