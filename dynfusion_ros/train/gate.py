@@ -5,6 +5,11 @@ them from context features alone (cross-entropy against the soft targets, so out
 stay in 0..1), and the context label beside them. What matters downstream is not the
 loss but the *regret*: how much true quality the choice made from predictions loses
 against the best choice, at a given budget. Both are reported on held-out frames.
+
+Per-frame quality is not what the dataset metric rewards (``GateModel.utility``), so the
+model also keeps every configuration's dataset mAP per context on the training frames,
+and the share of it in the utility (the blend) is chosen by replaying the dynamic policy
+on the held-out drives and scoring it as the benchmark does.
 """
 
 from __future__ import annotations
