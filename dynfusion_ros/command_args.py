@@ -10,6 +10,14 @@ class UsageError(Exception):
     """A bad argument: reported on one line, exit code 2, nothing written."""
 
 
+def shown_path(path: str | Path) -> str:
+    """A path as a reader of a report would type it: relative to here when inside."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def bag_paths(paths: list[Path]) -> list[Path]:
     """Bags named directly, or every bag inside a folder of bags (a simulated suite)."""
     found = []

@@ -18,7 +18,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from dynfusion_ros.command_args import UsageError
+from dynfusion_ros.command_args import UsageError, shown_path
 from dynfusion_ros.core.detector.levels import STEMS
 
 BUDGET_SHARES = (0.2, 0.3, 0.4, 0.5, 0.65, 0.8, 1.0)
@@ -294,14 +294,6 @@ def plot(rows: list[Row], path: Path) -> Path:
     return path
 
 
-def _shown(path: str | Path) -> str:
-    """A path as a reader of the report would type it: relative to here when inside."""
-    try:
-        return str(Path(path).resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
-
-
 def run(args: argparse.Namespace) -> int:
     from dynfusion_ros.command_args import sensor_values
     from dynfusion_ros.core.detector.weights import WeightsError
@@ -348,7 +340,7 @@ def _detection(args: argparse.Namespace, gate, profile, files) -> None:
     everything = gate.full_energy_j()
     table = markdown(rows, everything)
     (args.out / "benchmark.md").write_text(
-        f"Full configuration: {1e3 * everything:.1f} mJ per frame ({_shown(profile.source)})."
+        f"Full configuration: {1e3 * everything:.1f} mJ per frame ({shown_path(profile.source)})."
         "\n\n" + summary(rows) + "\n\n" + table + "\n"
     )
     (args.out / "benchmark.json").write_text(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dynfusion_ros.command_args import UsageError, bag_paths, sensor_values
+from dynfusion_ros.command_args import UsageError, bag_paths, sensor_values, shown_path
 from dynfusion_ros.resources import default_energy_profile, default_model_path
 
 
@@ -52,7 +52,7 @@ def run_gate(args: argparse.Namespace) -> int:
         "every": args.every,
         "settings": vars(settings),
         "report": vars(report),
-        "energy_profile": profile.source,
+        "energy_profile": shown_path(profile.source),
     }
     path = model.save(args.out / "gate.json")
     (args.out / "gate_training.json").write_text(json.dumps(vars(report), indent=2) + "\n")
