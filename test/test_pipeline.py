@@ -389,11 +389,13 @@ def test_train_gate_command_writes_a_loadable_gate(record, clear_bag, tmp_path, 
     assert model.dataset_quality.shape == (47, len(model.contexts))
     assert ((model.dataset_quality >= 0) & (model.dataset_quality <= 1)).all()
     report = json.loads((tmp_path / "models" / "gate_training.json").read_text())
-    assert report["blend"] == model.blend and f"{model.blend:g}" in report["blend_map"]
+    chosen = f"{model.blend:g}/{model.tie_margin:g}"
+    assert (report["blend"], report["tie_margin"]) == (model.blend, model.tie_margin)
+    assert chosen in report["blend_map"] and len(report["blend_map"]) == 5 * 3
     assert all(set(row) == set(report["best_static_map"]) for row in report["blend_map"].values())
     full = model.configurations.index(FULL_CONFIGURATION)
     assert model.dataset_quality[full].max() > 0.3  # the full configuration finds cars here
-    assert "chosen blend" in printed
+    assert "chosen: blend" in printed
     assert main(arguments) == 0
     assert "using the recorded detector outputs" in capsys.readouterr().out
 

@@ -4,7 +4,7 @@ frame, then take the best one whose energy fits the budget.
 A configuration is one level per stem or none (``detector/levels.py``); there are 47, so
 the choice is exact: enumerate, drop those needing a sensor that is not there (or
 features to reuse that the last frame did not compute), drop those over the budget,
-take the highest utility (ties go to the dearer one). The quality predictor is a small
+take the highest utility (near-ties go to the dearer one). The quality predictor is a small
 MLP from context features to the per-frame quality of every configuration
 (``core/quality.py``), trained by ``dynfusion train gate``; it also names the likely
 context, and the utility blends the predicted quality with each configuration's dataset
@@ -55,14 +55,14 @@ SINGLE_STEMS = tuple(Configuration((Option(stem, FULL),)) for stem in STEMS)
 # combine as independent chances of finding an object, so a richer configuration is
 # never worth less and the fallback spends what the budget allows.
 PRIOR_OPTION_QUALITY: Mapping[str, float] = {
-    "camera": 0.20,
-    "camera_half": 0.15,
-    "camera_reuse": 0.10,
-    "lidar": 0.75,
-    "lidar_early": 0.65,
-    "lidar_reuse": 0.55,
+    "camera": 0.14,
+    "camera_half": 0.10,
+    "camera_reuse": 0.12,
+    "lidar": 0.59,
+    "lidar_early": 0.53,
+    "lidar_reuse": 0.45,
     "radar": 0.17,
-    "radar_reuse": 0.10,
+    "radar_reuse": 0.11,
 }
 
 
@@ -127,10 +127,16 @@ class GateModel:
     # the training drives, and how much of the utility it makes up (``utility``)
     dataset_quality: np.ndarray | None = None
     blend: float = 0.0
+    # utilities this close to the best are a tie, and a tie goes to the dearer
+    # configuration: differences below what the training drives can resolve should not
+    # leave budget unspent (fitted with the blend)
+    tie_margin: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.blend <= 1.0:
             raise ValueError(f"blend must be in [0, 1], got {self.blend}")
+        if not 0.0 <= self.tie_margin < 1.0:
+            raise ValueError(f"tie_margin must be in [0, 1), got {self.tie_margin}")
         expected = (len(self.configurations), len(self.contexts))
         if self.dataset_quality is not None and self.dataset_quality.shape != expected:
             raise ValueError(
@@ -188,6 +194,7 @@ class GateModel:
             "layers": len(self.layers),
             "seen_sensor_sets": sorted(self.seen_sensor_sets),
             "blend": self.blend,
+            "tie_margin": self.tie_margin,
             "metadata": dict(self.metadata),
         }
         path.write_text(json.dumps(document, indent=2) + "\n")
@@ -233,6 +240,7 @@ class GateModel:
                 document.get("metadata", {}),
                 arrays.get("dataset_quality"),
                 float(document.get("blend", 0.0)),
+                float(document.get("tie_margin", 0.0)),
             )
         except FileNotFoundError:
             raise GateModelError(weights_path, "gate weights not found") from None
@@ -398,10 +406,13 @@ class Gate:
         if over:  # nothing fits: the cheapest usable configuration, reported as a violation
             best = int(candidates[np.argmin(self.energy_j[candidates])])
         else:
-            # a tie means the frame's quality cannot tell them apart; the dearer one
-            # gives better-founded scores across frames, so the budget is spent on it
-            order = np.lexsort((-self.energy_j[candidates], -quality[candidates]))
-            best = int(candidates[order[0]])
+            # a tie means the utility cannot tell them apart; the dearer one gives
+            # better-founded scores across frames, so the budget is spent on it
+            fitted = policy.kind == "dynamic" and self.model is not None and not fallback
+            margin = self.model.tie_margin if fitted else 0.0
+            near = candidates[quality[candidates] >= quality[candidates].max() - margin]
+            order = np.lexsort((-quality[near], -self.energy_j[near]))
+            best = int(near[order[0]])
         if policy.kind == "dynamic":
             best = self._hold(best, quality, fits if not over else usable)
         return Decision(

@@ -364,4 +364,9 @@ def configuration_table(record_path: Path) -> str:
     metrics = RecordFrames(record).configuration_metrics(range(len(record)))
     frames = dict(sorted(Counter(record.situations.tolist()).items()))
     frames["all"] = len(record)
-    return DetectorReport(metrics, frames, {}, float("nan")).markdown()
+    table = DetectorReport(metrics, frames, {}, float("nan")).markdown()
+    return (
+        f"{table}\n\nEach configuration exactly as named: where one of its sensors was"
+        " silent it detects nothing (a policy runs what remains instead), and reuse reads"
+        " the previous frame's full-level features."
+    )

@@ -8,12 +8,14 @@ against the best choice, at a given budget. Both are reported on held-out frames
 
 Per-frame quality is not what the dataset metric rewards (``GateModel.utility``), so the
 model also keeps every configuration's dataset mAP per context on the training frames,
-and the share of it in the utility (the blend) is chosen by replaying the dynamic policy
-on the held-out drives and scoring it as the benchmark does.
+and the share of it in the utility (the blend) and the margin within which utilities tie
+are chosen by replaying the dynamic policy on the held-out drives and scoring it as the
+benchmark does.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass, field
 
@@ -29,6 +31,7 @@ from dynfusion_ros.eval.detection_metrics import evaluate_detections
 from dynfusion_ros.eval.records import DetectionRecord, RecordFrames, without_sensor
 
 BLENDS = (0.0, 0.25, 0.5, 0.75, 1.0)  # the utility's share of dataset mAP, tried in turn
+TIE_MARGINS = (0.0, 0.01, 0.02)  # with each of these
 TUNING_SHARES = (0.4, 0.5, 0.65, 0.8, 1.0)  # budgets (of full) the blend is chosen at
 
 
@@ -51,8 +54,9 @@ class GateReport:
     regret: dict[str, float] = field(default_factory=dict)  # budget share -> mean regret
     context_accuracy: float = float("nan")
     blend: float = 0.0
-    # validation drives' nuScenes mAP of the dynamic policy, blend -> budget share -> mAP,
-    # and of the best static configuration that fits each share
+    tie_margin: float = 0.0
+    # validation drives' nuScenes mAP of the dynamic policy, "blend/tie margin" -> budget
+    # share -> mAP, and of the best static configuration that fits each share
     blend_map: dict[str, dict[str, float]] = field(default_factory=dict)
     best_static_map: dict[str, float] = field(default_factory=dict)
 
@@ -146,10 +150,10 @@ def dynamic_map(frames: RecordFrames, indices: np.ndarray, gate: Gate, budget_j:
 
 def choose_blend(
     model: GateModel, frames: RecordFrames, indices: np.ndarray, profile: EnergyProfile
-) -> tuple[float, dict[str, dict[str, float]], dict[str, float]]:
-    """The blend whose dynamic policy scores the highest mAP on ``indices`` (drives the
-    fit never saw), averaged over ``TUNING_SHARES``; with the table it was chosen from
-    and the best static configuration's mAP at each share."""
+) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    """Set the blend and tie margin whose dynamic policy scores the highest mAP on
+    ``indices`` (drives the fit never saw), averaged over ``TUNING_SHARES``. Returns the
+    table they were chosen from and the best static configuration's mAP at each share."""
     gate = Gate(profile, model)
     full_j = gate.full_energy_j()
     static = {
@@ -163,16 +167,17 @@ def choose_blend(
         )
         for share in TUNING_SHARES
     }
-    table = {}
-    for blend in BLENDS:
-        model.blend = blend
-        table[f"{blend:g}"] = {
+    table, mean = {}, {}
+    for blend, margin in itertools.product(BLENDS, TIE_MARGINS):
+        model.blend, model.tie_margin = blend, margin
+        row = {
             f"{share:.0%}": dynamic_map(frames, indices, gate, share * full_j)
             for share in TUNING_SHARES
         }
-    best = max(BLENDS, key=lambda b: np.nanmean(list(table[f"{b:g}"].values())))
-    model.blend = best
-    return best, table, best_static
+        table[f"{blend:g}/{margin:g}"] = row
+        mean[blend, margin] = np.nanmean(list(row.values()))
+    model.blend, model.tie_margin = max(mean, key=mean.get)
+    return table, best_static
 
 
 def fit_gate(
@@ -240,7 +245,7 @@ def fit_gate(
         _sensor_sets(train_features),
         dataset_quality=dataset_quality(frames, train, contexts),
     )
-    blend, blend_map, best_static = choose_blend(model, frames, val, profile)
+    blend_map, best_static = choose_blend(model, frames, val, profile)
     predicted = np.array([model.predict(row)[0] for row in features[val]])
     odds = np.array([model.predict(row)[1] for row in features[val]])
     context_labels = np.array([contexts.index(s) for s in record.situations[val]])
@@ -255,7 +260,8 @@ def fit_gate(
             for share in (0.3, 0.5, 0.75, 1.0)
         },
         float(np.mean(odds.argmax(axis=1) == context_labels)),
-        blend,
+        model.blend,
+        model.tie_margin,
         blend_map,
         best_static,
     )

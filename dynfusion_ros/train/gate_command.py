@@ -69,11 +69,13 @@ def run_gate(args: argparse.Namespace) -> int:
         )
     )
     shares = list(report.best_static_map)
-    print("validation nuScenes mAP, dynamic at each blend of dataset mAP, and the best static:")
-    print("  blend   " + "  ".join(f"{share:>5}" for share in shares))
-    rows = [(f"{b:>5}", report.blend_map[b]) for b in report.blend_map]
-    for name, row in [*rows, ("static", report.best_static_map)]:
-        print(f"  {name:<7} " + "  ".join(f"{100 * row[s]:5.1f}" for s in shares))
-    print(f"chosen blend {report.blend:g}")
+    print(
+        "validation nuScenes mAP of dynamic at each blend of dataset mAP / tie margin,"
+        " and of the best static configuration that fits:"
+    )
+    print("  blend/margin " + "  ".join(f"{share:>5}" for share in shares))
+    for name, row in [*report.blend_map.items(), ("static", report.best_static_map)]:
+        print(f"  {name:<12} " + "  ".join(f"{100 * row[s]:5.1f}" for s in shares))
+    print(f"chosen: blend {report.blend:g}, tie margin {report.tie_margin:g}")
     print(f"wrote {path} and {path.with_suffix('.safetensors')}")
     return 0
