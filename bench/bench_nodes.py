@@ -90,11 +90,14 @@ def _inputs_delivered(drive: Path) -> Callable[[int], int]:
     from dynfusion_ros.ros.typestore import bag_typestore
 
     settings, store = SyncSettings(), bag_typestore()
-    topics = {param.name: param.default for param in SENSOR_PARAMS}
+    # the defaults are relative (they follow the node's namespace); the bag's are absolute
+    topics = {param.name: "/" + str(param.default).lstrip("/") for param in SENSOR_PARAMS}
     sensors = {topics[f"{m.value}_topic"]: m for m in FRAME_SENSORS}
     delivered: dict = {m: [] for m in sensors.values()}  # (header stamp, log time)
     with Reader(drive) as reader:
         wanted = [c for c in reader.connections if c.topic in sensors]
+        if not wanted:  # rosbags reads every topic when given none
+            raise SystemExit(f"{drive}: none of {sorted(sensors)} recorded")
         for connection, log_ns, raw in reader.messages(connections=wanted):
             stamp = store.deserialize_cdr(raw, connection.msgtype).header.stamp
             modality = sensors[connection.topic]
