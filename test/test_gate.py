@@ -252,6 +252,11 @@ def test_gate_model_round_trip_and_damage(tmp_path):
     x = features(brightness=0.3).values
     np.testing.assert_allclose(loaded.utility(x)[0], original.utility(x)[0])
     assert (loaded.blend, loaded.tie_margin) == (0.25, 0.01)
+    saved = path.read_text()
+    path.write_text(saved.replace('"blend": 0.25', '"blend": 2.5'))
+    with pytest.raises(GateModelError, match="bad dataset quality or blend"):
+        GateModel.load(path)
+    path.write_text(saved)
     assert loaded.seen_sensor_sets == original.seen_sensor_sets
     assert loaded.configurations == CONFIGURATIONS
     path.with_suffix(".safetensors").write_bytes(b"\x00" * 16)
