@@ -143,6 +143,35 @@ def test_frames_the_fusion_node_never_assembled_are_counted(ros_context, clear_f
         node.destroy_node()
 
 
+def test_a_burst_of_frames_waits_for_its_selections_one_after_another(ros_context, clear_frames):
+    """Frames held for a late tf tree come out together; the estimator then chooses them
+    in turn, so the last one's selection comes well after it was assembled. Its wait
+    counts from when it is next in line: no frame falls back."""
+    from rclpy.parameter import Parameter
+
+    from dynfusion_ros.ros.convert.dynfusion import selection_to_msg
+    from dynfusion_ros.ros.fusion_node import FusionNode
+
+    wait_s = 0.3
+    overrides = [Parameter("selection_wait_s", value=wait_s)]
+    node = FusionNode(context=ros_context, parameter_overrides=overrides)
+    frames = [labelled.frame for labelled in clear_frames[:3]]
+    try:
+        selections = [selection_to_msg(node.pipeline.choose(f).selection) for f in frames]
+        for frame in frames:  # the burst
+            node._on_frame(None, frame)
+        for selection in selections:  # each 0.2 s after the last: the third 0.6 s late
+            time.sleep(2 * wait_s / 3)
+            node._on_selection(selection)
+        deadline = time.monotonic() + TIMEOUT_S
+        while node.frames < len(frames) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert node.frames == len(frames)
+        assert sum(node.fallbacks.values()) == 0, node.fallbacks
+    finally:
+        node.destroy_node()
+
+
 def _bag_messages(bag) -> list[tuple[str, object, int]]:
     """(topic, rclpy message, log time) of a bag, in log order."""
     from rclpy.serialization import deserialize_message
