@@ -85,13 +85,12 @@ def _inputs_delivered(drive: Path) -> Callable[[int], int]:
     take it from (the sync's defaults). From there on, the latency is the nodes' own."""
     from rosbags.rosbag2 import Reader
 
-    from dynfusion_ros.ros.sensor_params import SENSOR_PARAMS
+    from dynfusion_ros.ros.sensor_params import SENSOR_PARAMS, bag_topic
     from dynfusion_ros.ros.sync import FRAME_SENSORS, SyncSettings
     from dynfusion_ros.ros.typestore import bag_typestore
 
     settings, store = SyncSettings(), bag_typestore()
-    # the defaults are relative (they follow the node's namespace); the bag's are absolute
-    topics = {param.name: "/" + str(param.default).lstrip("/") for param in SENSOR_PARAMS}
+    topics = {param.name: bag_topic(str(param.default)) for param in SENSOR_PARAMS}
     sensors = {topics[f"{m.value}_topic"]: m for m in FRAME_SENSORS}
     delivered: dict = {m: [] for m in sensors.values()}  # (header stamp, log time)
     with Reader(drive) as reader:
