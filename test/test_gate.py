@@ -3,6 +3,8 @@ a full run only, hysteresis, fallbacks, files."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from test_energy import HEAD_J, OPTIONS_J
@@ -11,6 +13,7 @@ from dynfusion_ros.core.context import FEATURE_NAMES, ContextFeatures
 from dynfusion_ros.core.detector.levels import Configuration, all_configurations
 from dynfusion_ros.core.energy import EnergyProfile
 from dynfusion_ros.core.gate import (
+    EnergyAccount,
     Gate,
     GateModel,
     GateModelError,
@@ -123,6 +126,50 @@ def test_reuse_is_offered_only_after_the_stem_ran_at_full():
     assert gate.decide(features(), Policy("dynamic"), budget).chosen == (C("lidar"),)
 
 
+def _drive(gate: Gate, budget: float, frames: int = 200) -> list:
+    return [gate.decide(features(), Policy("dynamic"), budget) for _ in range(frames)]
+
+
+def test_the_budget_is_a_mean_frames_save_for_a_dearer_one_and_reuse_after_it():
+    """Between lidar+radar and camera+lidar: within every frame's own budget (window 1)
+    the camera never runs; as a mean over 10 frames it runs at full on some frames and
+    is reused on the next, the mean energy stays within the budget and the mean
+    predicted quality beats the per-frame cap's."""
+    low, high = (PROFILE.run_energy_j([C(t)]) for t in ("lidar+radar", "camera+lidar"))
+    budget = (low + high) / 2
+    capped = _drive(Gate(PROFILE, model(QUALITY), budget_window_frames=1), budget)
+    assert all(d.energy_j <= budget * (1 + 1e-9) for d in capped)
+    assert {d.chosen[0].text for d in capped} == {"lidar+radar"}
+    mean = _drive(Gate(PROFILE, model(QUALITY), budget_window_frames=10), budget)
+    energies = np.array([d.energy_j for d in mean])
+    assert energies.sum() <= len(mean) * budget + 9 * budget  # at most the window's savings
+    assert energies.max() > budget and not any(d.over_budget for d in mean)
+    assert all(d.energy_j <= d.allowed_j * (1 + 1e-9) for d in mean)
+    texts = [d.chosen[0].text for d in mean]
+    after_full = [b for a, b in itertools.pairwise(texts) if a == "camera+lidar"]
+    assert after_full and set(after_full) <= {"camera_reuse+lidar", "camera+lidar"}
+    assert "camera_reuse+lidar" in after_full
+    assert np.mean([d.utility for d in mean]) > np.mean([d.utility for d in capped]) + 0.02
+
+
+def test_the_account_caps_its_savings_and_steers_its_price():
+    account = EnergyAccount(window_frames=3)
+    for _ in range(10):
+        account.charge(1.0, 0.0)  # nothing spent: saved, up to two budgets
+    assert account.savings_j == pytest.approx(2.0)
+    assert account.available_j(1.0) == pytest.approx(3.0)
+    account.charge(1.0, 3.0)
+    assert account.savings_j == 0.0
+    price = account.price
+    account.steer(1.0, 2.0)  # wants twice the budget: dearer energy
+    assert account.price > price
+    for _ in range(3):
+        account.steer(1.0, 0.5)  # wants half: cheaper
+    assert account.price < price
+    with pytest.raises(ValueError, match="at least 1 frame"):
+        EnergyAccount(window_frames=0)
+
+
 def test_budget_below_the_cheapest_runs_the_cheapest_and_says_so():
     gate = Gate(PROFILE, model(QUALITY))
     cheapest = gate.cheapest_usable_j(features())
@@ -221,7 +268,8 @@ def test_the_blend_mixes_in_each_configuration_s_dataset_quality_in_the_likely_c
 def test_a_near_tie_goes_to_the_dearer_configuration_for_the_dynamic_policy_only():
     """lidar+radar is 0.005 below camera+lidar yet dearer here (a radar stem priced
     high): within the fitted margin the gate spends the budget; outside it, or for the
-    oracle, the better one wins."""
+    oracle, the better one wins. Every frame within its budget (window 1): no energy
+    price tells them apart."""
     quality = {"camera+lidar": 0.805, "lidar+radar": 0.8}
     prices = {**OPTIONS_J, "radar": OPTIONS_J["camera"] + 0.01}
     profile = EnergyProfile(prices, HEAD_J)
@@ -231,7 +279,7 @@ def test_a_near_tie_goes_to_the_dearer_configuration_for_the_dynamic_policy_only
     for margin in (0.0, 0.01):
         gate_model = model(quality)
         gate_model.tie_margin = margin
-        gate = Gate(profile, gate_model, hysteresis_frames=1)
+        gate = Gate(profile, gate_model, hysteresis_frames=1, budget_window_frames=1)
         for policy in ("dynamic", "oracle"):
             decision = gate.decide(features(), Policy(policy), budget, true_quality=truth)
             chosen[policy, margin] = decision.chosen[0].text

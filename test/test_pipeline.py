@@ -142,6 +142,9 @@ def test_a_choice_made_in_another_pipeline_gives_the_same_frame(runner, clear_fr
         assert split.detections == together.detections
         assert split.energy.component_energy_j == together.energy.component_energy_j
         assert split.energy.budget_j == pytest.approx(budget)
+        assert split.energy.allowed_j == pytest.approx(together.energy.allowed_j)
+    # the fallback's account follows what ran: it would choose as the estimator does
+    assert fusion.gate.account == whole.gate.account
     stranger = dataclasses.replace(
         choice.selection, branch_names=("sonar",), chosen=(True,), predicted_utility=(0.5,)
     )

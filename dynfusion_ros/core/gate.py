@@ -3,8 +3,18 @@ frame, then take the best one whose energy fits the budget.
 
 A configuration is one level per stem or none (``detector/levels.py``); there are 47, so
 the choice is exact: enumerate, drop those needing a sensor that is not there (or
-features to reuse that the last frame did not compute), drop those over the budget,
-take the highest utility (near-ties go to the dearer one). The quality predictor is a small
+features to reuse that the last frame did not compute), drop those over what the budget
+allows this frame, take the highest value (near-ties go to the dearer one).
+
+The budget is a *mean* energy per frame, kept over a window of frames (``EnergyAccount``):
+what a frame does not spend is saved, up to the window's worth, for a dearer frame later,
+and no frame spends more than its budget plus the savings. A battery or a thermal limit
+is a limit on mean power; a per-frame cap would also forbid ever running a stem dearer
+than the budget, and with it the reuse of its features on the cheap frames after (window
+1 is that cap). The value of a configuration is its utility less an energy price, which
+the account raises while the gate would spend above the budget and lowers while below, so
+that the frames mix the configurations that pay most per joule; plus what it lets the
+next frame reuse (a one-frame lookahead, ``Gate._lookahead``). The quality predictor is a small
 MLP from context features to the per-frame quality of every configuration
 (``core/quality.py``), trained by ``dynfusion train gate``; it also names the likely
 context, and the utility blends the predicted quality with each configuration's dataset
@@ -45,6 +55,10 @@ from dynfusion_ros.core.energy import EnergyProfile
 
 GATE_FORMAT = 3
 ENERGY_TOLERANCE = 1e-9  # relative: sums of the same prices in another order
+BUDGET_WINDOW_FRAMES = 10  # the budget is a mean over this many frames (1 s at 10 Hz)
+INITIAL_PRICE = 0.1  # utility (0-1) a configuration must add per budget's worth of energy
+PRICE_RATE = 0.05  # the price's relative change per frame per budget spent above the budget
+PRICE_RANGE = (1e-4, 10.0)
 FEATURE_CLIP = 10.0  # standard deviations from the training mean a feature may lie
 
 SINGLE_STEMS = tuple(Configuration((Option(stem, FULL),)) for stem in STEMS)
@@ -278,6 +292,7 @@ class Decision:
     context_scores: Mapping[str, float] = field(default_factory=dict)
     fallback: str = ""  # why the prior was used instead of the model, if it was
     over_budget: bool = False  # nothing available fits the budget: the cheapest ran
+    allowed_j: float = float("inf")  # the most it could spend: its budget and the savings
 
     @property
     def options(self) -> tuple[str, ...]:
@@ -286,14 +301,50 @@ class Decision:
         return tuple(name for name in OPTIONS if name in names)
 
 
+@dataclass
+class EnergyAccount:
+    """The budget as a mean over ``window_frames``: the savings, and the energy price.
+
+    Each frame is credited its budget and charged what ran; the savings never exceed
+    ``window_frames - 1`` budgets, so over any run of frames the spending is at most the
+    budgets plus that much. The price (utility per budget of energy) is multiplied by
+    ``exp(PRICE_RATE * (wanted - budget) / budget)`` every frame, ``wanted`` the energy of
+    what the gate would run if savings were unlimited: a dual ascent that settles where the
+    gate's wishes average the budget."""
+
+    window_frames: int = BUDGET_WINDOW_FRAMES
+    savings_j: float = 0.0
+    price: float = INITIAL_PRICE
+
+    def __post_init__(self) -> None:
+        if self.window_frames < 1:
+            raise ValueError(
+                f"the budget window must be at least 1 frame, got {self.window_frames}"
+            )
+
+    def available_j(self, budget_j: float) -> float:
+        return budget_j + self.savings_j
+
+    def charge(self, budget_j: float, spent_j: float) -> None:
+        cap = (self.window_frames - 1) * max(budget_j, 0.0)
+        self.savings_j = min(max(self.savings_j + budget_j - spent_j, 0.0), cap)
+
+    def steer(self, budget_j: float, wanted_j: float) -> None:
+        if budget_j <= 0:  # odometry took it all: nothing to steer towards
+            return
+        step = np.exp(PRICE_RATE * (wanted_j - budget_j) / budget_j)
+        self.price = float(np.clip(self.price * step, *PRICE_RANGE))
+
+
 class Gate:
     """Chooses a configuration per frame under a policy and a budget, with hysteresis.
 
     ``hysteresis_frames``: a different configuration must look better by ``margin`` on
     this many frames in a row before the dynamic policy switches to it (1: at once). A
-    current one that stops fitting (budget lowered, sensor lost) is left at once.
-    Reuse, being one frame's saving after a full run, is exempt: the dynamic policy
-    alternates into and out of it freely.
+    current one that stops fitting (budget lowered, savings spent, sensor lost) is left
+    at once. Reuse, being one frame's saving after a full run, is exempt: the dynamic
+    policy alternates into and out of it freely. ``budget_window_frames``: the budget is a
+    mean over this many frames (``EnergyAccount``; 1: every frame within it).
     """
 
     def __init__(
@@ -303,9 +354,11 @@ class Gate:
         *,
         hysteresis_frames: int = 2,
         margin: float = 0.01,
+        budget_window_frames: int = BUDGET_WINDOW_FRAMES,
     ) -> None:
         if hysteresis_frames < 1:
             raise ValueError(f"hysteresis_frames must be at least 1, got {hysteresis_frames}")
+        EnergyAccount(budget_window_frames)  # checks it
         profile.check_complete()
         self.profile, self.model = profile, model
         self.configurations = model.configurations if model else all_configurations()
@@ -313,11 +366,15 @@ class Gate:
         self.runs = np.array([[s in c.runs for s in STEMS] for c in self.configurations])
         self.reuses = np.array([[c.level(s) == REUSE for s in STEMS] for c in self.configurations])
         self.stems = self.runs | self.reuses
+        runs_full = np.array([[c.level(s) == FULL for s in STEMS] for c in self.configurations])
+        # enables[a, b]: after a frame that ran a, b may run (what b reuses, a ran at full)
+        self.enables = ~(self.reuses[None, :, :] & ~runs_full[:, None, :]).any(axis=2)
         self.singles = {
             c.names[0]: i for i, c in enumerate(self.configurations) if len(c.options) == 1
         }
         self.prior = np.array([prior_quality(c) for c in self.configurations])
         self.hysteresis_frames, self.margin = hysteresis_frames, margin
+        self.budget_window_frames = budget_window_frames
         self.reset()
 
     def reset(self) -> None:
@@ -325,6 +382,7 @@ class Gate:
         self._challenger: int | None = None
         self._wins = 0
         self._full = np.zeros(len(STEMS), dtype=bool)  # stems run at full on the last frame
+        self.account = EnergyAccount(self.budget_window_frames)
 
     def index(self, configuration: Configuration) -> int | None:
         try:
@@ -368,14 +426,22 @@ class Gate:
         """The configuration for this frame. ``true_quality`` (per configuration, from
         ground truth) is required by, and only used by, the oracle policy."""
         decision = self._decide(features, policy, budget_j, true_quality)
-        self.note_run(decision.chosen)
+        self.note_run(decision.chosen, budget_j)
         return decision
 
-    def note_run(self, chosen: tuple[Configuration, ...]) -> None:
+    def note_run(self, chosen: tuple[Configuration, ...], budget_j: float | None = None) -> None:
         """What this frame runs, decided here or elsewhere (the fusion node adopts the
-        context estimator's choice): the next frame may reuse what ran at full."""
+        context estimator's choice): the next frame may reuse what ran at full, and its
+        energy is charged against ``budget_j`` (the detector's share of this frame's)."""
         ran_full = {o.stem for c in chosen for o in c.options if o.level == FULL}
         self._full = np.array([s in ran_full for s in STEMS])
+        if budget_j is not None:
+            spent = self.profile.run_energy_j(chosen) if chosen else self.profile.overhead_total_j
+            self.account.charge(budget_j, spent)
+
+    def available_j(self, budget_j: float | None) -> float:
+        """The most this frame may spend: its budget and the savings."""
+        return np.inf if budget_j is None else self.account.available_j(budget_j)
 
     def _decide(self, features, policy, budget_j, true_quality) -> Decision:
         quality, contexts, fallback = self._predict(features)
@@ -383,12 +449,14 @@ class Gate:
         singles = {name: float(quality[i]) for name, i in self.singles.items()}
         label = max(contexts, key=contexts.get) if contexts else ""
         common = {"option_utility": singles, "context_label": label, "context_scores": contexts}
+        allowed = self.available_j(budget_j)
+        common["allowed_j"] = allowed
         if policy.kind in ("full", "static", "late"):
             chosen = self._fixed(policy, features)
             index = self.index(chosen[0]) if len(chosen) == 1 else None
             utility = float(quality[index]) if index is not None else float("nan")
             energy = self.profile.run_energy_j(chosen)
-            over = budget_j is not None and energy > budget_j * (1 + ENERGY_TOLERANCE)
+            over = energy > allowed * (1 + ENERGY_TOLERANCE)
             return Decision(chosen, utility, energy, fallback=fallback, over_budget=over, **common)
         if policy.kind == "oracle":
             if true_quality is None:
@@ -399,22 +467,23 @@ class Gate:
             return Decision(
                 (), float("nan"), self.profile.overhead_total_j, fallback=fallback, **common
             )
-        limit = budget_j * (1 + ENERGY_TOLERANCE) if budget_j is not None else np.inf
+        limit = allowed * (1 + ENERGY_TOLERANCE)
         fits = usable & (self.energy_j <= limit)
         over = not fits.any()
-        candidates = np.flatnonzero(fits if not over else usable)
         if over:  # nothing fits: the cheapest usable configuration, reported as a violation
+            candidates = np.flatnonzero(usable)
             best = int(candidates[np.argmin(self.energy_j[candidates])])
+            value = quality
         else:
-            # a tie means the utility cannot tell them apart; the dearer one gives
-            # better-founded scores across frames, so the budget is spent on it
             fitted = policy.kind == "dynamic" and self.model is not None and not fallback
             margin = self.model.tie_margin if fitted else 0.0
-            near = candidates[quality[candidates] >= quality[candidates].max() - margin]
-            order = np.lexsort((-quality[near], -self.energy_j[near]))
-            best = int(near[order[0]])
+            value = self._value(quality, features, budget_j)
+            best = self._best(value, fits, margin)
+            if budget_j is not None and self.budget_window_frames > 1:
+                wanted = self._best(value, usable, margin)
+                self.account.steer(budget_j, float(self.energy_j[wanted]))
         if policy.kind == "dynamic":
-            best = self._hold(best, quality, fits if not over else usable)
+            best = self._hold(best, value, fits if not over else usable)
         return Decision(
             (self.configurations[best],),
             float(quality[best]),
@@ -423,6 +492,46 @@ class Gate:
             over_budget=over,
             **common,
         )
+
+    def _value(
+        self, quality: np.ndarray, features: ContextFeatures, budget_j: float | None
+    ) -> np.ndarray:
+        """What the choice maximises: the utility, less the energy at the account's
+        price (when frames can save), plus the lookahead."""
+        if budget_j is None or budget_j <= 0:
+            return quality
+        priced = quality
+        if self.budget_window_frames > 1:
+            priced = quality - self.account.price * self.energy_j / budget_j
+        return priced + self._lookahead(priced, features, budget_j)
+
+    def _lookahead(
+        self, priced: np.ndarray, features: ContextFeatures, budget_j: float
+    ) -> np.ndarray:
+        """What running each configuration adds to the next frame: the best value the next
+        frame could have, given what this one lets it reuse and leaves in the account,
+        less the best it could have without reuse. This frame's values stand in for the
+        next's: a frame later, the scene and sensors are nearly the same."""
+        available = np.array([features.available(s) for s in STEMS])
+        runnable = ~(self.runs & ~available).any(axis=1)
+        cap = (self.budget_window_frames - 1) * budget_j
+        after = np.clip(self.account.savings_j + budget_j - self.energy_j, 0.0, cap) + budget_j
+        fits_next = runnable[None, :] & (self.energy_j[None, :] <= after[:, None])
+        with_reuse = np.where(fits_next & self.enables, priced[None, :], -np.inf).max(axis=1)
+        plain = fits_next & ~self.reuses.any(axis=1)[None, :]
+        without = np.where(plain, priced[None, :], -np.inf).max(axis=1)
+        # nothing plain fits after a configuration: no baseline to gain over, no gain
+        known = np.isfinite(without)
+        return np.where(known, with_reuse - np.where(known, without, 0.0), 0.0)
+
+    def _best(self, value: np.ndarray, allowed: np.ndarray, margin: float) -> int:
+        """The highest value allowed; values within ``margin`` of it are a tie that the
+        value cannot resolve, and the dearer one gives better-founded scores across
+        frames, so the budget is spent on it."""
+        candidates = np.flatnonzero(allowed)
+        near = candidates[value[candidates] >= value[candidates].max() - margin]
+        order = np.lexsort((-value[near], -self.energy_j[near]))
+        return int(near[order[0]])
 
     def _fixed(self, policy: Policy, features: ContextFeatures) -> tuple[Configuration, ...]:
         """A fixed policy's configurations, less the stems whose sensor is not there."""

@@ -103,11 +103,11 @@ def check_budget(budget_j: float | None) -> float | None:
     return float(budget_j)
 
 
-def load_gate(profile: Path, gate: Path | None, *, hysteresis_frames: int = 2) -> Gate:
+def load_gate(profile: Path, gate: Path | None, **options) -> Gate:
     """The gate from its files: the energy profile and (when given) the gate model; a
-    missing or corrupt file is an error naming it."""
+    missing or corrupt file is an error naming it. ``options``: ``Gate``'s keywords."""
     model = GateModel.load(gate) if gate is not None else None
-    return Gate(EnergyProfile.load(profile), model, hysteresis_frames=hysteresis_frames)
+    return Gate(EnergyProfile.load(profile), model, **options)
 
 
 def pose_of(step: OdometryStep | None) -> np.ndarray | None:
@@ -162,13 +162,14 @@ class DynamicFusionPipeline:
         gate: Path | None,
         *,
         device: str = "cpu",
-        hysteresis_frames: int = 2,
+        gate_options: Mapping | None = None,
         **options,
     ) -> DynamicFusionPipeline:
         """Load the detector, the energy profile and (when given) the gate model; every
-        missing or corrupt file is an error naming it."""
+        missing or corrupt file is an error naming it. ``gate_options``: ``Gate``'s
+        keywords (hysteresis, budget window)."""
         runner = DetectorRunner.load(detector, device=device)
-        return cls(runner, load_gate(profile, gate, hysteresis_frames=hysteresis_frames), **options)
+        return cls(runner, load_gate(profile, gate, **(gate_options or {})), **options)
 
     @property
     def policy(self) -> Policy:
@@ -231,7 +232,7 @@ class DynamicFusionPipeline:
         features = self.context(frame)
         corrections = self.plan_odometry(features)
         odometry_j = self.gate.profile.odometry_energy_j(corrections)
-        budget = None if self.budget_j is None else self.budget_j - odometry_j
+        budget = self._detector_budget_j(odometry_j)
         true_quality, step, every = None, None, None
         if self.policy.kind == "oracle":
             if truth is None:
@@ -242,6 +243,10 @@ class DynamicFusionPipeline:
         decision = self.gate.decide(features, self.policy, budget, true_quality)
         selection = self._selection(frame, features, decision, corrections, odometry_j)
         return Choice(selection, decision, features, started, sample, step, every)
+
+    def _detector_budget_j(self, odometry_j: float) -> float | None:
+        """What the budget leaves the detector once the odometry corrections are paid."""
+        return None if self.budget_j is None else self.budget_j - odometry_j
 
     def plan_odometry(self, features: ContextFeatures) -> tuple[str, ...]:
         """The odometry corrections this frame runs; their energy comes off the budget
@@ -272,14 +277,19 @@ class DynamicFusionPipeline:
             configurations = tuple(c for c in SINGLE_STEMS if c.names[0] in chosen)
         else:
             configurations = (Configuration.of(chosen),)  # raises on two levels of a stem
-        self.gate.note_run(configurations)  # its fallback's reuse follows what ran
+        # its fallback's reuse and savings follow what ran, under the selection's budget
+        odometry_j = self.gate.profile.odometry_energy_j(selection.odometry_corrections)
+        budget = selection.budget_j - odometry_j if selection.budget_j > 0 else None
+        allowed = self.gate.available_j(budget)
+        self.gate.note_run(configurations, budget)
         decision = Decision(
             configurations,
             selection.selection_utility,
-            selection.predicted_energy_j,
+            selection.predicted_energy_j - odometry_j,
             dict(zip(selection.branch_names, selection.predicted_utility, strict=True)),
             selection.context_label,
             dict(selection.context_scores),
+            allowed_j=allowed,
         )
         sample = self.meter.sample() if self.meter else None
         return Choice(selection, decision, None, time.perf_counter(), sample)
@@ -309,6 +319,9 @@ class DynamicFusionPipeline:
             choice.selection.budget_j,
             meter.name if meter else "profile",
             measured,
+            decision.allowed_j + profile.odometry_energy_j(choice.selection.odometry_corrections)
+            if choice.selection.budget_j
+            else None,
         )
         return FrameResult(
             detections,

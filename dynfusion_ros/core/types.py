@@ -422,7 +422,9 @@ class Selection:
 class EnergyRecord:
     """Energy of one frame (J). Per component and per option as the energy profile prices
     what ran (what the budget is held to); ``measured_energy_j`` is what ``meter`` saw
-    for the whole frame (NaN when nothing measured it)."""
+    for the whole frame (NaN when nothing measured it). ``budget_j`` is the mean budget
+    per frame (0: none); ``allowed_j`` what this frame could spend, its budget and what
+    earlier frames saved (None: the budget)."""
 
     stamp_ns: int
     component_energy_j: Mapping[str, float]
@@ -430,6 +432,7 @@ class EnergyRecord:
     budget_j: float
     meter: str
     measured_energy_j: float = float("nan")
+    allowed_j: float | None = None
 
     @property
     def total_energy_j(self) -> float:
@@ -438,4 +441,5 @@ class EnergyRecord:
     @property
     def over_budget(self) -> bool:
         # relative slack: the same prices summed in another order differ in the last bits
-        return self.budget_j > 0 and self.total_energy_j > self.budget_j * (1 + 1e-9)
+        allowed = self.budget_j if self.allowed_j is None else self.allowed_j
+        return self.budget_j > 0 and self.total_energy_j > allowed * (1 + 1e-9)

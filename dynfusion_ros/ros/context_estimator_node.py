@@ -83,6 +83,9 @@ class ContextEstimatorNode(Node):
         values = {
             "policy": pipeline.policy.text,
             "energy_budget_j": pipeline.budget_j,
+            "budget_window_frames": pipeline.gate.budget_window_frames,
+            "budget_savings_j": f"{pipeline.gate.account.savings_j:.4f}",
+            "energy_price": f"{pipeline.gate.account.price:.4g}",
             "odometry_corrections": pipeline.odometry_policy.text,
             "odometry_budget_share": pipeline.correction_limits.max_budget_share,
             "cheapest_selection_j": f"{pipeline.gate.cheapest_energy_j:.4f}",

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from dynfusion_ros.core.gate import Gate, Policy
+from dynfusion_ros.core.gate import BUDGET_WINDOW_FRAMES, Gate, Policy
 from dynfusion_ros.core.odometry.planner import CorrectionLimits, OdometryPolicy
 from dynfusion_ros.core.pipeline import DynamicFusionPipeline, check_budget, load_gate
 from dynfusion_ros.resources import default_energy_profile, default_model_path
@@ -46,9 +46,10 @@ GATE_PARAMS = (
     Param(
         "energy_budget_j",
         0.22,
-        "Energy budget per frame (J). The gate runs the detector configuration (a level "
-        "per stem, or off) predicted best of those whose energy by the profile fits it. "
-        "Settable at run time; must be positive.",
+        "Energy budget per frame (J), a mean over budget_window_frames frames. The gate "
+        "runs the detector configuration (a level per stem, or off) of best predicted "
+        "value among those whose energy by the profile fits the frame's budget plus what "
+        "earlier frames saved. Settable at run time; must be positive.",
         runtime=True,
         check=_budget,
     ),
@@ -101,6 +102,16 @@ GATE_PARAMS = (
         100,
     ),
     Param(
+        "budget_window_frames",
+        BUDGET_WINDOW_FRAMES,
+        "Frames over which energy_budget_j is a mean: a frame may spend what the frames "
+        "before it saved, up to this many budgets in all (1: every frame within its own "
+        "budget, so a stem dearer than the budget never runs, nor can its features be "
+        "reused).",
+        1,
+        1000,
+    ),
+    Param(
         "gate_model",
         "",
         "Gate model (JSON beside its .safetensors); empty: the shipped models/gate.json.",
@@ -126,7 +137,12 @@ def gate_files(values: dict) -> tuple[Path, Path]:
 
 def make_gate(values: dict) -> Gate:
     profile, gate = gate_files(values)
-    return load_gate(profile, gate, hysteresis_frames=values["hysteresis_frames"])
+    return load_gate(
+        profile,
+        gate,
+        hysteresis_frames=values["hysteresis_frames"],
+        budget_window_frames=values["budget_window_frames"],
+    )
 
 
 LIMIT_OF_PARAM = {

@@ -94,6 +94,7 @@ def energy_record_to_msg(record: EnergyRecord, frame_id: str = "base_link") -> E
         branch_energy_j=[float(e) for e in record.branch_energy_j.values()],
         total_energy_j=record.total_energy_j,
         budget_j=float(record.budget_j),
+        allowed_j=float(record.budget_j if record.allowed_j is None else record.allowed_j),
         over_budget=record.over_budget,
         measured_energy_j=float(record.measured_energy_j),
         meter=record.meter,
@@ -112,4 +113,5 @@ def msg_to_energy_record(msg) -> EnergyRecord:
         budget_j=float(msg.budget_j),
         meter=msg.meter,
         measured_energy_j=float(msg.measured_energy_j),
+        allowed_j=float(msg.allowed_j),
     )
