@@ -160,12 +160,16 @@ def test_the_account_caps_its_savings_and_steers_its_price():
     assert account.available_j(1.0) == pytest.approx(3.0)
     account.charge(1.0, 3.0)
     assert account.savings_j == 0.0
-    price = account.price
+    assert account.price == 0.0  # a new stream: chosen as under a per-frame cap
     account.steer(1.0, 2.0)  # wants twice the budget: dearer energy
-    assert account.price > price
-    for _ in range(3):
-        account.steer(1.0, 0.5)  # wants half: cheaper
-    assert account.price < price
+    account.steer(1.0, 2.0)
+    price = account.price
+    assert price > 0.0
+    account.steer(1.0, 0.5)  # wants half: cheaper
+    assert 0.0 < account.price < price
+    for _ in range(10):
+        account.steer(1.0, 0.5)
+    assert account.price == 0.0  # never below nothing
     with pytest.raises(ValueError, match="at least 1 frame"):
         EnergyAccount(window_frames=0)
 

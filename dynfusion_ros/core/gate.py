@@ -56,9 +56,10 @@ from dynfusion_ros.core.energy import EnergyProfile
 GATE_FORMAT = 3
 ENERGY_TOLERANCE = 1e-9  # relative: sums of the same prices in another order
 BUDGET_WINDOW_FRAMES = 10  # the budget is a mean over this many frames (1 s at 10 Hz)
-INITIAL_PRICE = 0.1  # utility (0-1) a configuration must add per budget's worth of energy
-PRICE_RATE = 0.05  # the price's relative change per frame per budget spent above the budget
-PRICE_RANGE = (1e-4, 10.0)
+# the energy price: utility (0-1) a configuration must add per budget's worth of energy;
+# it moves by PRICE_STEP per frame for each budget the gate wants above the budget
+PRICE_STEP = 0.01
+MAX_PRICE = 10.0
 FEATURE_CLIP = 10.0  # standard deviations from the training mean a feature may lie
 
 SINGLE_STEMS = tuple(Configuration((Option(stem, FULL),)) for stem in STEMS)
@@ -307,14 +308,15 @@ class EnergyAccount:
 
     Each frame is credited its budget and charged what ran; the savings never exceed
     ``window_frames - 1`` budgets, so over any run of frames the spending is at most the
-    budgets plus that much. The price (utility per budget of energy) is multiplied by
-    ``exp(PRICE_RATE * (wanted - budget) / budget)`` every frame, ``wanted`` the energy of
-    what the gate would run if savings were unlimited: a dual ascent that settles where the
-    gate's wishes average the budget."""
+    budgets plus that much. The price (utility per budget of energy) moves every frame by
+    ``PRICE_STEP * (wanted - budget) / budget``, ``wanted`` the energy of what the gate
+    would run if savings were unlimited, and never below 0: a dual (sub)gradient ascent
+    that settles where the gate's wishes average the budget. It starts at 0 with nothing
+    saved, so a stream's first frames are chosen as under a per-frame cap."""
 
     window_frames: int = BUDGET_WINDOW_FRAMES
     savings_j: float = 0.0
-    price: float = INITIAL_PRICE
+    price: float = 0.0
 
     def __post_init__(self) -> None:
         if self.window_frames < 1:
@@ -332,8 +334,8 @@ class EnergyAccount:
     def steer(self, budget_j: float, wanted_j: float) -> None:
         if budget_j <= 0:  # odometry took it all: nothing to steer towards
             return
-        step = np.exp(PRICE_RATE * (wanted_j - budget_j) / budget_j)
-        self.price = float(np.clip(self.price * step, *PRICE_RANGE))
+        step = PRICE_STEP * (wanted_j - budget_j) / budget_j
+        self.price = float(np.clip(self.price + step, 0.0, MAX_PRICE))
 
 
 class Gate:
