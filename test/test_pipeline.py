@@ -97,6 +97,17 @@ def test_the_late_baseline_runs_each_stem_alone_and_fuses(runner, clear_frames):
     assert result.detections
 
 
+def test_a_new_budget_starts_a_new_account():
+    """What was saved under one budget is not spent under the next: lowered at run time,
+    a budget holds from the next frame."""
+    flow = DynamicFusionPipeline(None, Gate(PROFILE), budget_j=0.4)
+    flow.gate.account.charge(0.4, 0.1)
+    flow.budget_j = 0.4  # the fusion node follows every selection's budget: no change
+    assert flow.gate.account.savings_j == pytest.approx(0.3)
+    flow.budget_j = 0.2
+    assert flow.gate.account.savings_j == 0.0 and flow.gate.available_j(0.2) == 0.2
+
+
 @pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf"), "1", True])
 def test_budget_is_validated(runner, bad):
     flow = pipeline(runner)
@@ -143,8 +154,8 @@ def test_a_choice_made_in_another_pipeline_gives_the_same_frame(runner, clear_fr
         assert split.energy.component_energy_j == together.energy.component_energy_j
         assert split.energy.budget_j == pytest.approx(budget)
         assert split.energy.allowed_j == pytest.approx(together.energy.allowed_j)
-    # the fallback's account follows what ran: it would choose as the estimator does
-    assert fusion.gate.account == whole.gate.account
+    # the fallback's savings follow what ran (its price follows its own choices only)
+    assert fusion.gate.account.savings_j == pytest.approx(whole.gate.account.savings_j)
     stranger = dataclasses.replace(
         choice.selection, branch_names=("sonar",), chosen=(True,), predicted_utility=(0.5,)
     )

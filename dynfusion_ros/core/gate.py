@@ -384,6 +384,11 @@ class Gate:
         self._challenger: int | None = None
         self._wins = 0
         self._full = np.zeros(len(STEMS), dtype=bool)  # stems run at full on the last frame
+        self.reset_account()
+
+    def reset_account(self) -> None:
+        """Nothing saved, no price: a new stream, or a new budget (what was saved under
+        the old one is not spent under it, so a budget lowered at run time holds at once)."""
         self.account = EnergyAccount(self.budget_window_frames)
 
     def index(self, configuration: Configuration) -> int | None:

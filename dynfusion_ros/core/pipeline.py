@@ -198,7 +198,10 @@ class DynamicFusionPipeline:
 
     @budget_j.setter
     def budget_j(self, budget_j: float | None) -> None:
-        self._budget_j = check_budget(budget_j)
+        budget_j = check_budget(budget_j)
+        if hasattr(self, "_budget_j") and budget_j != self._budget_j:
+            self.gate.reset_account()
+        self._budget_j = budget_j
 
     def reset(self) -> None:
         """Forget the stream (a new bag, a backwards time jump)."""

@@ -327,8 +327,8 @@ class FusionNode(Node):
         choice = None
         if selection is not None:
             try:
+                self._follow(selection)  # first: a new budget restarts the savings
                 choice = pipeline.adopt(selection)
-                self._follow(selection)
             except ValueError as error:
                 self.bad_selections += 1
                 self.input.report(self.selection_topic, str(error), "unusable selection")
