@@ -327,9 +327,14 @@ class EnergyAccount:
     def available_j(self, budget_j: float) -> float:
         return budget_j + self.savings_j
 
-    def charge(self, budget_j: float, spent_j: float) -> None:
+    def savings_after(self, budget_j: float, spent_j):
+        """The savings once a frame credited ``budget_j`` spends ``spent_j`` (an array of
+        spendings gives one each)."""
         cap = (self.window_frames - 1) * max(budget_j, 0.0)
-        self.savings_j = min(max(self.savings_j + budget_j - spent_j, 0.0), cap)
+        return np.clip(self.savings_j + budget_j - spent_j, 0.0, cap)
+
+    def charge(self, budget_j: float, spent_j: float) -> None:
+        self.savings_j = float(self.savings_after(budget_j, spent_j))
 
     def steer(self, budget_j: float, wanted_j: float) -> None:
         if budget_j <= 0:  # odometry took it all: nothing to steer towards
@@ -407,8 +412,12 @@ class Gate:
     def _usable(self, features: ContextFeatures) -> np.ndarray:
         """Which configurations can run now: every stem they run has its sensor, every
         stem they reuse ran at full on the last frame."""
+        return self._has_sensors(features) & ~(self.reuses & ~self._full).any(axis=1)
+
+    def _has_sensors(self, features: ContextFeatures) -> np.ndarray:
+        """Which configurations have the sensor of every stem they run."""
         available = np.array([features.available(s) for s in STEMS])
-        return ~(self.runs & ~available).any(axis=1) & ~(self.reuses & ~self._full).any(axis=1)
+        return ~(self.runs & ~available).any(axis=1)
 
     def cheapest_usable_j(self, features: ContextFeatures) -> float:
         """The least a frame with these sensors can spend on detection, overhead included."""
@@ -519,11 +528,10 @@ class Gate:
         frame could have, given what this one lets it reuse and leaves in the account,
         less the best it could have without reuse. This frame's values stand in for the
         next's: a frame later, the scene and sensors are nearly the same."""
-        available = np.array([features.available(s) for s in STEMS])
-        runnable = ~(self.runs & ~available).any(axis=1)
-        cap = (self.budget_window_frames - 1) * budget_j
-        after = np.clip(self.account.savings_j + budget_j - self.energy_j, 0.0, cap) + budget_j
-        fits_next = runnable[None, :] & (self.energy_j[None, :] <= after[:, None])
+        after = self.account.savings_after(budget_j, self.energy_j) + budget_j
+        fits_next = self._has_sensors(features)[None, :] & (
+            self.energy_j[None, :] <= after[:, None]
+        )
         with_reuse = np.where(fits_next & self.enables, priced[None, :], -np.inf).max(axis=1)
         plain = fits_next & ~self.reuses.any(axis=1)[None, :]
         without = np.where(plain, priced[None, :], -np.inf).max(axis=1)
