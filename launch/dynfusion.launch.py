@@ -1,7 +1,7 @@
 """Bring up dynfusion_ros on a robot: the context estimator and the fusion node.
 
 ros2 launch dynfusion_ros dynfusion.launch.py [params_file:=FILE] [namespace:=NS]
-    [energy_budget_j:=0.22] [use_sim_time:=true]
+    [energy_budget_j:=0.065] [use_sim_time:=true]
 
 energy_budget_j and use_sim_time override the parameters file only when given; left out,
 the file's values (or the nodes' defaults) hold.

@@ -1,7 +1,7 @@
 """Replay a bag into dynfusion_ros: both nodes on the bag's clock, and `ros2 bag play`.
 
 ros2 launch dynfusion_ros replay.launch.py bag:=PATH [rate:=1.0]
-    [params_file:=FILE] [energy_budget_j:=0.22] (the budget overrides the file's when given)
+    [params_file:=FILE] [energy_budget_j:=0.065] (the budget overrides the file's when given)
 """
 
 from pathlib import Path

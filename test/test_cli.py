@@ -1,3 +1,7 @@
+import os
+import subprocess
+import sys
+
 import pytest
 from upstream_hashes import UPSTREAM_HASHES
 
@@ -23,3 +27,22 @@ def test_version(capsys):
         main(["--version"])
     assert exit_info.value.code == 0
     assert "dynfusion_ros 0.1.0" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("environment", "kept"), [({}, "True"), ({"MALLOC_MMAP_THRESHOLD_": "131072"}, "False")]
+)
+def test_freed_memory_is_kept_unless_the_environment_tunes_malloc(environment, kept):
+    """glibc takes the setting (mallopt says so) in a fresh process, as the commands and
+    nodes apply it; a user's own MALLOC_* tuning wins."""
+    code = "from dynfusion_ros.ros.realtime import keep_freed_memory; print(keep_freed_memory())"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**env, **environment},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout.strip() == kept

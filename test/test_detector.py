@@ -21,6 +21,8 @@ from dynfusion_ros.core.detector.rasters import blank_inputs
 from dynfusion_ros.core.detector.reuse import FeatureMemory, relative_motion, warp
 from dynfusion_ros.core.detector.runner import DetectorRunner
 from dynfusion_ros.core.detector.weights import WeightsError, load_detector, save_detector
+from dynfusion_ros.core.types import Modality
+from dynfusion_ros.resources import default_model_path
 from dynfusion_ros.train.dataset import load_dataset
 from dynfusion_ros.train.detector import (
     DetectorTrainSettings,
@@ -140,6 +142,34 @@ def test_fusion_ignores_absent_stems_and_frames_of_a_batch_do_not_mix(network, b
 
 
 @torch.inference_mode()
+def test_one_frame_fuses_as_it_would_in_a_batch_of_mixed_configurations(network):
+    """A single frame skips the masks a mixed batch needs; both must give the same map
+    for every configuration (levels, reuse ages, stems off)."""
+    generator = torch.Generator().manual_seed(3)
+    rows, cols = CONFIG.head_grid_shape
+    configurations = all_configurations()
+    features = {
+        stem: torch.rand(len(configurations), channels, rows, cols, generator=generator)
+        for stem, channels in CONFIG.stem_channels.items()
+    }
+    chosen = {stem: [c.level(Modality(stem)) for c in configurations] for stem in LEVELS}
+    levels = {
+        stem: torch.tensor([OFF if level is None else LEVELS[stem].index(level) for level in found])
+        for stem, found in chosen.items()
+    }
+    ages = {stem: torch.rand(len(configurations), generator=generator) * 0.3 for stem in LEVELS}
+    batch = network.fusion(features, levels, ages)
+    for row in range(len(configurations)):
+        present = [stem for stem in LEVELS if levels[stem][row] != OFF]
+        alone = network.fusion(
+            {stem: features[stem][row : row + 1] for stem in present},
+            {stem: levels[stem][row : row + 1] for stem in present},
+            {stem: ages[stem][row : row + 1] for stem in present},
+        )
+        assert torch.allclose(alone[0], batch[row], atol=1e-5), configurations[row].text
+
+
+@torch.inference_mode()
 def test_every_level_gives_features_on_the_head_grid_and_wrong_levels_are_refused(network, blank):
     shapes = {
         (stem, level): network.stem(stem, blank, level).shape
@@ -224,6 +254,17 @@ def test_weights_round_trip_and_clear_errors(network, tmp_path):
     (tmp_path / "other.json").write_text(document)
     with pytest.raises(WeightsError, match=r"levels\.lidar"):
         load_detector(tmp_path / "other.json")
+
+
+def test_loading_the_detector_sets_its_threads_and_refuses_none():
+    before = torch.get_num_threads()
+    try:
+        DetectorRunner.load(default_model_path("detector.json"), threads=1)
+        assert torch.get_num_threads() == 1
+        with pytest.raises(ValueError, match="at least 1 thread"):
+            DetectorRunner.load(default_model_path("detector.json"), threads=0)
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_runner_reuses_what_ran_and_says_what_could_not(network, clear_frames):

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dynfusion_ros.core.energy import EnergyProfile
 from dynfusion_ros.ros.bringup import ros_arguments
-from dynfusion_ros.ros.fusion_node import FUSION_PARAMS
+from dynfusion_ros.ros.fusion_node import FUSION_PARAMS, _profile_mismatch
 from dynfusion_ros.ros.gate_params import GATE_PARAMS
 from dynfusion_ros.ros.sensor_params import SENSOR_PARAMS, sync_settings
 
@@ -51,6 +52,19 @@ def test_good_values_pass():
     assert "is not one of" in FUSION["device"].refusal("tpu")
 
 
+def test_a_profile_measured_otherwise_than_the_detector_runs_is_named():
+    measured = {"device": "cpu", "torch_threads": 2}
+    profile = EnergyProfile({}, {}, measured=measured, source="energy_profile.yaml")
+    node = {"device": "cpu", "detector_threads": 1}
+    said = _profile_mismatch(profile, node)
+    assert "energy_profile.yaml" in said and "2 torch threads" in said
+    assert "dynfusion profile --threads 1" in said
+    assert _profile_mismatch(profile, {**node, "detector_threads": 2}) == ""
+    assert "measured on cpu" in _profile_mismatch(profile, {**node, "device": "cuda"})
+    # an old profile that does not say how it was measured is taken as it is
+    assert _profile_mismatch(EnergyProfile({}, {}), node) == ""
+
+
 def test_shipped_parameters_file_matches_the_declarations():
     sections = yaml.safe_load((ROOT / "config" / "dynfusion.yaml").read_text())
     shared = sections["/**"]["ros__parameters"]
@@ -87,7 +101,7 @@ def test_run_arguments_are_checked(tmp_path):
 @pytest.mark.parametrize(
     ("override", "said"),
     [
-        ("energy_budget_j:=1", "energy_budget_j: expects a floating-point number (write 0.22"),
+        ("energy_budget_j:=1", "energy_budget_j: expects a floating-point number (write 0.065"),
         ("frame_period_s:=5.0", "frame_period_s: Invalid parameter value (5.0)"),
         ("policy:=sometimes", "policy: "),
     ],

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from dynfusion_ros.command_args import UsageError, bag_paths
+from dynfusion_ros.core.detector.runner import INFERENCE_THREADS
 from dynfusion_ros.resources import ENERGY_PROFILE, default_model_path
 
 
@@ -41,6 +42,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="model meter: power of one fully busy CPU core (W), default 10",
     )
     parser.add_argument("--device", default="cpu", help="torch device for the detector")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=INFERENCE_THREADS,
+        help="torch CPU threads, as the fusion node's detector_threads "
+        f"(default {INFERENCE_THREADS})",
+    )
     parser.add_argument("--model", type=Path, help="detector weights JSON (default: shipped)")
     parser.add_argument("--out", type=Path, default=ENERGY_PROFILE, help="profile to write")
 
@@ -102,7 +110,7 @@ def measure(args: argparse.Namespace):
 
     meter = make_meter(args.meter, watts=args.watts)
     runner = DetectorRunner.load(
-        args.model or default_model_path("detector.json"), device=args.device
+        args.model or default_model_path("detector.json"), device=args.device, threads=args.threads
     )
     frames = []
     for labelled in read_frames(bag_paths([args.bag])[0]):
@@ -165,6 +173,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.frames * args.repeat < 10:
             raise UsageError("--frames x --repeat must be at least 10 (calls per component)")
+        if args.threads < 1:
+            raise UsageError(f"--threads must be at least 1, got {args.threads}")
         if not args.watts > 0:
             raise UsageError(f"--watts must be positive, got {args.watts}")
         profile = measure(args)

@@ -23,7 +23,11 @@ from pathlib import Path
 import yaml
 
 from dynfusion_ros.resources import package_file
-from dynfusion_ros.ros.realtime import freeze_start_up_objects, limit_allocator_arenas
+from dynfusion_ros.ros.realtime import (
+    freeze_start_up_objects,
+    keep_freed_memory,
+    limit_allocator_arenas,
+)
 
 PARAMS_FILE = Path("config/dynfusion.yaml")
 NODE_NAMES = ("context_estimator", "fusion")
@@ -131,6 +135,7 @@ def spin(
     from dynfusion_ros.ros.dds import use_package_transports
 
     limit_allocator_arenas()  # before rclpy starts the DDS threads
+    keep_freed_memory()
     use_package_transports()
     import rclpy
     from rclpy.signals import SignalHandlerOptions

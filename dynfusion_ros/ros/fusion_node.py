@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter, OrderedDict, deque
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -31,8 +32,8 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from tf2_msgs.msg import TFMessage
 from vision_msgs.msg import Detection3DArray, LabelInfo
 
-from dynfusion_ros.core.detector.runner import DetectorRunner
-from dynfusion_ros.core.energy import METERS, make_meter
+from dynfusion_ros.core.detector.runner import INFERENCE_THREADS, DetectorRunner
+from dynfusion_ros.core.energy import METERS, EnergyProfile, make_meter
 from dynfusion_ros.core.fusion import METHODS
 from dynfusion_ros.core.odometry.estimator import (
     DIVERGED,
@@ -87,6 +88,23 @@ def _device(value: object) -> str:
     return ""
 
 
+def _profile_mismatch(profile: EnergyProfile, values: Mapping) -> str:
+    """Why the profile's prices may not be this node's, or "": measured on another
+    device or at another thread count, every frame's energy is misjudged."""
+    measured = profile.measured
+    device = measured.get("device", values["device"])
+    threads = measured.get("torch_threads", values["detector_threads"])
+    if device != values["device"]:
+        return f"{profile.source} was measured on {device}, the detector runs on {values['device']}"
+    if values["device"] == "cpu" and threads != values["detector_threads"]:
+        return (
+            f"{profile.source} was measured with {threads} torch threads, the detector runs "
+            f"with {values['detector_threads']}: its energy figures are off (re-run "
+            f"`dynfusion profile --threads {values['detector_threads']}`)"
+        )
+    return ""
+
+
 FOLLOWED = ("energy_budget_j", "policy")  # every selection brings its own
 CHOICE_PARAMS = tuple(
     replace(
@@ -112,6 +130,16 @@ FUSION_PARAMS = (
         check=file_or_empty,
     ),
     Param("device", "cpu", "Where the detector runs.", choices=("cpu", "cuda"), check=_device),
+    Param(
+        "detector_threads",
+        INFERENCE_THREADS,
+        "torch CPU threads for the detector (process-wide). One by default: at batch 1 a"
+        " second thread mostly spins, doubling the CPU time (energy) for about the same"
+        " latency. The energy profile holds the count it was measured with; /diagnostics"
+        " warns when they differ (re-run `dynfusion profile --threads N`).",
+        1,
+        64,
+    ),
     Param(
         "score_threshold",
         0.05,
@@ -180,7 +208,9 @@ class FusionNode(Node):
         self.prefix = status_prefix(self)
         values = declare(self, (*SENSOR_PARAMS, *CHOICE_PARAMS, *FUSION_PARAMS), self._on_change)
         detector = values["detector_model"] or default_model_path("detector.json")
-        runner = DetectorRunner.load(detector, device=values["device"])
+        runner = DetectorRunner.load(
+            detector, device=values["device"], threads=values["detector_threads"]
+        )
         runner.warm_up()
         self.pipeline = DynamicFusionPipeline(
             runner,
@@ -191,6 +221,10 @@ class FusionNode(Node):
             **choice_options(values),
         )
         self.pipeline.odometry.warm_up()
+        self.detector_threads = values["detector_threads"]
+        self.profile_mismatch = _profile_mismatch(self.pipeline.gate.profile, values)
+        if self.profile_mismatch:
+            self.get_logger().warning(self.profile_mismatch)
         self.publish_tf = values["publish_tf"]
         self.score_threshold = values["score_threshold"]
         self.wait_ns = round(values["selection_wait_s"] * NS_PER_S)
@@ -371,6 +405,8 @@ class FusionNode(Node):
         level, message = DiagnosticStatus.OK, f"{self.frames} frames"
         if self.failures:
             level, message = DiagnosticStatus.ERROR, self.failures.summary()
+        elif self.profile_mismatch:
+            level, message = DiagnosticStatus.WARN, self.profile_mismatch
         elif (
             self.over_budget
             or fallbacks
@@ -406,6 +442,8 @@ class FusionNode(Node):
             "frames_waiting": len(self.waiting),
             "frames_dropped_busy": self.queue.dropped,
             "frames_selected_but_never_assembled": self.unmatched_selections,
+            "detector_threads": self.detector_threads,
+            "energy_profile_threads": pipeline.gate.profile.measured.get("torch_threads", "?"),
             **self.failures.values(),
         }
         return [

@@ -45,7 +45,7 @@ def file_or_empty(value: object) -> str:
 GATE_PARAMS = (
     Param(
         "energy_budget_j",
-        0.22,
+        0.065,
         "Energy budget per frame (J), a mean over budget_window_frames frames. The gate "
         "runs the detector configuration (a level per stem, or off) of best predicted "
         "value among those whose energy by the profile fits the frame's budget plus what "

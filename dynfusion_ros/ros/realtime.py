@@ -22,8 +22,9 @@ def freeze_start_up_objects() -> None:
     gc.freeze()
 
 
-M_ARENA_MAX = -8  # glibc's malloc.h
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8  # glibc's malloc.h
 ARENAS = 2
+KEPT_BLOCK_BYTES = 32 * 1024 * 1024  # glibc's largest mmap threshold on 64-bit
 
 
 def limit_allocator_arenas(arenas: int = ARENAS) -> bool:
@@ -41,5 +42,27 @@ def limit_allocator_arenas(arenas: int = ARENAS) -> bool:
     try:
         libc = ctypes.CDLL(None)
         return bool(libc.mallopt(M_ARENA_MAX, arenas))
+    except (OSError, AttributeError):
+        return False
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc keep freed blocks for reuse instead of handing them back to the kernel;
+    False where the C library is not glibc, or the environment already tunes it.
+
+    Every frame the detector allocates and frees the same feature maps (0.1-3 MB each).
+    By default glibc serves blocks that large with a fresh mmap and unmaps them on free,
+    so each frame faults its maps' pages in again: on a 2-core EPYC at one thread that
+    was a third of the camera stem's CPU time (6.7 ms of image convolutions, 4.2 ms
+    without) and of the head's, which is energy the budget pays for. Below 32 MB blocks
+    now come from the heap and freed ones stay there (the working set is a few
+    allocations deep, so the process keeps its peak, not a growing amount). What
+    real-time ROS 2 guides do with mlockall and ``M_MMAP_MAX = 0``, without pinning."""
+    if any(os.environ.get(f"MALLOC_{name}_") for name in ("MMAP_THRESHOLD", "TRIM_THRESHOLD")):
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        mmap = libc.mallopt(M_MMAP_THRESHOLD, KEPT_BLOCK_BYTES)
+        return bool(mmap and libc.mallopt(M_TRIM_THRESHOLD, 2 * KEPT_BLOCK_BYTES))
     except (OSError, AttributeError):
         return False

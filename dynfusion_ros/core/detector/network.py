@@ -53,12 +53,16 @@ class Fusion(nn.Module):
     ) -> torch.Tensor:
         """``features[stem]`` (B, C, rows, cols); ``levels[stem]`` (B,) index into the
         stem's levels, ``OFF`` where it did not contribute; ``ages[stem]`` (B,) seconds
-        (reused maps only). A stem missing from ``features`` is off in every frame."""
-        adapted, logits, present = [], [], []
-        indicator = []
+        (reused maps only). A stem missing from ``features`` is off in every frame.
+
+        Masks are applied only where the batch's frames differ (training mixes levels
+        per frame). A node runs one frame of one configuration: there, every mask would
+        be all ones, and at batch 1 such elementwise passes over the map cost more than
+        the convolutions (they were half the fusion's time)."""
+        batch = next(iter(features.values())).shape[0]
+        adapted, present, indicator = {}, [], []
         for stem in STEM_NAMES:
             level = levels.get(stem)
-            batch = next(iter(features.values())).shape[0]
             if level is None:
                 level = torch.full((batch,), OFF, dtype=torch.long)
             age = ages.get(stem, torch.zeros(batch))
@@ -66,31 +70,48 @@ class Fusion(nn.Module):
             indicator.append(age * (level == LEVELS[stem].index(REUSE)))
             if stem not in features:
                 continue
-            mixed = None
-            for index, name in enumerate(LEVELS[stem]):
-                chosen = level == index
-                if not bool(chosen.any()):
-                    continue
-                inputs = features[stem]
-                if name == REUSE:
-                    plane = (age / AGE_SCALE_S).view(-1, 1, 1, 1).expand(-1, 1, *inputs.shape[-2:])
-                    inputs = torch.cat([inputs, plane.to(inputs.dtype)], dim=1)
-                option = stem if index == 0 else f"{stem}_{name}"
-                out = self.adapters[option](inputs)
-                chosen = chosen.view(-1, 1, 1, 1).to(out.dtype)
-                mixed = out * chosen if mixed is None else mixed + out * chosen
+            mixed = self._adapt(stem, features[stem], level, age)
             if mixed is None:
                 continue
-            adapted.append(mixed)
-            logits.append(self.cell_logits[stem](mixed))
-            present.append((level != OFF).view(-1, 1, 1, 1))
-        stacked_logits = torch.cat(logits, dim=1)
-        mask = torch.cat(present, dim=1)
-        stacked_logits = stacked_logits.masked_fill(~mask, torch.finfo(stacked_logits.dtype).min)
-        weights = torch.softmax(stacked_logits, dim=1) * mask
-        fused = sum(weights[:, i : i + 1] * a for i, a in enumerate(adapted))
+            adapted[stem] = mixed
+            present.append(level != OFF)
+        fused = self._mix(adapted, torch.stack(present, dim=1))
         condition = torch.stack([v.to(fused.dtype) for v in indicator], dim=1)
         return torch.relu(fused + self.condition(condition)[:, :, None, None])
+
+    def _adapt(
+        self, stem: str, inputs: torch.Tensor, level: torch.Tensor, age: torch.Tensor
+    ) -> torch.Tensor | None:
+        """The stem's map through the adapter of each frame's level (zeros where off)."""
+        mixed = None
+        for index, name in enumerate(LEVELS[stem]):
+            chosen = level == index
+            if not bool(chosen.any()):
+                continue
+            values = inputs
+            if name == REUSE:
+                plane = (age / AGE_SCALE_S).view(-1, 1, 1, 1).expand(-1, 1, *inputs.shape[-2:])
+                values = torch.cat([inputs, plane.to(inputs.dtype)], dim=1)
+            out = self.adapters[stem if index == 0 else f"{stem}_{name}"](values)
+            if bool(chosen.all()):
+                return out
+            chosen = chosen.view(-1, 1, 1, 1).to(out.dtype)
+            mixed = out * chosen if mixed is None else mixed + out * chosen
+        return mixed
+
+    def _mix(self, adapted: Mapping[str, torch.Tensor], present: torch.Tensor) -> torch.Tensor:
+        """Per cell, the softmax-weighted sum of the stems present in each frame."""
+        maps = list(adapted.values())
+        if len(maps) == 1:
+            return maps[0]  # one stem: its weight is 1 wherever it is present (else 0)
+        stacked = torch.cat([self.cell_logits[stem](a) for stem, a in adapted.items()], dim=1)
+        if bool(present.all()):
+            weights = torch.softmax(stacked, dim=1)
+        else:
+            mask = present[:, :, None, None]
+            stacked = stacked.masked_fill(~mask, torch.finfo(stacked.dtype).min)
+            weights = torch.softmax(stacked, dim=1) * mask
+        return sum(weights[:, i : i + 1] * a for i, a in enumerate(maps))
 
 
 class FusedDetector(nn.Module):
