@@ -1,6 +1,6 @@
 """Detector latency and memory: every option (a stem at a level; reuse is the warp) and
-the fusion and head at batch 1, the full configuration, the cheapest configurations, the
-late baseline, and the peak resident memory.
+the fusion and head at batch 1, the full configuration, the cheapest configurations,
+tracks, the late baseline, and the peak resident memory.
 
 Targets (issue 23): the full configuration costs no more than the six-branch `all`
 (31 ms a frame on 2 cores); radar alone at most 5 ms (issue 4); peak resident memory at
@@ -9,6 +9,10 @@ its memory is not counted here); timings are medians over the frames after a war
 reuse moved by the true motion. Prints figures; asserts nothing.
 
     .venv/bin/python bench/bench_detector.py [--model models/detector.json] [--frames 40]
+        [--threads 1]
+
+Run as the nodes run: torch at ``--threads`` (the fusion node's ``detector_threads``)
+and glibc keeping freed memory.
 """
 
 from __future__ import annotations
@@ -22,12 +26,17 @@ import numpy as np
 import torch
 from sim_frames import simulated_frames
 
-from dynfusion_ros.core.detector.levels import FULL_CONFIGURATION, Configuration
-from dynfusion_ros.core.detector.runner import DetectorRunner
+from dynfusion_ros.core.detector.levels import (
+    FULL_CONFIGURATION,
+    TRACKS_CONFIGURATION,
+    Configuration,
+)
+from dynfusion_ros.core.detector.runner import INFERENCE_THREADS, DetectorRunner
 from dynfusion_ros.core.fusion import fuse
 from dynfusion_ros.core.gate import SINGLE_STEMS
 from dynfusion_ros.eval.profiling import machine_description
 from dynfusion_ros.resources import default_model_path
+from dynfusion_ros.ros.realtime import keep_freed_memory
 
 SHOWN = ("camera_half+lidar_early+radar", "camera_reuse+lidar+radar", "lidar_early", "radar")
 
@@ -41,10 +50,12 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=default_model_path("detector.json"))
     parser.add_argument("--frames", type=int, default=40)
     parser.add_argument("--scenario", default="clear")
+    parser.add_argument("--threads", type=int, default=INFERENCE_THREADS)
     args = parser.parse_args()
+    keep_freed_memory()
     frames = simulated_frames(args.scenario, args.frames)
     before = peak_rss_mb()
-    runner = DetectorRunner.load(args.model)
+    runner = DetectorRunner.load(args.model, threads=args.threads)
     runner.warm_up()
     option_ms: dict[str, list[float]] = {}
     head_ms, total_ms = [], {}
@@ -58,6 +69,9 @@ def main() -> None:
     for number, frame in enumerate(frames):
         pose = np.array([0.8 * number, 0.0, 0.0])  # 8 m/s at 10 Hz: reuse moves by it
         timed = {}
+        start = time.perf_counter()
+        runner.run(frame, TRACKS_CONFIGURATION, pose)  # the last frame's, predicted
+        timed["tracks"] = (time.perf_counter() - start) * 1e3
         warps = runner.run(frame, reused, pose).option_ms if number else {}
         for configuration in configurations:
             start = time.perf_counter()
@@ -67,6 +81,7 @@ def main() -> None:
         fuse({c.text: runner.run(frame, c, pose).detections for c in SINGLE_STEMS})
         timed["late"] = (time.perf_counter() - start) * 1e3
         outputs = runner.run(frame, FULL_CONFIGURATION, pose)  # what the next frame reuses
+        runner.follow(frame, outputs.detections, pose)  # and tracks
         if number < 3:
             continue
         for name, value in timed.items():

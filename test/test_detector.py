@@ -21,7 +21,7 @@ from dynfusion_ros.core.detector.rasters import blank_inputs
 from dynfusion_ros.core.detector.reuse import FeatureMemory, relative_motion, warp
 from dynfusion_ros.core.detector.runner import DetectorRunner
 from dynfusion_ros.core.detector.weights import WeightsError, load_detector, save_detector
-from dynfusion_ros.core.types import Modality
+from dynfusion_ros.core.types import Box3D, Detection, Modality, ObjectClass
 from dynfusion_ros.resources import default_model_path
 from dynfusion_ros.train.dataset import load_dataset
 from dynfusion_ros.train.detector import (
@@ -293,3 +293,23 @@ def test_runner_reuses_what_ran_and_says_what_could_not(network, clear_frames):
     alone = DetectorRunner(network).run(third, Configuration.parse("camera+radar"), pose)
     batched = [d.score for d in every["camera+radar"]]  # scored in one batch with others
     assert batched == pytest.approx([d.score for d in alone.detections], abs=1e-5)
+
+
+def test_tracks_predict_what_the_runner_was_told_was_found(network, clear_frames):
+    runner = DetectorRunner(network)
+    first, second = clear_frames[4].frame, clear_frames[5].frame
+    tracks = Configuration.parse("tracks")
+    said = runner.run(first, tracks, np.zeros(3)).skipped
+    assert said == {"tracks": "no earlier detections to track"}
+    found = [Detection(ObjectClass.CAR, 0.8, Box3D(12.0, -2.0, 0.8, 4.5, 1.9, 1.6, 0.1))]
+    runner.follow(first, found, np.zeros(3))
+    moved = np.array([1.0, 0.0, 0.0])  # the vehicle drove 1 m ahead: objects are 1 m nearer
+    outputs = runner.run(second, tracks, moved)
+    assert outputs.ran == tracks and outputs.head_ms == 0.0 and "tracks" in outputs.option_ms
+    (car,) = outputs.detections
+    assert (car.box.x, car.box.y, car.score) == pytest.approx((11.0, -2.0, 0.8))
+    assert "no ego pose" in runner.run(second, tracks).skipped["tracks"]
+    every, _ = runner.run_every(second, [tracks, FULL_CONFIGURATION], moved)
+    assert set(every) == {"tracks", FULL_CONFIGURATION.text}
+    runner.follow(second, every[FULL_CONFIGURATION.text], None)  # no pose: the tracks end
+    assert "no earlier detections" in runner.run(second, tracks, moved).skipped["tracks"]

@@ -26,6 +26,7 @@ OPTIONS_J = {
     "lidar_reuse": 0.002,
     "radar": 0.01,
     "radar_reuse": 0.001,
+    "tracks": 0.0005,
 }
 HEAD_J = {"fused": 0.02, "late_fusion": 0.004}
 
@@ -38,6 +39,12 @@ def profile(**changes) -> EnergyProfile:
 def test_a_configuration_pays_its_options_one_head_and_the_overhead():
     energy = profile().run_energy_j([Configuration.parse("camera_half+lidar_reuse")])
     assert energy == pytest.approx(0.05 + 0.002 + 0.02 + 0.001)
+
+
+def test_tracks_pay_their_prediction_and_the_overhead_but_no_head():
+    tracks = Configuration.parse("tracks")
+    assert profile().run_energy_j([tracks]) == pytest.approx(0.0005 + 0.001)
+    assert profile().option_energy_j([tracks]) == {"tracks": pytest.approx(0.0005)}
 
 
 def test_late_fusion_pays_a_head_per_configuration_and_the_merge():

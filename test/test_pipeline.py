@@ -13,13 +13,19 @@ from test_energy import profile
 
 from dynfusion_ros.cli import main
 from dynfusion_ros.core.context import FEATURE_NAMES
-from dynfusion_ros.core.detector.levels import FULL_CONFIGURATION, Configuration
+from dynfusion_ros.core.detector.levels import (
+    FULL_CONFIGURATION,
+    TRACKS_CONFIGURATION,
+    Configuration,
+)
 from dynfusion_ros.core.detector.runner import DetectorRunner
-from dynfusion_ros.core.gate import SINGLE_STEMS, Gate, GateModel
+from dynfusion_ros.core.gate import MAX_HELD_FRAMES, SINGLE_STEMS, Gate, GateModel
 from dynfusion_ros.core.odometry.estimator import OdometryEstimator
 from dynfusion_ros.core.pipeline import DynamicFusionPipeline
+from dynfusion_ros.core.quality import frame_quality
+from dynfusion_ros.core.tracking import ObjectTracks
 from dynfusion_ros.eval.evaluation import evaluate_bags, recorded_pipeline, replay_record
-from dynfusion_ros.eval.records import DetectionRecord, record_configurations
+from dynfusion_ros.eval.records import DetectionRecord, RecordedRunner, record_configurations
 from dynfusion_ros.resources import default_model_path
 from dynfusion_ros.ros.bag_frames import read_frames
 
@@ -164,7 +170,7 @@ def test_a_choice_made_in_another_pipeline_gives_the_same_frame(runner, clear_fr
 
 
 def test_replaying_the_record_gives_the_pipeline_s_own_numbers(runner, record, clear_bag):
-    assert len(record) == 15 and record.quality.shape == (15, 47)
+    assert len(record) == 15 and record.quality.shape == (15, 48)
     assert record.ran[1:, record.configurations.index(C("camera_reuse+lidar"))].all()
     for policy in ("static:camera_half+lidar", "dynamic", "late"):
         live = evaluate_bags(pipeline(runner, policy=policy), [clear_bag], progress=False)
@@ -173,6 +179,28 @@ def test_replaying_the_record_gives_the_pipeline_s_own_numbers(runner, record, c
         assert replayed.map == pytest.approx(live.map, abs=1e-9)
         assert replayed.option_usage == live.option_usage
         assert replayed.energy_j_per_frame == pytest.approx(live.energy_j_per_frame)
+
+
+def test_recorded_tracks_are_the_full_detections_a_frame_on_and_replays_track_the_policy(record):
+    tracks = record.configurations.index(TRACKS_CONFIGURATION)
+    assert record.held_quality.shape == (15, MAX_HELD_FRAMES)
+    assert (record.held_quality[0] == 0.0).all()  # nothing earlier to predict from
+    np.testing.assert_allclose(record.held_quality[1:, 0], record.quality[1:, tracks])
+    assert record.ran[1:, tracks].all() and not record.ran[0, tracks]
+    # a replay predicts from what the replayed policy ran, at the recorded true poses
+    replay = RecordedRunner(record)
+    first, second = replay.frames()[3:5]
+    lidar = replay.run(first, C("lidar")).detections
+    assert lidar
+    replay.follow(first, lidar)
+    expected = ObjectTracks()
+    expected.update(lidar, record.poses[3], int(record.stamps[3]))
+    predicted = replay.run(second, TRACKS_CONFIGURATION).detections
+    assert predicted == expected.predict(record.poses[4], int(record.stamps[4]))
+    assert predicted != record.frame_detections(4)["tracks"]  # those follow the full one
+    truth = record.frame_truth(4)
+    live = replay.quality(second, {"tracks": predicted}, truth)
+    assert live[tracks] == pytest.approx(frame_quality(predicted, truth))
 
 
 def test_truth_frames_no_frame_was_assembled_for_count_as_frames_without_output(
@@ -336,7 +364,7 @@ def test_benchmark_on_the_tiny_suite(tmp_path, capsys):
     # every configuration straight from the record: the full one scores as its replay
     lines = (tmp_path / "bench" / "configurations.md").read_text().splitlines()
     configurations = [line for line in lines if line.startswith("| ") and "+" in line]
-    assert len([line for line in lines if line.startswith("| ")]) == 1 + 47 + 1
+    assert len([line for line in lines if line.startswith("| ")]) == 1 + 48 + 1  # and tracks
     full_row = next(line for line in configurations if line.startswith("| camera+lidar+radar |"))
     static_full = next(r for r in rows if r["policy"] == "static:camera+lidar+radar")
     assert full_row.split("|")[-3].strip() == f"{100 * static_full['map']:.1f}"
@@ -369,6 +397,8 @@ def test_failure_augmentation_maps_each_configuration_to_what_still_runs(record)
     both = quality[lidar_failed, column["camera_half+lidar_reuse"]]
     np.testing.assert_allclose(both, record.quality[:, column["camera_half"]])
     assert (quality[lidar_failed, column["lidar_early"]] == 0.0).all()  # cars everywhere
+    # tracks of what runs without the lidar: at most what tracks of everything do
+    assert (quality[lidar_failed, column["tracks"]] <= record.quality[:, column["tracks"]]).all()
     available = features[lidar_failed, FEATURE_NAMES.index("lidar_available")]
     assert (available == 0).all()
 
@@ -398,11 +428,14 @@ def test_train_gate_command_writes_a_loadable_gate(record, clear_bag, tmp_path, 
     model = GateModel.load(tmp_path / "models" / "gate.json")
     assert model.configurations == record.configurations
     quality, _ = model.predict(record.features[3])
-    assert quality.shape == (47,) and ((quality > 0) & (quality < 1)).all()
+    assert quality.shape == (48,) and ((quality > 0) & (quality < 1)).all()
     # the blend was chosen by replaying the dynamic policy on the validation frames
-    assert model.dataset_quality.shape == (47, len(model.contexts))
+    assert model.dataset_quality.shape == (48, len(model.contexts))
+    # each frame more of tracks loses what the record's tracks lost, frame for frame
+    assert 0.0 <= model.hold_penalty <= 1.0 and "tracks lose" in printed
     assert ((model.dataset_quality >= 0) & (model.dataset_quality <= 1)).all()
     report = json.loads((tmp_path / "models" / "gate_training.json").read_text())
+    assert report["hold_penalty"] == model.hold_penalty
     chosen = f"{model.blend:g}/{model.tie_margin:g}"
     assert (report["blend"], report["tie_margin"]) == (model.blend, model.tie_margin)
     assert chosen in report["blend_map"] and len(report["blend_map"]) == 5 * 3

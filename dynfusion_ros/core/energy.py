@@ -23,13 +23,14 @@ from pathlib import Path
 
 import yaml
 
-from dynfusion_ros.core.detector.levels import OPTIONS, Configuration
+from dynfusion_ros.core.detector.levels import CHOICE_NAMES, Configuration
 
 PROFILE_FORMAT = 2
 DEFAULT_MODEL_WATTS = 10.0
 HEADS = ("fused", "late_fusion")
-"""``fused``: the fusion, the head and decoding, once per configuration run;
-``late_fusion``: merging several configurations' detections (the late-fusion baseline)."""
+"""``fused``: the fusion, the head, decoding and the update of the object tracks, once per
+configuration run; ``late_fusion``: merging several configurations' detections (the
+late-fusion baseline)."""
 
 
 class EnergyProfileError(ValueError):
@@ -41,7 +42,8 @@ class EnergyProfile:
     """Joules per frame of every component, and where they were measured.
 
     ``options_j``: each stem at each level (``levels.py``); a reuse option's price is
-    the warp of the remembered map. ``head_j``: see ``HEADS``.
+    the warp of the remembered map; ``tracks`` is the prediction of the object tracks
+    (the configuration that runs no stem and no head). ``head_j``: see ``HEADS``.
     """
 
     options_j: Mapping[str, float]
@@ -62,7 +64,7 @@ class EnergyProfile:
 
     def check_complete(self) -> None:
         """Every option and head must have a price: the gate cannot budget the unpriced."""
-        for table, names in (("options_j", OPTIONS), ("head_j", HEADS)):
+        for table, names in (("options_j", CHOICE_NAMES), ("head_j", HEADS)):
             missing = [name for name in names if name not in getattr(self, table)]
             if missing:
                 raise EnergyProfileError(
@@ -101,8 +103,9 @@ class EnergyProfile:
         configurations = [c for c in configurations if c]
         names = dict.fromkeys(name for c in configurations for name in c.names)
         parts = {f"option/{name}": float(self.options_j[name]) for name in names}
-        if configurations:
-            parts["head/fused"] = len(configurations) * float(self.head_j["fused"])
+        detecting = sum(c.detects for c in configurations)
+        if detecting:
+            parts["head/fused"] = detecting * float(self.head_j["fused"])
         if len(configurations) > 1:
             parts["head/late_fusion"] = float(self.head_j["late_fusion"])
         parts.update({f"odometry/{c}": self.odometry_energy_j([c]) for c in corrections})

@@ -1,10 +1,12 @@
 """The gate: predict how well every configuration of the fused detector would do on this
 frame, then take the best one whose energy fits the budget.
 
-A configuration is one level per stem or none (``detector/levels.py``); there are 47, so
-the choice is exact: enumerate, drop those needing a sensor that is not there (or
-features to reuse that the last frame did not compute), drop those over what the budget
-allows this frame, take the highest value (near-ties go to the dearer one).
+A configuration is one level per stem or none (``detector/levels.py``); there are 47, and
+``tracks`` (no stem, no head: the last detections predicted to now), so the choice is
+exact: enumerate, drop those needing a sensor that is not there (or features to reuse
+that the last frame did not compute, or tracks older than ``MAX_HELD_FRAMES``), drop those
+over what the budget allows this frame, take the highest value (near-ties go to the
+dearer one).
 
 The budget is a *mean* energy per frame, kept over a window of frames (``EnergyAccount``):
 what a frame does not spend is saved, up to the window's worth, for a dearer frame later,
@@ -23,7 +25,10 @@ mAP in that context (``GateModel.utility``).
 Reuse is offered only for a stem that ran at its full level on the previous frame: the
 detector remembers full-level features only, one frame back is what its reuse was
 validated on, and the benchmark's recorded outputs then replay exactly what a policy
-would have run.
+would have run. Tracks are offered for up to ``MAX_HELD_FRAMES`` frames after the detector
+last ran. The model predicts the worth of tracks of the full configuration one frame on;
+tracks of what really ran keep the same share of its worth, and each further frame
+takes the model's ``hold_penalty`` off (fitted on the training drives).
 
 It runs in numpy: a small network called once a frame is cheaper without torch's
 per-call overhead, and the gate's own cost counts against the budget it enforces.
@@ -42,18 +47,22 @@ from safetensors.numpy import load_file, save_file
 
 from dynfusion_ros.core.context import FEATURE_NAMES, ContextFeatures
 from dynfusion_ros.core.detector.levels import (
+    CHOICE_NAMES,
     FULL,
     FULL_CONFIGURATION,
-    OPTIONS,
     REUSE,
     STEMS,
+    TRACKS,
+    TRACKS_CONFIGURATION,
     Configuration,
     Option,
     all_configurations,
+    choices,
 )
 from dynfusion_ros.core.energy import EnergyProfile
 
-GATE_FORMAT = 3
+GATE_FORMAT = 4
+READABLE_GATE_FORMATS = (3, 4)  # 3: before tracks (no hold_penalty; it offers no tracks)
 ENERGY_TOLERANCE = 1e-9  # relative: sums of the same prices in another order
 BUDGET_WINDOW_FRAMES = 10  # the budget is a mean over this many frames (1 s at 10 Hz)
 # the energy price: utility (0-1) a configuration must add per budget's worth of energy;
@@ -61,6 +70,8 @@ BUDGET_WINDOW_FRAMES = 10  # the budget is a mean over this many frames (1 s at 
 PRICE_STEP = 0.01
 MAX_PRICE = 10.0
 FEATURE_CLIP = 10.0  # standard deviations from the training mean a feature may lie
+MAX_HELD_FRAMES = 3  # frames in a row that may run tracks (0.3 s at 10 Hz)
+DEFAULT_HOLD_PENALTY = 0.05  # quality lost per further frame of tracks, without a model
 
 SINGLE_STEMS = tuple(Configuration((Option(stem, FULL),)) for stem in STEMS)
 """What the late-fusion baseline runs: every stem alone, its detections fused after."""
@@ -78,12 +89,13 @@ PRIOR_OPTION_QUALITY: Mapping[str, float] = {
     "lidar_reuse": 0.45,
     "radar": 0.17,
     "radar_reuse": 0.11,
+    TRACKS: 0.68,  # 0.96 of the full configuration's 0.71: tracks kept 84.0 of 87.1 mAP
 }
 
 
 def static_configurations() -> tuple[Configuration, ...]:
-    """The configurations a static policy can run frame after frame: no reuse (nothing
-    would compute the features to reuse)."""
+    """The configurations a static policy can run frame after frame: no reuse and no
+    tracks (nothing would compute the features to reuse, or the detections to track)."""
     return tuple(c for c in all_configurations() if all(o.runs_stem for o in c.options))
 
 
@@ -117,10 +129,12 @@ class Policy:
         if kind == "static" and argument:
             configuration = Configuration.parse(argument)  # raises naming the options
             reused = [o.name for o in configuration.options if not o.runs_stem]
+            reused += [TRACKS] if configuration.tracks else []
             if reused:
                 raise ValueError(
                     f"policy {text!r}: a static configuration cannot reuse ({', '.join(reused)}):"
-                    " nothing would run the stem to compute the features"
+                    " nothing would run the stem to compute the features (or the detector"
+                    " to find what tracks follow)"
                 )
             return cls(kind, configuration)
         raise ValueError(f"unknown policy {text!r}; {usage}")
@@ -146,10 +160,14 @@ class GateModel:
     # configuration: differences below what the training drives can resolve should not
     # leave budget unspent (fitted with the blend)
     tie_margin: float = 0.0
+    # quality tracks lose for each frame beyond the first since the detector last ran
+    hold_penalty: float = DEFAULT_HOLD_PENALTY
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.blend <= 1.0:
             raise ValueError(f"blend must be in [0, 1], got {self.blend}")
+        if not 0.0 <= self.hold_penalty <= 1.0:
+            raise ValueError(f"hold_penalty must be in [0, 1], got {self.hold_penalty}")
         if not 0.0 <= self.tie_margin < 1.0:
             raise ValueError(f"tie_margin must be in [0, 1), got {self.tie_margin}")
         expected = (len(self.configurations), len(self.contexts))
@@ -210,6 +228,7 @@ class GateModel:
             "seen_sensor_sets": sorted(self.seen_sensor_sets),
             "blend": self.blend,
             "tie_margin": self.tie_margin,
+            "hold_penalty": self.hold_penalty,
             "metadata": dict(self.metadata),
         }
         path.write_text(json.dumps(document, indent=2) + "\n")
@@ -224,7 +243,7 @@ class GateModel:
             raise GateModelError(path, "gate model not found") from None
         except (OSError, ValueError) as error:
             raise GateModelError(path, f"cannot read the gate model: {error}") from None
-        if document.get("format_version") != GATE_FORMAT:
+        if document.get("format_version") not in READABLE_GATE_FORMATS:
             raise GateModelError(
                 path,
                 f"format_version {document.get('format_version')!r}, this version reads "
@@ -256,13 +275,16 @@ class GateModel:
                 arrays.get("dataset_quality"),
                 float(document.get("blend", 0.0)),
                 float(document.get("tie_margin", 0.0)),
+                float(document.get("hold_penalty", DEFAULT_HOLD_PENALTY)),
             )
         except FileNotFoundError:
             raise GateModelError(weights_path, "gate weights not found") from None
         except (SafetensorError, OSError, KeyError) as error:
             raise GateModelError(weights_path, f"corrupt gate weights: {error}") from None
         except (TypeError, ValueError) as error:
-            raise GateModelError(path, f"bad dataset quality or blend: {error}") from None
+            raise GateModelError(
+                path, f"bad dataset quality, blend or hold penalty: {error}"
+            ) from None
         if layers[-1][0].shape[0] != len(configurations) + len(model.contexts):
             raise GateModelError(weights_path, "output size does not match the configurations")
         if layers[0][0].shape[1] != len(FEATURE_NAMES):
@@ -297,9 +319,9 @@ class Decision:
 
     @property
     def options(self) -> tuple[str, ...]:
-        """Every option that runs, in ``OPTIONS`` order."""
+        """Every option that runs (or ``tracks``), in ``CHOICE_NAMES`` order."""
         names = {name for c in self.chosen for name in c.names}
-        return tuple(name for name in OPTIONS if name in names)
+        return tuple(name for name in CHOICE_NAMES if name in names)
 
 
 @dataclass
@@ -349,9 +371,10 @@ class Gate:
     ``hysteresis_frames``: a different configuration must look better by ``margin`` on
     this many frames in a row before the dynamic policy switches to it (1: at once). A
     current one that stops fitting (budget lowered, savings spent, sensor lost) is left
-    at once. Reuse, being one frame's saving after a full run, is exempt: the dynamic
-    policy alternates into and out of it freely. ``budget_window_frames``: the budget is a
-    mean over this many frames (``EnergyAccount``; 1: every frame within it).
+    at once. Reuse and tracks, being a few frames' saving after a detector run, are
+    exempt: the dynamic policy alternates into and out of them freely.
+    ``budget_window_frames``: the budget is a mean over this many frames
+    (``EnergyAccount``; 1: every frame within it).
     """
 
     def __init__(
@@ -368,16 +391,20 @@ class Gate:
         EnergyAccount(budget_window_frames)  # checks it
         profile.check_complete()
         self.profile, self.model = profile, model
-        self.configurations = model.configurations if model else all_configurations()
+        self.configurations = model.configurations if model else choices()
         self.energy_j = np.array([profile.run_energy_j([c]) for c in self.configurations])
         self.runs = np.array([[s in c.runs for s in STEMS] for c in self.configurations])
         self.reuses = np.array([[c.level(s) == REUSE for s in STEMS] for c in self.configurations])
+        self.holds = np.array([c.tracks for c in self.configurations])
+        self._tracks = self.index(TRACKS_CONFIGURATION)
+        self._full_index = self.index(FULL_CONFIGURATION)
         self.stems = self.runs | self.reuses
         runs_full = np.array([[c.level(s) == FULL for s in STEMS] for c in self.configurations])
         # enables[a, b]: after a frame that ran a, b may run (what b reuses, a ran at full)
         self.enables = ~(self.reuses[None, :, :] & ~runs_full[:, None, :]).any(axis=2)
+        self.hold_penalty = model.hold_penalty if model else DEFAULT_HOLD_PENALTY
         self.singles = {
-            c.names[0]: i for i, c in enumerate(self.configurations) if len(c.options) == 1
+            c.names[0]: i for i, c in enumerate(self.configurations) if len(c.names) == 1
         }
         self.prior = np.array([prior_quality(c) for c in self.configurations])
         self.hysteresis_frames, self.margin = hysteresis_frames, margin
@@ -389,6 +416,8 @@ class Gate:
         self._challenger: int | None = None
         self._wins = 0
         self._full = np.zeros(len(STEMS), dtype=bool)  # stems run at full on the last frame
+        self._held: int | None = None  # frames since the detector last ran (None: never)
+        self._source: int | None = None  # what it ran then: what tracks would predict
         self.reset_account()
 
     def reset_account(self) -> None:
@@ -411,8 +440,10 @@ class Gate:
 
     def _usable(self, features: ContextFeatures) -> np.ndarray:
         """Which configurations can run now: every stem they run has its sensor, every
-        stem they reuse ran at full on the last frame."""
-        return self._has_sensors(features) & ~(self.reuses & ~self._full).any(axis=1)
+        stem they reuse ran at full on the last frame; tracks, while the detector ran
+        within ``MAX_HELD_FRAMES``."""
+        usable = self._has_sensors(features) & ~(self.reuses & ~self._full).any(axis=1)
+        return usable & ~(self.holds & (self._held is None or self._held >= MAX_HELD_FRAMES))
 
     def _has_sensors(self, features: ContextFeatures) -> np.ndarray:
         """Which configurations have the sensor of every stem they run."""
@@ -425,12 +456,30 @@ class Gate:
         return float(energies.min()) if energies.size else self.profile.overhead_total_j
 
     def _predict(self, features: ContextFeatures) -> tuple[np.ndarray, dict[str, float], str]:
+        """Predicted utilities (tracks as of the full configuration one frame on; see
+        ``_tracked``), context probabilities, and why the prior stood in, if it did."""
         if self.model is None:
             return self.prior, {}, "no gate model loaded"
         if sensor_set(features) not in self.model.seen_sensor_sets:
             return self.prior, {}, f"sensor set {sensor_set(features)} not seen in training"
         quality, odds = self.model.utility(features.values)
         return quality, dict(zip(self.model.contexts, map(float, odds), strict=True)), ""
+
+    def _tracks_worth(self, utility: np.ndarray, source, frames_on) -> np.ndarray:
+        """What tracks are worth ``frames_on`` frames after ``source`` (configuration
+        indices) ran: tracks keep the share of their source's worth that tracks of the
+        full configuration keep of its worth, less ``hold_penalty`` per frame past one."""
+        full = utility[self._full_index] if self._full_index is not None else 1.0
+        share = np.clip(utility[self._tracks] / max(full, 1e-6), 0.0, 1.0)
+        return share * utility[source] - self.hold_penalty * (np.asarray(frames_on) - 1)
+
+    def _tracked(self, utility: np.ndarray) -> np.ndarray:
+        """The utilities with that of tracks as they stand on this frame."""
+        if self._tracks is None or self._source is None:
+            return utility
+        tracked = utility.copy()
+        tracked[self._tracks] = self._tracks_worth(utility, self._source, self._held + 1)
+        return tracked
 
     def decide(
         self,
@@ -451,6 +500,13 @@ class Gate:
         energy is charged against ``budget_j`` (the detector's share of this frame's)."""
         ran_full = {o.stem for c in chosen for o in c.options if o.level == FULL}
         self._full = np.array([s in ran_full for s in STEMS])
+        detected = [c for c in chosen if c.detects]
+        if detected:  # the late baseline's fused output stands in as the full one
+            self._held = 0
+            known = self.index(detected[0]) if len(detected) == 1 else None
+            self._source = known if known is not None else self._full_index
+        elif self._held is not None:
+            self._held += 1
         if budget_j is not None:
             spent = self.profile.run_energy_j(chosen) if chosen else self.profile.overhead_total_j
             self.account.charge(budget_j, spent)
@@ -460,7 +516,8 @@ class Gate:
         return np.inf if budget_j is None else self.account.available_j(budget_j)
 
     def _decide(self, features, policy, budget_j, true_quality) -> Decision:
-        quality, contexts, fallback = self._predict(features)
+        predicted, contexts, fallback = self._predict(features)
+        quality = self._tracked(predicted)
         usable = self._usable(features)
         singles = {name: float(quality[i]) for name, i in self.singles.items()}
         label = max(contexts, key=contexts.get) if contexts else ""
@@ -519,21 +576,28 @@ class Gate:
         priced = quality
         if self.budget_window_frames > 1:
             priced = quality - self.account.price * self.energy_j / budget_j
-        return priced + self._lookahead(priced, features, budget_j)
+        return priced + self._lookahead(quality, priced, features, budget_j)
 
     def _lookahead(
-        self, priced: np.ndarray, features: ContextFeatures, budget_j: float
+        self, quality: np.ndarray, priced: np.ndarray, features: ContextFeatures, budget_j: float
     ) -> np.ndarray:
         """What running each configuration adds to the next frame: the best value the next
-        frame could have, given what this one lets it reuse and leaves in the account,
-        less the best it could have without reuse. This frame's values stand in for the
-        next's: a frame later, the scene and sensors are nearly the same."""
+        frame could have, given what this one lets it reuse or track and leaves in the
+        account, less the best it could have without reuse or tracks. This frame's values
+        stand in for the next's: a frame later, the scene and sensors are nearly the same."""
         after = self.account.savings_after(budget_j, self.energy_j) + budget_j
         fits_next = self._has_sensors(features)[None, :] & (
             self.energy_j[None, :] <= after[:, None]
         )
-        with_reuse = np.where(fits_next & self.enables, priced[None, :], -np.inf).max(axis=1)
-        plain = fits_next & ~self.reuses.any(axis=1)[None, :]
+        following = np.broadcast_to(priced, (len(priced), len(priced))).copy()
+        if self._tracks is not None:  # tracks next predict what runs now, or a frame more
+            t = self._tracks
+            worth = np.full(len(priced), quality[t] - self.hold_penalty)
+            detecting = np.flatnonzero(~self.holds)
+            worth[detecting] = self._tracks_worth(quality, detecting, 1)
+            following[:, t] = worth + (priced[t] - quality[t])
+        with_reuse = np.where(fits_next & self.enables, following, -np.inf).max(axis=1)
+        plain = fits_next & ~(self.reuses.any(axis=1) | self.holds)[None, :]
         without = np.where(plain, priced[None, :], -np.inf).max(axis=1)
         # nothing plain fits after a configuration: no baseline to gain over, no gain
         known = np.isfinite(without)
@@ -559,12 +623,17 @@ class Gate:
 
     def _hold(self, best: int, quality: np.ndarray, allowed: np.ndarray) -> int:
         """Hysteresis: keep the current configuration unless ``best`` keeps beating it.
-        Stepping into or out of reuse is not a switch: the stem's level alternates."""
+        Stepping into or out of reuse or tracks is not a switch: they alternate with the
+        runs they follow."""
         current = self._current
         if current is None or not allowed[current] or self.hysteresis_frames == 1:
             self._current, self._challenger, self._wins = best, None, 0
             return best
-        if self.reuses[best].any() or self.reuses[current].any():
+        if (
+            self.reuses[best].any()
+            or self.reuses[current].any()
+            or self.holds[[best, current]].any()
+        ):
             self._current, self._challenger, self._wins = best, None, 0
             return best
         if best == current or quality[best] - quality[current] <= self.margin:

@@ -24,7 +24,7 @@ from typing import Protocol
 import numpy as np
 
 from dynfusion_ros.core.context import ContextEstimator, ContextFeatures
-from dynfusion_ros.core.detector.levels import OPTIONS, Configuration
+from dynfusion_ros.core.detector.levels import CHOICE_NAMES, Configuration
 from dynfusion_ros.core.detector.reuse import planar_pose
 from dynfusion_ros.core.detector.runner import DetectorOutputs, DetectorRunner
 from dynfusion_ros.core.energy import EnergyMeter, EnergyProfile
@@ -49,6 +49,10 @@ class Runner(Protocol):
         configurations: Sequence[Configuration],
         pose: np.ndarray | None,
     ) -> tuple[dict[str, list[Detection]], dict[str, str]]: ...
+
+    def follow(
+        self, frame: SensorFrame, detections: list[Detection], pose: np.ndarray | None
+    ) -> None: ...
 
 
 ConfigurationScorer = Callable[
@@ -267,7 +271,7 @@ class DynamicFusionPipeline:
     def adopt(self, selection: Selection) -> Choice:
         """A selection made elsewhere (the fusion node receives it from the context
         estimator) as this frame's choice; unknown option names are a ValueError."""
-        unknown = set(selection.branch_names) - set(OPTIONS)
+        unknown = set(selection.branch_names) - set(CHOICE_NAMES)
         if unknown:
             raise ValueError(f"selection names unknown detector options {sorted(unknown)}")
         unknown = set(selection.odometry_corrections) - set(CORRECTIONS)
@@ -307,11 +311,14 @@ class DynamicFusionPipeline:
         odometry = choice.odometry or self._step_odometry(
             frame, choice.selection.odometry_corrections
         )
-        ran, configurations, skipped = self._detect(frame, choice, pose_of(odometry))
+        pose = pose_of(odometry)
+        ran, configurations, skipped = self._detect(frame, choice, pose)
         if len(decision.chosen) > 1:
             detections = fuse(ran, self.fusion_method)
         else:
             detections = next(iter(ran.values()), [])
+        if any(c.detects for c in configurations):  # what the next frame's tracks predict
+            self._runner().follow(frame, detections, pose)
         meter = self.meter
         measured = meter.joules_since(choice.meter_sample) if meter else float("nan")
         profile = self.gate.profile
@@ -371,7 +378,7 @@ class DynamicFusionPipeline:
         corrections: tuple[str, ...],
         odometry_j: float,
     ) -> Selection:
-        names = tuple(OPTIONS)
+        names = CHOICE_NAMES
         return Selection(
             stamp_ns=frame.stamp_ns,
             policy=self.policy.text,

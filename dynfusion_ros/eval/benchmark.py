@@ -355,8 +355,9 @@ def _detection(args: argparse.Namespace, gate, profile, files) -> None:
 
 
 def configuration_table(record_path: Path) -> str:
-    """nuScenes mAP of each of the 47 configurations per context, every recorded frame
-    (reuse from the previous frame's full run), from the record: no network runs."""
+    """nuScenes mAP of each of the 47 configurations, and of tracks, per context, every
+    recorded frame (reuse and tracks from the previous frame's full run), from the
+    record: no network runs."""
     from dynfusion_ros.eval.detector_report import DetectorReport
     from dynfusion_ros.eval.records import DetectionRecord, RecordFrames
 
@@ -367,6 +368,7 @@ def configuration_table(record_path: Path) -> str:
     table = DetectorReport(metrics, frames, {}, float("nan")).markdown()
     return (
         f"{table}\n\nEach configuration exactly as named: where one of its sensors was"
-        " silent it detects nothing (a policy runs what remains instead), and reuse reads"
-        " the previous frame's full-level features."
+        " silent it detects nothing (a policy runs what remains instead), reuse reads"
+        " the previous frame's full-level features, and tracks predict the previous"
+        " frame's full detections."
     )

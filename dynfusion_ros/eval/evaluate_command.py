@@ -123,10 +123,14 @@ def check_output_paths(args: argparse.Namespace) -> None:
 
 
 def used_modalities(option_usage: dict[str, float]) -> set[str]:
-    """Sensors whose stems contributed on any frame (run or reused)."""
-    from dynfusion_ros.core.detector.levels import option
+    """Sensors whose stems contributed on any frame (run or reused; tracks use none)."""
+    from dynfusion_ros.core.detector.levels import OPTIONS
 
-    return {option(name).stem.value for name, share in option_usage.items() if share > 0}
+    return {
+        OPTIONS[name].stem.value
+        for name, share in option_usage.items()
+        if share > 0 and name in OPTIONS
+    }
 
 
 def write_outputs(args: argparse.Namespace, tally: Tally, evaluation: Evaluation) -> None:

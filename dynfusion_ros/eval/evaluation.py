@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from dynfusion_ros.core.detector.levels import OPTIONS
+from dynfusion_ros.core.detector.levels import CHOICE_NAMES
 from dynfusion_ros.core.odometry.estimator import CORRECTIONS
 from dynfusion_ros.core.pipeline import DynamicFusionPipeline, FrameResult
 from dynfusion_ros.core.types import Detection, EnergyRecord
@@ -148,7 +148,7 @@ def summarise(
     energy = np.array([f.energy.total_energy_j for f in facts]) if facts else np.zeros(1)
     measured = np.array([f.energy.measured_energy_j for f in facts] or [np.nan])
     latency = np.array([f.latency_ms for f in facts] or [np.nan])
-    usage = {n: float(np.mean([n in f.chosen for f in facts] or [0])) for n in OPTIONS}
+    usage = {n: float(np.mean([n in f.chosen for f in facts] or [0])) for n in CHOICE_NAMES}
     corrections = {
         c: float(np.mean([c in f.corrections for f in facts] or [0])) for c in CORRECTIONS
     }
@@ -314,8 +314,13 @@ def replay_record(pipeline: DynamicFusionPipeline, record: DetectionRecord) -> E
 
 def recorded_pipeline(record: DetectionRecord, gate, **options) -> DynamicFusionPipeline:
     """A pipeline whose detections, context features and oracle scores come from a
-    record."""
+    record (the gate may know fewer configurations than were recorded)."""
     runner = RecordedRunner(record)
+    columns = [record.configurations.index(c) for c in gate.configurations]
+
+    def scorer(frame, detections, truth):
+        return runner.quality(frame, detections, truth)[columns]
+
     return DynamicFusionPipeline(
-        runner, gate, context=runner.features, configuration_scorer=runner.quality, **options
+        runner, gate, context=runner.features, configuration_scorer=scorer, **options
     )

@@ -1,7 +1,8 @@
 """`dynfusion profile`: measure the energy of every detector option (a stem at a level; a
-reuse option is the warp of remembered features), the head, the late fusion, each
-odometry correction and the per-frame overhead on this machine, with a meter, and write
-the energy profile the gate plans with.
+reuse option is the warp of remembered features; ``tracks`` is the prediction of the
+object tracks), the head (with the tracks' update), the late fusion, each odometry
+correction and the per-frame overhead on this machine, with a meter, and write the
+energy profile the gate plans with.
 
 Each component runs on the same frames many times between two meter readings, so that
 whole-package meters (RAPL, rails) see enough energy to be meaningful. The odometry
@@ -80,6 +81,25 @@ def _joules(meter, calls: list[Callable[[], object]], batch: int = 10) -> float:
     return float(statistics.median(spent))
 
 
+def _tracks_j(meter, detections: list, calls: int) -> tuple[float, float]:
+    """(updating the object tracks with a frame's detections, predicting them to the
+    next frame): the vehicle moves 1 m a frame, the objects stay in odom."""
+    import numpy as np
+
+    from dynfusion_ros.core.tracking import ObjectTracks
+
+    tracks = ObjectTracks()
+    period_ns = 100_000_000
+
+    def update(step: int) -> None:
+        tracks.update(detections, np.array([float(step), 0.0, 0.0]), step * period_ns)
+
+    update_j = _joules(meter, [lambda i=i: update(i) for i in range(calls)])
+    ahead = np.array([float(calls), 0.0, 0.0])
+    predict = [lambda: tracks.predict(ahead, calls * period_ns)] * calls
+    return update_j, _joules(meter, predict)
+
+
 def _odometry_j(meter, frames: list, repeat: int) -> tuple[float, dict[str, float]]:
     """(the IMU filter's energy per frame, each correction's), from ``repeat`` passes
     over consecutive frames, each pass metered whole and started afresh."""
@@ -101,7 +121,7 @@ def measure(args: argparse.Namespace):
     import torch
 
     from dynfusion_ros.core.context import ContextEstimator
-    from dynfusion_ros.core.detector.levels import OPTIONS, STEMS
+    from dynfusion_ros.core.detector.levels import CHOICE_NAMES, OPTIONS, STEMS, TRACKS
     from dynfusion_ros.core.detector.runner import DetectorRunner
     from dynfusion_ros.core.energy import EnergyProfile, make_meter
     from dynfusion_ros.core.fusion import fuse
@@ -135,6 +155,8 @@ def measure(args: argparse.Namespace):
         recall = [lambda s=stem.value: runner.memory.recall(s, moved, 100_000_000)]
         options_j[f"{stem.value}_reuse"] = _joules(meter, recall * len(passes))
     head_j = {"fused": _joules(meter, [lambda: runner.head_detections(features)] * len(passes))}
+    update_j, options_j[TRACKS] = _tracks_j(meter, runner.head_detections(features), len(passes))
+    head_j["fused"] += update_j
     singles = {c.text: runner.run(frames[0], c).detections for c in SINGLE_STEMS}
     head_j["late_fusion"] = _joules(meter, [lambda: fuse(singles)] * len(passes))
     estimator = ContextEstimator()
@@ -161,7 +183,7 @@ def measure(args: argparse.Namespace):
         return {k: float(np.round(v, 6)) for k, v in table.items()}
 
     return EnergyProfile(
-        {name: rounded(options_j)[name] for name in OPTIONS},
+        {name: rounded(options_j)[name] for name in CHOICE_NAMES},
         rounded(head_j),
         rounded(overhead),
         rounded(odometry_j),

@@ -5,7 +5,10 @@ configuration; the benchmark replays dozens of policy and budget settings over t
 frames. Both read this record instead of running the network again each time: the
 network is deterministic, so a replay through ``RecordedRunner`` gives the pipeline the
 very detections it would have computed. Reuse is recorded as the gate allows it, from
-the previous frame's full-level features, which every recorded frame computes.
+the previous frame's full-level features, which every recorded frame computes. Tracks are
+recorded as predicted from the full configuration's detections one frame back (and, for
+the gate's hold penalty, further back); a replay predicts them again from what the
+replayed policy ran, with the recorded true poses.
 
 Saved as one ``.npz`` of plain arrays (no pickle): detections as rows of
 ``frame, configuration, class, score, x, y, z, length, width, height, yaw``.
@@ -13,7 +16,9 @@ Saved as one ``.npz`` of plain arrays (no pickle): detections as rows of
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,11 +34,14 @@ from dynfusion_ros.core.context import (
 )
 from dynfusion_ros.core.detector.levels import (
     FULL_CONFIGURATION,
+    TRACKS,
     Configuration,
-    all_configurations,
+    choices,
 )
 from dynfusion_ros.core.detector.runner import DetectorOutputs, DetectorRunner
+from dynfusion_ros.core.gate import MAX_HELD_FRAMES
 from dynfusion_ros.core.quality import frame_quality
+from dynfusion_ros.core.tracking import ObjectTracks
 from dynfusion_ros.core.types import Box3D, Detection, Modality, ObjectClass, SensorFrame
 from dynfusion_ros.eval.detection_metrics import (
     DetectionMetrics,
@@ -45,7 +53,8 @@ from dynfusion_ros.eval.trajectory import TruePoses
 from dynfusion_ros.ros.bag_frames import bag_duration_frames, read_frames
 from dynfusion_ros.ros.sensor_params import fingerprint
 
-RECORD_FORMAT = 2
+RECORD_FORMAT = 3
+FULL = FULL_CONFIGURATION.text
 
 
 def _rows(frame: int, configuration: int, detections: Sequence[Detection]) -> np.ndarray:
@@ -76,6 +85,10 @@ class DetectionRecord:
     ran: np.ndarray  # (F, C) bool: the configuration could run on the frame
     detections: np.ndarray  # (M, 11), sorted by frame
     truth: np.ndarray  # (T, 11) the same layout, configuration -1
+    poses: np.ndarray  # (F, 3) true (x, y, yaw) of base_link in odom; NaN where unknown
+    # (F, MAX_HELD_FRAMES): the quality of tracks predicted 1, 2, ... frames on from the
+    # full configuration's detections
+    held_quality: np.ndarray
     sensor_params: str = ""  # how the bags were read (``sensor_params.fingerprint``)
 
     def __len__(self) -> int:
@@ -112,6 +125,8 @@ class DetectionRecord:
             ran=self.ran,
             detections=self.detections,
             truth=self.truth,
+            poses=self.poses,
+            held_quality=self.held_quality,
             sensor_params=np.array(self.sensor_params),
         )
 
@@ -130,6 +145,8 @@ class DetectionRecord:
                     tuple(Configuration.parse(str(t)) for t in data["configurations"]),
                     *(data[key] for key in ("bags", "stamps", "situations", "features")),
                     *(data[key] for key in ("quality", "ran", "detections", "truth")),
+                    data["poses"],
+                    data["held_quality"],
                     str(data["sensor_params"]),
                 )
         except (KeyError, OSError, ValueError) as error:
@@ -181,12 +198,13 @@ def record_configurations(
     """Run every configuration on every ``every``-th frame of the bags and score each.
     The true pose (``/ground_truth/odometry``) moves reused features: the record is of
     the detector, not of the filter, which ``evaluate`` measures on its own."""
-    configurations = all_configurations()
+    configurations = choices()
     columns: dict[str, list] = {k: [] for k in ("bags", "stamps", "situations", "features")}
-    quality, ran, detections, truth = [], [], [], []
+    quality, ran, detections, truth, held, kept_poses = [], [], [], [], [], []
     for bag in bags:
         estimator, poses = ContextEstimator(), TruePoses(Path(bag))
         runner.reset()
+        earlier: deque[ObjectTracks] = deque(maxlen=MAX_HELD_FRAMES)
         problems = {"on_problem": on_problem} if on_problem else {}
         frames = read_frames(Path(bag), values=values, **problems)
         total = bag_duration_frames(Path(bag), values)
@@ -197,9 +215,15 @@ def record_configurations(
             pose = poses.known(labelled.frame.stamp_ns)
             if number % every or not labelled.scored:
                 # not kept: the full configuration only, whose features the next reuses
-                runner.run(labelled.frame, FULL_CONFIGURATION, pose)
+                found = {FULL: runner.run(labelled.frame, FULL_CONFIGURATION, pose).detections}
+            else:
+                found, _ = runner.run_every(labelled.frame, configurations, pose)
+                held.append(_held_quality(earlier, labelled, pose))
+            runner.follow(labelled.frame, found.get(FULL, []), pose)
+            earlier.appendleft(copy.deepcopy(runner.tracks))
+            if number % every or not labelled.scored:
                 continue
-            found, _ = runner.run_every(labelled.frame, configurations, pose)
+            kept_poses.append(np.full(3, np.nan) if pose is None else pose)
             index = len(columns["stamps"])
             columns["bags"].append(Path(bag).name)
             columns["stamps"].append(labelled.frame.stamp_ns)
@@ -226,8 +250,24 @@ def record_configurations(
         np.array(ran, dtype=bool).reshape(-1, count),
         np.concatenate(detections) if detections else np.zeros((0, 11)),
         np.concatenate(truth) if truth else np.zeros((0, 11)),
+        np.array(kept_poses).reshape(-1, 3),
+        np.array(held).reshape(-1, MAX_HELD_FRAMES),
         fingerprint(values),
     )
+
+
+def _held_quality(earlier: deque[ObjectTracks], labelled, pose: np.ndarray | None) -> list[float]:
+    """The quality of tracks predicted to this frame from the full configuration's
+    detections 1, 2, ... frames back; 0 where there are none to predict (as for a
+    configuration that could not run)."""
+    qualities = []
+    for back in range(MAX_HELD_FRAMES):
+        tracks = earlier[back] if pose is not None and back < len(earlier) else None
+        predicted = tracks.predict(pose, labelled.frame.stamp_ns) if tracks else "none"
+        qualities.append(
+            0.0 if isinstance(predicted, str) else frame_quality(predicted, labelled.truth)
+        )
+    return qualities
 
 
 class RecordFrames:
@@ -239,11 +279,15 @@ class RecordFrames:
         self._found: dict[int, dict[str, list[Detection]]] = {}
         self._truth: dict[int, list[Detection]] = {}
 
-    def detections(self, frame: int, configuration: Configuration) -> list[Detection]:
-        """What the configuration found; nothing where it could not run (its misses count)."""
+    def frame_detections(self, frame: int) -> dict[str, list[Detection]]:
+        """``DetectionRecord.frame_detections``, built once."""
         if frame not in self._found:
             self._found[frame] = self.record.frame_detections(frame)
-        return self._found[frame].get(configuration.text, [])
+        return self._found[frame]
+
+    def detections(self, frame: int, configuration: Configuration) -> list[Detection]:
+        """What the configuration found; nothing where it could not run (its misses count)."""
+        return self.frame_detections(frame).get(configuration.text, [])
 
     def scored(self, frame: int, detections: list[Detection]) -> ScoredFrame:
         if frame not in self._truth:
@@ -261,18 +305,44 @@ class RecordFrames:
 
 
 class RecordedRunner:
-    """Stands in for ``DetectorRunner`` on recorded frames: frame ``i`` has stamp ``i``."""
+    """Stands in for ``DetectorRunner`` on recorded frames: frame ``i`` has stamp ``i``.
+    Tracks are predicted live, from what the replayed policy ran, with the recorded true
+    poses and stamps: what they predict depends on the policy's own history."""
 
-    def __init__(self, record: DetectionRecord) -> None:
+    def __init__(
+        self,
+        record: DetectionRecord,
+        found: Callable[[int], dict[str, list[Detection]]] | None = None,
+    ) -> None:
+        """``found``: a frame's detections by configuration (default: built from the
+        record on every call; ``RecordFrames.frame_detections`` keeps them)."""
         self.record = record
+        self.found = found or record.frame_detections
+        self.tracks = ObjectTracks()
 
     def reset(self) -> None:
-        """Nothing to forget: the record holds every frame's outputs."""
+        """Forget the tracks; the record holds every frame's other outputs."""
+        self.tracks.reset()
+
+    def _pose(self, frame: SensorFrame) -> np.ndarray | None:
+        pose = self.record.poses[frame.stamp_ns]
+        return None if np.isnan(pose).any() else pose
+
+    def _predicted(self, frame: SensorFrame) -> list[Detection] | str:
+        pose = self._pose(frame)
+        if pose is None:
+            return "no ego pose to move the tracks by"
+        return self.tracks.predict(pose, int(self.record.stamps[frame.stamp_ns]))
 
     def run(
         self, frame: SensorFrame, configuration: Configuration, _pose: np.ndarray | None = None
     ) -> DetectorOutputs:
-        found = self.record.frame_detections(frame.stamp_ns)
+        if configuration.tracks:
+            predicted = self._predicted(frame)
+            if isinstance(predicted, str):
+                return DetectorOutputs(skipped={TRACKS: predicted})
+            return DetectorOutputs(predicted, configuration)
+        found = self.found(frame.stamp_ns)
         if configuration.text not in found:
             why = "did not run on this recorded frame"
             return DetectorOutputs(skipped={name: why for name in configuration.names})
@@ -281,14 +351,42 @@ class RecordedRunner:
     def run_every(
         self, frame: SensorFrame, configurations, _pose: np.ndarray | None = None
     ) -> tuple[dict[str, list[Detection]], dict[str, str]]:
-        found = self.record.frame_detections(frame.stamp_ns)
-        return {c.text: found[c.text] for c in configurations if c.text in found}, {}
+        configurations = list(configurations)
+        found = self.found(frame.stamp_ns)
+        detections = {
+            c.text: found[c.text] for c in configurations if c.detects and c.text in found
+        }
+        skipped = {}
+        if any(c.tracks for c in configurations):
+            predicted = self._predicted(frame)
+            if isinstance(predicted, str):
+                skipped[TRACKS] = predicted
+            else:
+                detections[TRACKS] = predicted
+        return detections, skipped
+
+    def follow(
+        self, frame: SensorFrame, detections: list[Detection], _pose: np.ndarray | None = None
+    ) -> None:
+        pose = self._pose(frame)
+        if pose is None:
+            self.tracks.reset()
+        else:
+            self.tracks.update(detections, pose, int(self.record.stamps[frame.stamp_ns]))
 
     def features(self, frame: SensorFrame) -> ContextFeatures:
         return ContextFeatures(frame.stamp_ns, self.record.features[frame.stamp_ns])
 
-    def quality(self, frame: SensorFrame, *_) -> np.ndarray:
-        return self.record.quality[frame.stamp_ns]
+    def quality(
+        self, frame: SensorFrame, detections: dict[str, list[Detection]], truth: list[Detection]
+    ) -> np.ndarray:
+        """The recorded quality of every configuration; that of tracks, live."""
+        quality = self.record.quality[frame.stamp_ns].copy()
+        for column, configuration in enumerate(self.record.configurations):
+            if configuration.tracks:
+                found = detections.get(TRACKS)
+                quality[column] = 0.0 if found is None else frame_quality(found, truth)
+        return quality
 
     def frames(self) -> list[SensorFrame]:
         """Placeholder frames keyed by record index (the data itself is not recorded)."""

@@ -30,7 +30,12 @@ def _gate_arguments(targets) -> None:
     add_bags_argument(gate, "data/sim/train")
     gate.add_argument("--out", type=Path, default=Path("models"), help="output folder")
     gate.add_argument(
-        "--every", type=int, default=2, metavar="N", help="one frame in N (default 2)"
+        "--every",
+        type=int,
+        default=1,
+        metavar="N",
+        help="record one frame in N (default 1: the blend's replay then predicts tracks from"
+        " what the replayed policy ran the frame before, as live)",
     )
     gate.add_argument(
         "--record",

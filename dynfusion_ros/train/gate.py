@@ -27,12 +27,18 @@ from dynfusion_ros.core.context import ContextFeatures
 from dynfusion_ros.core.detector.levels import FULL_CONFIGURATION, STEMS, Configuration
 from dynfusion_ros.core.energy import EnergyProfile
 from dynfusion_ros.core.gate import Gate, GateModel, Policy, sensor_set, static_configurations
+from dynfusion_ros.core.types import SensorFrame
 from dynfusion_ros.eval.detection_metrics import evaluate_detections
-from dynfusion_ros.eval.records import DetectionRecord, RecordFrames, without_sensor
+from dynfusion_ros.eval.records import (
+    DetectionRecord,
+    RecordedRunner,
+    RecordFrames,
+    without_sensor,
+)
 
 BLENDS = (0.0, 0.25, 0.5, 0.75, 1.0)  # the utility's share of dataset mAP, tried in turn
 TIE_MARGINS = (0.0, 0.01, 0.02)  # with each of these
-TUNING_SHARES = (0.4, 0.5, 0.65, 0.8, 1.0)  # budgets (of full) the blend is chosen at
+TUNING_SHARES = (0.2, 0.3, 0.4, 0.5, 0.65, 0.8, 1.0)  # budgets (of full) the blend is chosen at
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,7 @@ class GateReport:
     # share -> mAP, and of the best static configuration that fits each share
     blend_map: dict[str, dict[str, float]] = field(default_factory=dict)
     best_static_map: dict[str, float] = field(default_factory=dict)
+    hold_penalty: float = 0.0  # quality tracks lose per frame beyond the first
 
 
 def _sensor_sets(features: np.ndarray) -> frozenset[str]:
@@ -102,19 +109,34 @@ def with_failures(record: DetectionRecord, frames: np.ndarray) -> tuple[np.ndarr
     features, quality = [record.features[frames]], [record.quality[frames]]
     index = {configuration: i for i, configuration in enumerate(record.configurations)}
     has_truth = np.isin(frames, record.truth[:, 0].astype(int))
+    full = record.quality[frames, index[FULL_CONFIGURATION]]
     for sensor in STEMS:
         failed = without_sensor(record, sensor)
         features.append(failed.features[frames])
         remapped = np.empty_like(record.quality[frames])
+        without = Configuration(tuple(o for o in FULL_CONFIGURATION.options if o.stem != sensor))
         for column, configuration in enumerate(record.configurations):
             left = Configuration(tuple(o for o in configuration.options if o.stem != sensor))
-            # nothing left to run: no detections, perfect only where nothing is there
-            remapped[:, column] = (
-                record.quality[frames, index[left]] if left else (~has_truth).astype(float)
-            )
+            if configuration.tracks:
+                # tracks of what the detector finds without the sensor: they lose what the
+                # full configuration loses without it
+                kept = record.quality[frames, index[without]] / np.maximum(full, 1e-6)
+                remapped[:, column] = record.quality[frames, column] * np.clip(kept, 0.0, 1.0)
+            elif left:
+                remapped[:, column] = record.quality[frames, index[left]]
+            else:  # nothing left to run: no detections, perfect only where nothing is there
+                remapped[:, column] = (~has_truth).astype(float)
         quality.append(remapped)
     situations = np.tile(record.situations[frames], len(STEMS) + 1)
     return np.concatenate(features), np.concatenate(quality), situations
+
+
+def hold_penalty(record: DetectionRecord, frames: np.ndarray) -> float:
+    """Quality tracks lose per frame beyond the first they predict over: the mean drop
+    from one frame on to each further frame, per frame, on ``frames``."""
+    held = record.held_quality[frames]
+    drops = [(held[:, 0] - held[:, back]) / back for back in range(1, held.shape[1])]
+    return float(np.clip(np.mean(drops), 0.0, 1.0)) if drops else 0.0
 
 
 def dataset_quality(
@@ -135,15 +157,20 @@ def dataset_quality(
 
 def dynamic_map(frames: RecordFrames, indices: np.ndarray, gate: Gate, budget_j: float) -> float:
     """The dataset mAP of the dynamic policy replayed over ``indices`` (in order, one
-    stream per bag), hysteresis and reuse as live."""
+    stream per bag), hysteresis, reuse and tracks as live."""
     record, scored, bag = frames.record, [], None
+    runner = RecordedRunner(record, frames.frame_detections)
     for frame in indices:
         if record.bags[frame] != bag:
             gate.reset()
+            runner.reset()
             bag = record.bags[frame]
         features = ContextFeatures(int(record.stamps[frame]), record.features[frame])
-        decision = gate.decide(features, Policy("dynamic"), budget_j)
-        found = [d for c in decision.chosen for d in frames.detections(frame, c)]
+        chosen = gate.decide(features, Policy("dynamic"), budget_j).chosen
+        placeholder = SensorFrame(stamp_ns=int(frame))
+        found = [d for c in chosen for d in runner.run(placeholder, c).detections]
+        if any(c.detects for c in chosen):
+            runner.follow(placeholder, found)
         scored.append(frames.scored(frame, found))
     return evaluate_detections(scored).map
 
@@ -244,6 +271,7 @@ def fit_gate(
         layers,
         _sensor_sets(train_features),
         dataset_quality=dataset_quality(frames, train, contexts),
+        hold_penalty=hold_penalty(record, train),
     )
     blend_map, best_static = choose_blend(model, frames, val, profile)
     predicted = np.array([model.predict(row)[0] for row in features[val]])
@@ -264,5 +292,6 @@ def fit_gate(
         model.tie_margin,
         blend_map,
         best_static,
+        model.hold_penalty,
     )
     return model, report

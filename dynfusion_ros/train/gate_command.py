@@ -77,5 +77,9 @@ def run_gate(args: argparse.Namespace) -> int:
     for name, row in [*report.blend_map.items(), ("static", report.best_static_map)]:
         print(f"  {name:<12} " + "  ".join(f"{100 * row[s]:5.1f}" for s in shares))
     print(f"chosen: blend {report.blend:g}, tie margin {report.tie_margin:g}")
+    print(
+        f"tracks lose {report.hold_penalty:.3f} of per-frame quality for each frame they"
+        " predict beyond the first"
+    )
     print(f"wrote {path} and {path.with_suffix('.safetensors')}")
     return 0

@@ -15,6 +15,10 @@ An *option* is a stem at a level, named ``<stem>`` for full and ``<stem>_<level>
 otherwise (``camera_half``, ``lidar_early``, ``radar_reuse``). A *configuration* is at
 most one option per stem, written with ``+`` (``camera_half+lidar+radar_reuse``); one
 shared head reads whatever a configuration produced.
+
+One configuration runs nothing at all: ``tracks``, the detector's last detections moved
+to now by their tracked velocities and the ego motion (``core/tracking.py``): temporal
+reuse of the whole detector's output, for the frames a tight budget skips.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from dynfusion_ros.core.types import Modality
 
 STEMS: tuple[Modality, ...] = (Modality.CAMERA, Modality.LIDAR, Modality.RADAR)
 FULL, HALF, EARLY, REUSE = "full", "half", "early", "reuse"
+TRACKS = "tracks"
 
 STEM_LEVELS: Mapping[Modality, tuple[str, ...]] = {
     Modality.CAMERA: (FULL, HALF, REUSE),
@@ -60,20 +65,28 @@ OPTIONS: Mapping[str, Option] = {
 """Every option by name, stem by stem, richest level first."""
 
 
+CHOICE_NAMES: tuple[str, ...] = (*OPTIONS, TRACKS)
+"""What a frame's selection names: every option, and ``tracks``."""
+
+
 def option(name: str) -> Option:
     try:
         return OPTIONS[name]
     except KeyError:
-        raise ValueError(f"unknown option {name!r}; known: {', '.join(OPTIONS)}") from None
+        raise ValueError(f"unknown option {name!r}; known: {', '.join(CHOICE_NAMES)}") from None
 
 
 @dataclass(frozen=True)
 class Configuration:
-    """At most one option per stem; a stem left out is off."""
+    """At most one option per stem; a stem left out is off. ``tracks``: no stem and no
+    head, the last detections predicted to now instead."""
 
     options: tuple[Option, ...]
+    tracks: bool = False
 
     def __post_init__(self) -> None:
+        if self.tracks and self.options:
+            raise ValueError(f"{TRACKS!r} runs no stem: it cannot go with {self.text!r}")
         stems = [o.stem for o in self.options]
         if len(set(stems)) != len(stems):
             raise ValueError(f"configuration {self.text!r} gives a stem two levels")
@@ -81,7 +94,13 @@ class Configuration:
 
     @classmethod
     def of(cls, names: Iterable[str]) -> Configuration:
-        return cls(tuple(option(name.strip()) for name in names))
+        names = [name.strip() for name in names]
+        if TRACKS in names:
+            if len(names) > 1:
+                others = "+".join(n for n in names if n != TRACKS)
+                raise ValueError(f"{TRACKS!r} runs no stem: it cannot go with {others!r}")
+            return TRACKS_CONFIGURATION
+        return cls(tuple(option(name) for name in names))
 
     @classmethod
     def parse(cls, text: str) -> Configuration:
@@ -93,11 +112,17 @@ class Configuration:
 
     @property
     def text(self) -> str:
-        return "+".join(o.name for o in self.options)
+        return "+".join(self.names)
 
     @property
     def names(self) -> tuple[str, ...]:
-        return tuple(o.name for o in self.options)
+        """The options' names; ``("tracks",)`` for the tracks configuration."""
+        return (TRACKS,) if self.tracks else tuple(o.name for o in self.options)
+
+    @property
+    def detects(self) -> bool:
+        """Whether the network runs (a stem and the head): all but ``tracks``."""
+        return bool(self.options)
 
     def level(self, stem: Modality) -> str | None:
         """The stem's level here, None when it is off."""
@@ -113,7 +138,7 @@ class Configuration:
         return tuple(o.stem for o in self.options if o.runs_stem)
 
     def __bool__(self) -> bool:
-        return bool(self.options)
+        return bool(self.options) or self.tracks
 
 
 def _option_order(value: Option) -> int:
@@ -121,7 +146,8 @@ def _option_order(value: Option) -> int:
 
 
 def all_configurations() -> tuple[Configuration, ...]:
-    """Every non-empty configuration, fewest stems first, then richest levels first."""
+    """Every configuration that runs the network, fewest stems first, then richest levels
+    first; ``TRACKS_CONFIGURATION`` is not among them (see ``choices``)."""
     choices = [(None, *(Option(stem, level) for level in STEM_LEVELS[stem])) for stem in STEMS]
     found = [
         Configuration(tuple(o for o in combo if o is not None))
@@ -132,3 +158,9 @@ def all_configurations() -> tuple[Configuration, ...]:
 
 
 FULL_CONFIGURATION = Configuration(tuple(Option(stem, FULL) for stem in STEMS))
+TRACKS_CONFIGURATION = Configuration((), tracks=True)
+
+
+def choices() -> tuple[Configuration, ...]:
+    """What a frame may run: every configuration of the network, then ``tracks``."""
+    return (*all_configurations(), TRACKS_CONFIGURATION)

@@ -5,6 +5,11 @@ energy meters and the benchmark read these).
 A stem that cannot contribute (no data, no earlier features to reuse, no ego pose to
 warp them by) is left out and named in ``skipped`` with the reason; the head runs on
 what remains, and on nothing it does not run at all.
+
+The ``tracks`` configuration runs nothing: it predicts the object tracks
+(``core/tracking.py``) to the frame. The caller has the tracks ``follow`` what each frame
+published (the pipeline: the detections of the configuration it ran, or their late
+fusion), since only the caller knows what that was.
 """
 
 from __future__ import annotations
@@ -19,11 +24,18 @@ import torch
 
 from dynfusion_ros.core.detector.boxes import decode
 from dynfusion_ros.core.detector.inputs import LiftCache, stem_input
-from dynfusion_ros.core.detector.levels import FULL, REUSE, Configuration, Option
+from dynfusion_ros.core.detector.levels import (
+    FULL,
+    REUSE,
+    TRACKS,
+    Configuration,
+    Option,
+)
 from dynfusion_ros.core.detector.network import LEVELS, OFF, FusedDetector
 from dynfusion_ros.core.detector.rasters import blank_inputs
 from dynfusion_ros.core.detector.reuse import FeatureMemory
 from dynfusion_ros.core.detector.weights import load_detector
+from dynfusion_ros.core.tracking import ObjectTracks
 from dynfusion_ros.core.types import Detection, SensorFrame
 
 MAX_REUSE_AGE_S = 0.5  # reused features may be this old: the oldest the detector trained on
@@ -41,8 +53,6 @@ def use_threads(threads: int) -> None:
     if threads < 1:
         raise ValueError(f"the detector needs at least 1 thread, got {threads}")
     torch.set_num_threads(threads)
-
-
 
 
 @dataclass
@@ -80,6 +90,7 @@ class DetectorRunner:
         self.device = next(network.parameters()).device
         self.lifts = LiftCache(self.config)
         self.memory = FeatureMemory(self.config.grid, max_reuse_age_s)
+        self.tracks = ObjectTracks(max_age_s=max_reuse_age_s)
 
     @classmethod
     def load(
@@ -96,8 +107,25 @@ class DetectorRunner:
         return cls(load_detector(config_path, device), score_threshold=score_threshold)
 
     def reset(self) -> None:
-        """Forget the features kept for reuse (a new stream)."""
+        """Forget the features kept for reuse and the object tracks (a new stream)."""
         self.memory.reset()
+        self.tracks.reset()
+
+    def predicted_tracks(
+        self, frame: SensorFrame, pose: np.ndarray | None
+    ) -> list[Detection] | str:
+        """The tracks moved to this frame, or why there are none."""
+        if pose is None:
+            return "no ego pose to move the tracks by"
+        return self.tracks.predict(pose, frame.stamp_ns)
+
+    def follow(self, frame: SensorFrame, detections: list[Detection], pose) -> None:
+        """The tracks take what this frame's detector run found (not to be called after
+        ``tracks`` itself); without a pose (nothing to place them in odom by) they end."""
+        if pose is None:
+            self.tracks.reset()
+        else:
+            self.tracks.update(detections, pose, frame.stamp_ns)
 
     @torch.inference_mode()
     def stem_features(self, frame: SensorFrame, option: Option) -> torch.Tensor | str:
@@ -174,9 +202,19 @@ class DetectorRunner:
         self, frame: SensorFrame, configuration: Configuration, pose: np.ndarray | None = None
     ) -> DetectorOutputs:
         """The configuration on this frame. ``pose``: (x, y, yaw) of base_link in odom at
-        the frame's stamp; without it nothing is remembered or reused. Only full-level
-        features are remembered: what the gate offers reuse after."""
+        the frame's stamp; without it nothing is remembered or reused, and no tracks are
+        predicted. Only full-level features are remembered: what the gate offers reuse
+        after."""
         outputs, slots, ran = DetectorOutputs(), {}, []
+        if configuration.tracks:
+            start = time.perf_counter()
+            predicted = self.predicted_tracks(frame, pose)
+            if isinstance(predicted, str):
+                outputs.skipped[TRACKS] = predicted
+            else:
+                outputs.detections, outputs.ran = predicted, configuration
+                outputs.option_ms[TRACKS] = (time.perf_counter() - start) * 1e3
+            return outputs
         for option in configuration.options:
             start = time.perf_counter()
             slot = self._slot(frame, option, pose)
@@ -203,7 +241,8 @@ class DetectorRunner:
         the benchmark's records need them all): detections by configuration text for
         those whose every option could contribute, and why each other option could not.
         Reuse reads what the last frame remembered; this frame remembers its full-level
-        features, as a frame that ran the full configuration would."""
+        features, as a frame that ran the full configuration would. ``tracks`` predicts
+        the tracks as they are."""
         configurations = list(configurations)
         options = sorted({o for c in configurations for o in c.options}, key=_reuse_last)
         slots: dict[Option, _Slot] = {}
@@ -217,9 +256,16 @@ class DetectorRunner:
         for option, slot in slots.items():
             if option.level == FULL and pose is not None:
                 self.memory.remember(option.stem.value, slot.features, pose, frame.stamp_ns)
-        runnable = [c for c in configurations if all(o in slots for o in c.options)]
+        runnable = [c for c in configurations if c.detects and all(o in slots for o in c.options)]
         found = self._detect_many([{o.stem.value: slots[o] for o in c.options} for c in runnable])
-        return {c.text: d for c, d in zip(runnable, found, strict=True)}, skipped
+        detections = {c.text: d for c, d in zip(runnable, found, strict=True)}
+        if any(c.tracks for c in configurations):
+            predicted = self.predicted_tracks(frame, pose)
+            if isinstance(predicted, str):
+                skipped[TRACKS] = predicted
+            else:
+                detections[TRACKS] = predicted
+        return detections, skipped
 
     @torch.inference_mode()
     def warm_up(self) -> None:
