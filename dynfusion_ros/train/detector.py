@@ -41,7 +41,7 @@ PROBE_WIDTH = 16  # hidden channels of a stem's probe head: cheap, it only carri
 
 @dataclass(frozen=True)
 class DetectorTrainSettings:
-    steps: int = 3000
+    steps: int = 6000
     batch_size: int = 16
     learning_rate: float = 2e-3
     weight_decay: float = 1e-4
@@ -52,7 +52,7 @@ class DetectorTrainSettings:
     reuse_frames_back: int = 3  # reused features come from 1 to this many frames back
     motion_noise_m: float = 0.05  # standard deviation added to the true motion, per axis
     motion_noise_rad: float = 0.005
-    validate_every: int = 1500  # steps; and once at the end
+    validate_every: int = 2000  # steps; and once at the end
     seed: int = 0
 
 

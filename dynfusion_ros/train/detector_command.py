@@ -47,12 +47,12 @@ def add_detector_arguments(targets) -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("models"), help="output folder")
     parser.add_argument(
-        "--steps", type=int, default=3000, help="optimiser steps (default 3000, as shipped)"
+        "--steps", type=int, default=6000, help="optimiser steps (default 6000, as shipped)"
     )
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
     parser.add_argument(
-        "--validate-every", type=int, default=1500, metavar="STEPS", help="default 1500"
+        "--validate-every", type=int, default=2000, metavar="STEPS", help="default 2000"
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")

@@ -8,15 +8,17 @@ against the best choice, at a given budget. Both are reported on held-out frames
 
 Per-frame quality is not what the dataset metric rewards (``GateModel.utility``), so the
 model also keeps every configuration's dataset mAP per context on the training frames,
-and the share of it in the utility (the blend) and the margin within which utilities tie
-are chosen by replaying the dynamic policy on the held-out drives and scoring it as the
-benchmark does.
+and the share of it in the utility (the blend), the margin within which utilities tie and
+how far each context's figures are drawn towards the overall ones (a context seen on a
+few hundred frames ranks near-equal configurations by noise) are chosen by replaying the
+dynamic policy on the held-out drives and scoring it as the benchmark does.
 """
 
 from __future__ import annotations
 
 import itertools
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,6 +40,9 @@ from dynfusion_ros.eval.records import (
 
 BLENDS = (0.0, 0.25, 0.5, 0.75, 1.0)  # the utility's share of dataset mAP, tried in turn
 TIE_MARGINS = (0.0, 0.01, 0.02)  # with each of these
+# and each of these: a context's dataset mAP is drawn towards the configuration's mAP over
+# every context as if that had this many frames more (about 400 frames per context here)
+SHRINK_FRAMES = (0, 400, 4000)
 TUNING_SHARES = (0.2, 0.3, 0.4, 0.5, 0.65, 0.8, 1.0)  # budgets (of full) the blend is chosen at
 
 
@@ -61,7 +66,8 @@ class GateReport:
     context_accuracy: float = float("nan")
     blend: float = 0.0
     tie_margin: float = 0.0
-    # validation drives' nuScenes mAP of the dynamic policy, "blend/tie margin" -> budget
+    shrink_frames: int = 0
+    # validation drives' nuScenes mAP of the dynamic policy, "blend/tie margin/shrink" -> budget
     # share -> mAP, and of the best static configuration that fits each share
     blend_map: dict[str, dict[str, float]] = field(default_factory=dict)
     best_static_map: dict[str, float] = field(default_factory=dict)
@@ -84,8 +90,11 @@ def regret(
     truth = np.where(allowed, record.quality[frames], -np.inf)
     guess = np.where(allowed, predicted, -np.inf)
     has = allowed.any(axis=1)
-    chosen = truth[np.arange(len(frames)), guess.argmax(axis=1)]
-    return float(np.mean((truth.max(axis=1) - chosen)[has])) if has.any() else float("nan")
+    if not has.any():
+        return float("nan")
+    truth, guess = truth[has], guess[has]
+    chosen = truth[np.arange(len(truth)), guess.argmax(axis=1)]
+    return float(np.mean(truth.max(axis=1) - chosen))
 
 
 def split_frames(
@@ -139,20 +148,39 @@ def hold_penalty(record: DetectionRecord, frames: np.ndarray) -> float:
     return float(np.clip(np.mean(drops), 0.0, 1.0)) if drops else 0.0
 
 
-def dataset_quality(
-    frames: RecordFrames, indices: np.ndarray, contexts: tuple[str, ...]
-) -> np.ndarray:
-    """(configurations, contexts): every configuration's nuScenes mAP over ``indices``,
-    per context (a context without the classes to score takes the overall figure)."""
-    metrics = frames.configuration_metrics(indices)
-    table = np.zeros((len(frames.record.configurations), len(contexts)))
-    for row, configuration in enumerate(frames.record.configurations):
-        by_context = metrics[configuration.text]
-        overall = by_context["all"].map
-        for column, context in enumerate(contexts):
-            value = by_context[context].map if context in by_context else overall
-            table[row, column] = value if np.isfinite(value) else overall
-    return np.nan_to_num(table)
+@dataclass(frozen=True)
+class ContextQuality:
+    """Every configuration's nuScenes mAP over some frames: per context (a context
+    without the classes to score takes the overall figure), overall, and how many of
+    the frames each context had."""
+
+    by_context: np.ndarray  # (configurations, contexts)
+    overall: np.ndarray  # (configurations,)
+    frames: np.ndarray  # (contexts,)
+
+    @classmethod
+    def measure(
+        cls, frames: RecordFrames, indices: np.ndarray, contexts: tuple[str, ...]
+    ) -> ContextQuality:
+        metrics = frames.configuration_metrics(indices)
+        table = np.zeros((len(frames.record.configurations), len(contexts)))
+        overall = np.zeros(len(frames.record.configurations))
+        for row, configuration in enumerate(frames.record.configurations):
+            by_context = metrics[configuration.text]
+            overall[row] = np.nan_to_num(by_context["all"].map)
+            for column, context in enumerate(contexts):
+                value = by_context[context].map if context in by_context else overall[row]
+                table[row, column] = value if np.isfinite(value) else overall[row]
+        counts = Counter(frames.record.situations[indices].tolist())
+        return cls(np.nan_to_num(table), overall, np.array([counts[c] for c in contexts]))
+
+    def shrunk(self, shrink_frames: float) -> np.ndarray:
+        """The per-context table, each context drawn towards the overall figure as if
+        the overall had ``shrink_frames`` frames to its ``frames``: a context seen on a
+        few hundred frames ranks near-equal configurations by noise, and the overall
+        figure is the better guess of the difference between them."""
+        weight = self.frames / np.maximum(self.frames + shrink_frames, 1e-9)
+        return weight * self.by_context + (1.0 - weight) * self.overall[:, None]
 
 
 def dynamic_map(frames: RecordFrames, indices: np.ndarray, gate: Gate, budget_j: float) -> float:
@@ -176,11 +204,16 @@ def dynamic_map(frames: RecordFrames, indices: np.ndarray, gate: Gate, budget_j:
 
 
 def choose_blend(
-    model: GateModel, frames: RecordFrames, indices: np.ndarray, profile: EnergyProfile
-) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
-    """Set the blend and tie margin whose dynamic policy scores the highest mAP on
-    ``indices`` (drives the fit never saw), averaged over ``TUNING_SHARES``. Returns the
-    table they were chosen from and the best static configuration's mAP at each share."""
+    model: GateModel,
+    frames: RecordFrames,
+    indices: np.ndarray,
+    profile: EnergyProfile,
+    quality: ContextQuality,
+) -> tuple[dict[str, dict[str, float]], dict[str, float], int]:
+    """Set the blend, tie margin and context shrinkage (the dataset quality drawn from
+    ``quality``) whose dynamic policy scores the highest mAP on ``indices`` (drives the
+    fit never saw), averaged over ``TUNING_SHARES``. Returns the table they were chosen
+    from, the best static configuration's mAP at each share and the shrinkage chosen."""
     gate = Gate(profile, model)
     full_j = gate.full_energy_j()
     static = {
@@ -195,16 +228,20 @@ def choose_blend(
         for share in TUNING_SHARES
     }
     table, mean = {}, {}
-    for blend, margin in itertools.product(BLENDS, TIE_MARGINS):
+    for blend, margin, shrink in itertools.product(BLENDS, TIE_MARGINS, SHRINK_FRAMES):
+        if not blend and shrink:  # without dataset mAP in the utility, shrinking is moot
+            continue
         model.blend, model.tie_margin = blend, margin
+        model.dataset_quality = quality.shrunk(shrink)
         row = {
             f"{share:.0%}": dynamic_map(frames, indices, gate, share * full_j)
             for share in TUNING_SHARES
         }
-        table[f"{blend:g}/{margin:g}"] = row
-        mean[blend, margin] = np.nanmean(list(row.values()))
-    model.blend, model.tie_margin = max(mean, key=mean.get)
-    return table, best_static
+        table[f"{blend:g}/{margin:g}/{shrink}"] = row
+        mean[blend, margin, shrink] = np.nanmean(list(row.values()))
+    model.blend, model.tie_margin, shrink = max(mean, key=mean.get)
+    model.dataset_quality = quality.shrunk(shrink)
+    return table, best_static, shrink
 
 
 def fit_gate(
@@ -263,6 +300,7 @@ def fit_gate(
         if isinstance(m, nn.Linear)
     ]
     frames = RecordFrames(record)
+    quality = ContextQuality.measure(frames, train, contexts)
     model = GateModel(
         record.configurations,
         contexts,
@@ -270,10 +308,10 @@ def fit_gate(
         scale,
         layers,
         _sensor_sets(train_features),
-        dataset_quality=dataset_quality(frames, train, contexts),
+        dataset_quality=quality.shrunk(0),
         hold_penalty=hold_penalty(record, train),
     )
-    blend_map, best_static = choose_blend(model, frames, val, profile)
+    blend_map, best_static, shrink = choose_blend(model, frames, val, profile, quality)
     predicted = np.array([model.predict(row)[0] for row in features[val]])
     odds = np.array([model.predict(row)[1] for row in features[val]])
     context_labels = np.array([contexts.index(s) for s in record.situations[val]])
@@ -290,6 +328,7 @@ def fit_gate(
         float(np.mean(odds.argmax(axis=1) == context_labels)),
         model.blend,
         model.tie_margin,
+        shrink,
         blend_map,
         best_static,
         model.hold_penalty,

@@ -70,13 +70,16 @@ def run_gate(args: argparse.Namespace) -> int:
     )
     shares = list(report.best_static_map)
     print(
-        "validation nuScenes mAP of dynamic at each blend of dataset mAP / tie margin,"
-        " and of the best static configuration that fits:"
+        "validation nuScenes mAP of dynamic at each blend of dataset mAP / tie margin /"
+        " context shrinkage (frames), and of the best static configuration that fits:"
     )
-    print("  blend/margin " + "  ".join(f"{share:>5}" for share in shares))
+    print("  blend/margin/shrink " + "  ".join(f"{share:>5}" for share in shares))
     for name, row in [*report.blend_map.items(), ("static", report.best_static_map)]:
-        print(f"  {name:<12} " + "  ".join(f"{100 * row[s]:5.1f}" for s in shares))
-    print(f"chosen: blend {report.blend:g}, tie margin {report.tie_margin:g}")
+        print(f"  {name:<19} " + "  ".join(f"{100 * row[s]:5.1f}" for s in shares))
+    print(
+        f"chosen: blend {report.blend:g}, tie margin {report.tie_margin:g}, context "
+        f"shrinkage {report.shrink_frames} frames"
+    )
     print(
         f"tracks lose {report.hold_penalty:.3f} of per-frame quality for each frame they"
         " predict beyond the first"
