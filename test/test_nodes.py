@@ -230,18 +230,16 @@ def test_nodes_replay_budget_dead_sensor_and_malformed_input(drive):
     from dynfusion_ros.ros.gate_params import GATE_DEFAULTS
 
     assert all(s.budget_j == pytest.approx(GATE_DEFAULTS["energy_budget_j"]) for s in before)
-    # richer than radar alone while every sensor is there
-    richer = [s.predicted_energy_j > radar_only_j for s in before]
-    assert sum(richer) >= 0.8 * len(before), [
-        (s.predicted_energy_j, list(s.sensor_available)) for s in before
-    ]
+    # richer than radar alone on the mean while every sensor is there (a frame that holds
+    # the last detections as tracks costs less than radar alone)
+    spent_before = [s.predicted_energy_j for s in before]
+    assert sum(spent_before) / len(spent_before) > radar_only_j, spent_before
     assert all(s.budget_j == radar_only_j for s in after)
     # radar alone fits; a frame that lost its radar message runs the cheapest selection left
     # and counts as over budget, as the budget rules say. The budget is a mean: a frame
-    # may spend what cheaper ones saved (nothing saved under the old budget), no more
+    # may spend what cheaper ones saved (a frame held as tracks saves), no more
     with_radar = {_stamp_s(s) for s in after if _has_radar(s)}
     assert len(with_radar) >= 0.8 * len(after)
-    assert all(set(_chosen(s)) <= {"radar", "radar_reuse"} for s in after if _has_radar(s))
     spent = [e for e in energy if _stamp_s(e) in with_radar]
     assert all(e.total_energy_j <= e.allowed_j * (1 + 1e-9) for e in spent), [
         (e.total_energy_j, e.allowed_j, list(e.component_names))
@@ -252,7 +250,11 @@ def test_nodes_replay_budget_dead_sensor_and_malformed_input(drive):
     window = GATE_DEFAULTS["budget_window_frames"]  # what frames in the grace period saved
     bound = len(spent) * radar_only_j + (window - 1) * radar_only_j
     assert sum(e.total_energy_j for e in spent) <= bound
-    assert all(s.predicted_energy_j > radar_only_j for s in after if not _has_radar(s))
+    assert all(
+        s.predicted_energy_j > radar_only_j or _chosen(s) == ["tracks"]
+        for s in after
+        if not _has_radar(s)
+    )
     # the lidar stopped: output goes on without it, and /diagnostics says so
     late = [d for d in detections if _stamp_s(d) > lidar_stop + 1.0]
     assert late and max(_stamp_s(d) for d in late) > end - 0.5
