@@ -4,6 +4,7 @@ a full run only, hysteresis, fallbacks, files."""
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -178,6 +179,32 @@ def test_tracks_are_worth_a_share_of_what_they_predict_less_the_hold_penalty():
     assert [d.chosen[0].text for d in oracle] == ["lidar", "tracks", "tracks"]
 
 
+def test_a_run_is_valued_with_the_tracks_that_follow_it_under_a_tight_mean_budget():
+    """At 15 % of the full configuration's energy only a rich run now and then, held as
+    tracks for the frames after, scores well. Valued one frame at a time, such a run
+    looked dear, and the gate spent the budget on the lidar and its reuse instead."""
+    quality = {
+        "camera+lidar+radar": 0.85,
+        "camera_half+lidar+radar": 0.83,
+        "lidar": 0.7,
+        "lidar+radar": 0.72,
+        "lidar_reuse": 0.6,
+        "lidar_reuse+radar": 0.64,
+        "radar": 0.2,
+        "tracks": 0.8,
+    }
+    gate_model = model(quality, configurations=choices())
+    gate_model.hold_penalty = 0.04
+    gate = Gate(PROFILE, gate_model, hysteresis_frames=1)
+    budget = 0.15 * gate.full_energy_j()
+    settled = _drive(gate, budget, 300)[50:]
+    chosen = [d.chosen[0] for d in settled]
+    assert not any("reuse" in c.text for c in chosen), Counter(c.text for c in chosen)
+    assert sum(c.tracks for c in chosen) >= 0.7 * len(chosen)
+    assert np.mean([d.utility for d in settled]) > 0.7
+    assert all(d.energy_j <= d.allowed_j * (1 + 1e-9) for d in settled)
+
+
 def _drive(gate: Gate, budget: float, frames: int = 200) -> list:
     return [gate.decide(features(), Policy("dynamic"), budget) for _ in range(frames)]
 
@@ -224,6 +251,20 @@ def test_the_account_caps_its_savings_and_steers_its_price():
     assert account.price == 0.0  # never below nothing
     with pytest.raises(ValueError, match="at least 1 frame"):
         EnergyAccount(window_frames=0)
+
+
+def test_what_the_frame_spends_besides_the_detector_comes_from_the_same_account():
+    """The odometry's energy (``other_j``) is charged with the detector's and leaves the
+    detector what the budget and the savings do not cover of it."""
+    gate = Gate(PROFILE, model(QUALITY))
+    radar_j = PROFILE.run_energy_j([C("radar")])
+    budget = 4 * radar_j
+    gate.note_run((C("radar"),), budget, other_j=radar_j)
+    assert gate.account.savings_j == pytest.approx(2 * radar_j)
+    decision = gate.decide(features(), Policy("dynamic"), budget, other_j=3 * radar_j)
+    assert decision.allowed_j == pytest.approx(3 * radar_j)  # 4 + 2 saved - 3 for odometry
+    assert decision.energy_j <= decision.allowed_j
+    assert gate.account.savings_j == pytest.approx(3 * radar_j - decision.energy_j)
 
 
 def test_budget_below_the_cheapest_runs_the_cheapest_and_says_so():

@@ -15,6 +15,7 @@ from dynfusion_ros.core.energy import EnergyProfileError
 from dynfusion_ros.core.gate import Gate
 from dynfusion_ros.core.odometry.estimator import OdometryEstimator
 from dynfusion_ros.core.odometry.planner import (
+    Allowance,
     CorrectionLimits,
     CorrectionPlanner,
     OdometryPolicy,
@@ -41,11 +42,13 @@ def _features(
     return ContextFeatures(stamp_ns, values)
 
 
-def _plan(policy: str, allowance_j=1.0, frames=1, limits=None, **features):
+def _plan(policy: str, allowance_j=1.0, frames=1, limits=None, frame_j=None, **features):
+    """``allowance_j`` a frame, as a mean and on the frame (or ``frame_j`` on the frame)."""
     planner, limits = CorrectionPlanner(), limits or CorrectionLimits()
     parsed = OdometryPolicy.parse(policy)
+    allowance = Allowance(allowance_j, allowance_j if frame_j is None else frame_j)
     return [
-        planner.plan(_features(k * PERIOD_NS, **features), parsed, allowance_j, PRICES, limits)
+        planner.plan(_features(k * PERIOD_NS, **features), parsed, allowance, PRICES, limits)
         for k in range(frames)
     ]
 
@@ -93,6 +96,16 @@ def test_a_tight_allowance_keeps_the_cheap_correction_only():
     assert _plan("dynamic", allowance_j=0.1) == [("radar",)]  # radar 0.01, lidar 0.12
     assert _plan("dynamic", allowance_j=0.13) == [("radar", "lidar")]
     assert _plan("all", allowance_j=0.01) == [("radar", "lidar")]  # all ignores the budget
+
+
+def test_the_mean_allowance_spreads_a_correction_over_the_frames_since_it_ran():
+    """Lidar 0.12 J against a mean allowance of 0.1 J: not on the first frame, but on the
+    second (0.06 a frame since the start) and then every interval (0.024 a frame), as
+    long as the frame itself can pay its full price."""
+    plans = _plan("dynamic", allowance_j=0.1, frame_j=0.2, frames=12)
+    assert [k for k, plan in enumerate(plans) if "lidar" in plan] == [1, 6, 11]
+    assert all("radar" in plan for plan in plans)
+    assert _plan("dynamic", allowance_j=0.1, frame_j=0.1, frames=12) == [("radar",)] * 12
 
 
 def test_odometry_is_paid_from_the_frame_budget(clear_frames):

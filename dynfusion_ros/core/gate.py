@@ -15,9 +15,9 @@ is a limit on mean power; a per-frame cap would also forbid ever running a stem 
 than the budget, and with it the reuse of its features on the cheap frames after (window
 1 is that cap). The value of a configuration is its utility less an energy price, which
 the account raises while the gate would spend above the budget and lowers while below, so
-that the frames mix the configurations that pay most per joule; plus what it lets the
-next frame reuse (a one-frame lookahead, ``Gate._lookahead``). The quality predictor is a small
-MLP from context features to the per-frame quality of every configuration
+that the frames mix the configurations that pay most per joule; a configuration that
+detects is valued with the tracks that may follow it (``Gate._with_tracks``). The quality
+predictor is a small MLP from context features to the per-frame quality of every configuration
 (``core/quality.py``), trained by ``dynfusion train gate``; it also names the likely
 context, and the utility blends the predicted quality with each configuration's dataset
 mAP in that context (``GateModel.utility``).
@@ -315,7 +315,8 @@ class Decision:
     context_scores: Mapping[str, float] = field(default_factory=dict)
     fallback: str = ""  # why the prior was used instead of the model, if it was
     over_budget: bool = False  # nothing available fits the budget: the cheapest ran
-    allowed_j: float = float("inf")  # the most it could spend: its budget and the savings
+    allowed_j: float = float("inf")  # the most the detector could spend: budget and savings,
+    # less what the frame spends besides
 
     @property
     def options(self) -> tuple[str, ...]:
@@ -349,17 +350,13 @@ class EnergyAccount:
     def available_j(self, budget_j: float) -> float:
         return budget_j + self.savings_j
 
-    def savings_after(self, budget_j: float, spent_j):
-        """The savings once a frame credited ``budget_j`` spends ``spent_j`` (an array of
-        spendings gives one each)."""
-        cap = (self.window_frames - 1) * max(budget_j, 0.0)
-        return np.clip(self.savings_j + budget_j - spent_j, 0.0, cap)
-
     def charge(self, budget_j: float, spent_j: float) -> None:
-        self.savings_j = float(self.savings_after(budget_j, spent_j))
+        """Credit the frame's budget, charge what it spent; keep the savings in bounds."""
+        cap = (self.window_frames - 1) * max(budget_j, 0.0)
+        self.savings_j = float(np.clip(self.savings_j + budget_j - spent_j, 0.0, cap))
 
     def steer(self, budget_j: float, wanted_j: float) -> None:
-        if budget_j <= 0:  # odometry took it all: nothing to steer towards
+        if budget_j <= 0:  # no budget: nothing to steer towards
             return
         step = PRICE_STEP * (wanted_j - budget_j) / budget_j
         self.price = float(np.clip(self.price + step, 0.0, MAX_PRICE))
@@ -399,9 +396,6 @@ class Gate:
         self._tracks = self.index(TRACKS_CONFIGURATION)
         self._full_index = self.index(FULL_CONFIGURATION)
         self.stems = self.runs | self.reuses
-        runs_full = np.array([[c.level(s) == FULL for s in STEMS] for c in self.configurations])
-        # enables[a, b]: after a frame that ran a, b may run (what b reuses, a ran at full)
-        self.enables = ~(self.reuses[None, :, :] & ~runs_full[:, None, :]).any(axis=2)
         self.hold_penalty = model.hold_penalty if model else DEFAULT_HOLD_PENALTY
         self.singles = {
             c.names[0]: i for i, c in enumerate(self.configurations) if len(c.names) == 1
@@ -487,17 +481,23 @@ class Gate:
         policy: Policy,
         budget_j: float | None,
         true_quality: np.ndarray | None = None,
+        other_j: float = 0.0,
     ) -> Decision:
         """The configuration for this frame. ``true_quality`` (per configuration, from
-        ground truth) is required by, and only used by, the oracle policy."""
-        decision = self._decide(features, policy, budget_j, true_quality)
-        self.note_run(decision.chosen, budget_j)
+        ground truth) is required by, and only used by, the oracle policy. ``other_j``:
+        what the frame spends besides the detector (the odometry corrections), from the
+        same budget: one account holds the whole frame, so a dear correction now and then
+        is paid from savings like a dear configuration, and does not jolt the price."""
+        decision = self._decide(features, policy, budget_j, true_quality, other_j)
+        self.note_run(decision.chosen, budget_j, other_j)
         return decision
 
-    def note_run(self, chosen: tuple[Configuration, ...], budget_j: float | None = None) -> None:
+    def note_run(
+        self, chosen: tuple[Configuration, ...], budget_j: float | None = None, other_j: float = 0.0
+    ) -> None:
         """What this frame runs, decided here or elsewhere (the fusion node adopts the
         context estimator's choice): the next frame may reuse what ran at full, and its
-        energy is charged against ``budget_j`` (the detector's share of this frame's)."""
+        energy and ``other_j`` are charged against ``budget_j``."""
         ran_full = {o.stem for c in chosen for o in c.options if o.level == FULL}
         self._full = np.array([s in ran_full for s in STEMS])
         detected = [c for c in chosen if c.detects]
@@ -509,20 +509,20 @@ class Gate:
             self._held += 1
         if budget_j is not None:
             spent = self.profile.run_energy_j(chosen) if chosen else self.profile.overhead_total_j
-            self.account.charge(budget_j, spent)
+            self.account.charge(budget_j, spent + other_j)
 
     def available_j(self, budget_j: float | None) -> float:
-        """The most this frame may spend: its budget and the savings."""
+        """The most this frame may spend, all told: its budget and the savings."""
         return np.inf if budget_j is None else self.account.available_j(budget_j)
 
-    def _decide(self, features, policy, budget_j, true_quality) -> Decision:
-        predicted, contexts, fallback = self._predict(features)
-        quality = self._tracked(predicted)
+    def _decide(self, features, policy, budget_j, true_quality, other_j) -> Decision:
+        untracked, contexts, fallback = self._predict(features)
+        quality = self._tracked(untracked)
         usable = self._usable(features)
         singles = {name: float(quality[i]) for name, i in self.singles.items()}
         label = max(contexts, key=contexts.get) if contexts else ""
         common = {"option_utility": singles, "context_label": label, "context_scores": contexts}
-        allowed = self.available_j(budget_j)
+        allowed = self.available_j(budget_j) - other_j  # what the detector may spend
         common["allowed_j"] = allowed
         if policy.kind in ("full", "static", "late"):
             chosen = self._fixed(policy, features)
@@ -534,7 +534,8 @@ class Gate:
         if policy.kind == "oracle":
             if true_quality is None:
                 raise ValueError("the oracle policy needs ground truth (offline evaluation only)")
-            quality, fallback = true_quality, ""
+            quality = untracked = true_quality
+            fallback = ""
         if not usable.any():
             self._current = None
             return Decision(
@@ -550,11 +551,11 @@ class Gate:
         else:
             fitted = policy.kind == "dynamic" and self.model is not None and not fallback
             margin = self.model.tie_margin if fitted else 0.0
-            value = self._value(quality, features, budget_j)
+            value = self._value(quality, untracked, budget_j)
             best = self._best(value, fits, margin)
             if budget_j is not None and self.budget_window_frames > 1:
                 wanted = self._best(value, usable, margin)
-                self.account.steer(budget_j, float(self.energy_j[wanted]))
+                self.account.steer(budget_j, float(self.energy_j[wanted]) + other_j)
         if policy.kind == "dynamic":
             best = self._hold(best, value, fits if not over else usable)
         return Decision(
@@ -567,41 +568,40 @@ class Gate:
         )
 
     def _value(
-        self, quality: np.ndarray, features: ContextFeatures, budget_j: float | None
+        self, quality: np.ndarray, untracked: np.ndarray, budget_j: float | None
     ) -> np.ndarray:
         """What the choice maximises: the utility, less the energy at the account's
-        price (when frames can save), plus the lookahead."""
+        price (when frames can save), each detecting configuration taken with the tracks
+        that may follow it (``_with_tracks``; ``untracked``: the utilities with that of
+        tracks as of the full configuration, whatever the tracks now stand on)."""
         if budget_j is None or budget_j <= 0:
             return quality
         priced = quality
         if self.budget_window_frames > 1:
             priced = quality - self.account.price * self.energy_j / budget_j
-        return priced + self._lookahead(quality, priced, features, budget_j)
+        return self._with_tracks(untracked, priced, priced - quality)
 
-    def _lookahead(
-        self, quality: np.ndarray, priced: np.ndarray, features: ContextFeatures, budget_j: float
+    def _with_tracks(
+        self, untracked: np.ndarray, priced: np.ndarray, price: np.ndarray
     ) -> np.ndarray:
-        """What running each configuration adds to the next frame: the best value the next
-        frame could have, given what this one lets it reuse or track and leaves in the
-        account, less the best it could have without reuse or tracks. This frame's values
-        stand in for the next's: a frame later, the scene and sensors are nearly the same."""
-        after = self.account.savings_after(budget_j, self.energy_j) + budget_j
-        fits_next = self._has_sensors(features)[None, :] & (
-            self.energy_j[None, :] <= after[:, None]
-        )
-        following = np.broadcast_to(priced, (len(priced), len(priced))).copy()
-        if self._tracks is not None:  # tracks next predict what runs now, or a frame more
-            t = self._tracks
-            worth = np.full(len(priced), quality[t] - self.hold_penalty)
-            detecting = np.flatnonzero(~self.holds)
-            worth[detecting] = self._tracks_worth(quality, detecting, 1)
-            following[:, t] = worth + (priced[t] - quality[t])
-        with_reuse = np.where(fits_next & self.enables, following, -np.inf).max(axis=1)
-        plain = fits_next & ~(self.reuses.any(axis=1) | self.holds)[None, :]
-        without = np.where(plain, priced[None, :], -np.inf).max(axis=1)
-        # nothing plain fits after a configuration: no baseline to gain over, no gain
-        known = np.isfinite(without)
-        return np.where(known, with_reuse - np.where(known, without, 0.0), 0.0)
+        """A detector run and the frames that then hold its detections as tracks form a
+        cycle, and under a mean budget what counts is a cycle's value per frame. So a
+        configuration that detects is worth the best mean value, at the price, of itself
+        followed by 0 to ``MAX_HELD_FRAMES`` frames of tracks; tracks keep their own value,
+        and so go on while worth at least the best cycle (the renewal rule of an average
+        reward). Scored one frame at a time instead, a dear run looks worse than it is
+        (its tracks are cheap and good), and the gate spent tight budgets on reuse."""
+        if self._tracks is None:
+            return priced
+        detecting = np.flatnonzero(~self.holds)
+        total = priced[detecting].copy()
+        best = total.copy()
+        for frames_on in range(1, MAX_HELD_FRAMES + 1):
+            total += self._tracks_worth(untracked, detecting, frames_on) + price[self._tracks]
+            best = np.maximum(best, total / (frames_on + 1))
+        value = priced.copy()
+        value[detecting] = best
+        return value
 
     def _best(self, value: np.ndarray, allowed: np.ndarray, margin: float) -> int:
         """The highest value allowed; values within ``margin`` of it are a tie that the

@@ -31,7 +31,12 @@ from dynfusion_ros.core.energy import EnergyMeter, EnergyProfile
 from dynfusion_ros.core.fusion import METHODS, fuse
 from dynfusion_ros.core.gate import SINGLE_STEMS, Decision, Gate, GateModel, Policy
 from dynfusion_ros.core.odometry.estimator import CORRECTIONS, OdometryEstimator, OdometryStep
-from dynfusion_ros.core.odometry.planner import CorrectionLimits, CorrectionPlanner, OdometryPolicy
+from dynfusion_ros.core.odometry.planner import (
+    Allowance,
+    CorrectionLimits,
+    CorrectionPlanner,
+    OdometryPolicy,
+)
 from dynfusion_ros.core.quality import frame_quality
 from dynfusion_ros.core.types import Detection, EnergyRecord, Modality, Selection, SensorFrame
 
@@ -239,7 +244,6 @@ class DynamicFusionPipeline:
         features = self.context(frame)
         corrections = self.plan_odometry(features)
         odometry_j = self.gate.profile.odometry_energy_j(corrections)
-        budget = self._detector_budget_j(odometry_j)
         true_quality, step, every = None, None, None
         if self.policy.kind == "oracle":
             if truth is None:
@@ -247,25 +251,21 @@ class DynamicFusionPipeline:
             step = self._step_odometry(frame, corrections)
             every = self._runner().run_every(frame, self.gate.configurations, pose_of(step))
             true_quality = self.configuration_scorer(frame, every[0], truth)
-        decision = self.gate.decide(features, self.policy, budget, true_quality)
+        decision = self.gate.decide(features, self.policy, self.budget_j, true_quality, odometry_j)
         selection = self._selection(frame, features, decision, corrections, odometry_j)
         return Choice(selection, decision, features, started, sample, step, every)
 
-    def _detector_budget_j(self, odometry_j: float) -> float | None:
-        """What the budget leaves the detector once the odometry corrections are paid."""
-        return None if self.budget_j is None else self.budget_j - odometry_j
-
     def plan_odometry(self, features: ContextFeatures) -> tuple[str, ...]:
-        """The odometry corrections this frame runs; their energy comes off the budget
-        before the gate spends the rest on the detector."""
+        """The odometry corrections this frame runs; the gate then spends what the budget
+        and the savings leave on the detector."""
         policy = self.odometry_policy
         if policy is None:
             return ()
         prices, limits, budget = self.gate.profile.odometry_j, self.correction_limits, self.budget_j
         allowance = None
         if budget is not None:
-            spare = budget - self.gate.cheapest_usable_j(features)
-            allowance = max(0.0, min(limits.max_budget_share * budget, spare))
+            spare = self.gate.available_j(budget) - self.gate.cheapest_usable_j(features)
+            allowance = Allowance(limits.max_budget_share * budget, max(0.0, spare))
         return self.planner.plan(features, policy, allowance, prices, limits)
 
     def adopt(self, selection: Selection) -> Choice:
@@ -286,9 +286,9 @@ class DynamicFusionPipeline:
             configurations = (Configuration.of(chosen),)  # raises on two levels of a stem
         # its fallback's reuse and savings follow what ran, under the selection's budget
         odometry_j = self.gate.profile.odometry_energy_j(selection.odometry_corrections)
-        budget = selection.budget_j - odometry_j if selection.budget_j > 0 else None
-        allowed = self.gate.available_j(budget)
-        self.gate.note_run(configurations, budget)
+        budget = selection.budget_j if selection.budget_j > 0 else None
+        allowed = self.gate.available_j(budget) - odometry_j
+        self.gate.note_run(configurations, budget, odometry_j)
         decision = Decision(
             configurations,
             selection.selection_utility,

@@ -71,15 +71,16 @@ GATE_PARAMS = (
         "usable on the frame, cheapest first, within odometry_budget_share of the budget; "
         "the camera only on frames without a usable radar scan), all, none (IMU and "
         "ground-vehicle constraint only), or any of radar, camera, lidar joined by +. "
-        "Their energy comes off energy_budget_j before the detector is configured. Settable "
-        "at run time.",
+        "Their energy is paid from energy_budget_j and its savings, with the detector's. "
+        "Settable at run time.",
         runtime=True,
         check=_odometry_policy,
     ),
     Param(
         "odometry_budget_share",
         CorrectionLimits.max_budget_share,
-        "Largest share of energy_budget_j the dynamic odometry corrections may take (0-1).",
+        "Largest share of energy_budget_j the dynamic odometry corrections may take on "
+        "average, each at its price spread over the frames since it last ran (0-1).",
         0.0,
         1.0,
         runtime=True,

@@ -4,12 +4,15 @@ The corrections are planned first and their energy is taken off the budget the g
 then fills with detection branches, so one budget holds the whole frame:
 
 - ``dynamic``: every correction whose sensor is usable on this frame and whose
-  interval has passed, cheapest first, while their energy stays within the allowance:
-  ``max_budget_share`` of the budget, and never so much that the cheapest selection of
-  branches the frame's sensors allow no longer fits (detection comes first). The
-  radar's doppler fit costs about 10 mJ and keeps the filter's velocity honest in
+  interval has passed, cheapest first, while their energy stays within the allowance
+  (``Allowance``): ``max_budget_share`` of the budget as a mean, a correction counting
+  its price spread over the frames since it last ran (the budget is a mean over frames
+  too: a registration every 0.5 s costs a fifth of its price a frame), and on this frame
+  never so much that the cheapest selection of branches the frame's sensors allow no
+  longer fits its budget and the gate's savings (detection comes first). The radar's
+  doppler fit costs about 5 mJ and keeps the filter's velocity honest in
   every weather, so it runs every frame. The camera measures the same velocity (and
-  the yaw rate) for six times that, and is blind in fog and against a low sun, so it
+  the yaw rate) for seven times that, and is blind in fog and against a low sun, so it
   stands in for the radar only: on frames without a usable radar scan.
   Scan registration costs more than the lidar stem; between sweeps the radar-aided
   filter drifts by millimetres, so one registration every ``lidar_interval_s`` holds
@@ -71,7 +74,7 @@ class CorrectionLimits:
     lidar_max_near_fraction: float = 0.4  # more points this close: mostly backscatter
     camera_min_sharpness: float = 0.024  # blurrier (fog, low sun): too few corners to track
     camera_max_dark_fraction: float = 0.6  # darker (blacked out, unlit): nothing to track
-    max_budget_share: float = 0.5  # of the frame's budget, at most, for odometry
+    max_budget_share: float = 0.5  # of the budget, at most, for odometry, as a mean
     lidar_interval_s: float = 0.5  # dynamic: at least this long between registrations
 
     def __post_init__(self) -> None:
@@ -108,25 +111,40 @@ def unusable_reason(name: str, features: ContextFeatures, limits: CorrectionLimi
     return ""
 
 
+@dataclass(frozen=True)
+class Allowance:
+    """What the dynamic policy may spend on corrections: ``mean_j`` a frame on average
+    (each correction's price spread over the frames since it last ran), and ``frame_j``
+    on this frame."""
+
+    mean_j: float
+    frame_j: float
+
+
 class CorrectionPlanner:
-    """Plans each frame's corrections; remembers when each last ran (for intervals)."""
+    """Plans each frame's corrections; remembers when each last ran (for intervals) and
+    how many frames ago (for the mean allowance)."""
 
     def __init__(self) -> None:
         self.last_ns: dict[str, int] = {}
+        self.frames_since: dict[str, int] = {}  # frames planned since it ran (or the start)
 
     def reset(self) -> None:
         self.last_ns.clear()
+        self.frames_since.clear()
 
     def plan(
         self,
         features: ContextFeatures,
         policy: OdometryPolicy,
-        allowance_j: float | None,
+        allowance: Allowance | None,
         prices_j: Mapping[str, float],
         limits: CorrectionLimits,
     ) -> tuple[str, ...]:
         """The corrections the frame at ``features.stamp_ns`` runs (in CORRECTIONS order);
-        ``allowance_j``: the most the dynamic policy may spend on them (None: no limit)."""
+        ``allowance``: what the dynamic policy may spend on them (None: no limit)."""
+        for name in CORRECTIONS:
+            self.frames_since[name] = self.frames_since.get(name, 0) + 1
         if policy.kind == "none":
             return ()
         wanted = policy.corrections if policy.kind == "fixed" else CORRECTIONS
@@ -135,21 +153,26 @@ class CorrectionPlanner:
             usable = [name for name in usable if self._due(name, features.stamp_ns, limits)]
             if "radar" in usable and "camera" in usable:  # the camera stands in for it only
                 usable.remove("camera")
-            if allowance_j is not None:
-                usable = _within(usable, allowance_j, prices_j)
+            if allowance is not None:
+                usable = self._within(usable, allowance, prices_j)
         self.last_ns.update((name, features.stamp_ns) for name in usable)
+        self.frames_since.update((name, 0) for name in usable)
         return tuple(name for name in CORRECTIONS if name in usable)
+
+    def _within(
+        self, names: list[str], allowance: Allowance, prices_j: Mapping[str, float]
+    ) -> list[str]:
+        """The cheapest first, while their mean and this frame's spending stay within
+        the allowance."""
+        mean, now, chosen = 0.0, 0.0, []
+        for name in sorted(names, key=lambda n: prices_j[n]):
+            price = prices_j[name]
+            spread = price / self.frames_since[name]
+            if mean + spread <= allowance.mean_j and now + price <= allowance.frame_j:
+                chosen.append(name)
+                mean, now = mean + spread, now + price
+        return chosen
 
     def _due(self, name: str, stamp_ns: int, limits: CorrectionLimits) -> bool:
         last = self.last_ns.get(name)
         return last is None or not 0 <= stamp_ns - last < limits.interval_ns(name)
-
-
-def _within(names: list[str], allowance_j: float, prices_j: Mapping[str, float]) -> list[str]:
-    """The cheapest first, while their sum stays within the allowance."""
-    spent, chosen = 0.0, []
-    for name in sorted(names, key=lambda n: prices_j[n]):
-        if spent + prices_j[name] <= allowance_j:
-            chosen.append(name)
-            spent += prices_j[name]
-    return chosen
