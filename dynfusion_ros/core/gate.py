@@ -315,8 +315,7 @@ class Decision:
     context_scores: Mapping[str, float] = field(default_factory=dict)
     fallback: str = ""  # why the prior was used instead of the model, if it was
     over_budget: bool = False  # nothing available fits the budget: the cheapest ran
-    allowed_j: float = float("inf")  # the most the detector could spend: budget and savings,
-    # less what the frame spends besides
+    allowed_j: float = float("inf")  # what the detector could spend: budget + savings - other
 
     @property
     def options(self) -> tuple[str, ...]:
@@ -579,10 +578,10 @@ class Gate:
         priced = quality
         if self.budget_window_frames > 1:
             priced = quality - self.account.price * self.energy_j / budget_j
-        return self._with_tracks(untracked, priced, priced - quality)
+        return self._with_tracks(untracked, priced, quality)
 
     def _with_tracks(
-        self, untracked: np.ndarray, priced: np.ndarray, price: np.ndarray
+        self, untracked: np.ndarray, priced: np.ndarray, quality: np.ndarray
     ) -> np.ndarray:
         """A detector run and the frames that then hold its detections as tracks form a
         cycle, and under a mean budget what counts is a cycle's value per frame. So a
@@ -594,10 +593,11 @@ class Gate:
         if self._tracks is None:
             return priced
         detecting = np.flatnonzero(~self.holds)
+        tracks_price = priced[self._tracks] - quality[self._tracks]
         total = priced[detecting].copy()
         best = total.copy()
         for frames_on in range(1, MAX_HELD_FRAMES + 1):
-            total += self._tracks_worth(untracked, detecting, frames_on) + price[self._tracks]
+            total += self._tracks_worth(untracked, detecting, frames_on) + tracks_price
             best = np.maximum(best, total / (frames_on + 1))
         value = priced.copy()
         value[detecting] = best
