@@ -250,6 +250,7 @@ def make_selection():
         selection_utility=0.74,
         predicted_energy_j=1.8,
         budget_j=2.0,
+        allowed_j=2.5,
         context_label="night",
         context_scores={"clear_day": 0.1, "night": 0.85, "fog": 0.05},
         sensor_available={
@@ -272,6 +273,7 @@ def test_branch_selection_round_trip():
     assert back.sensor_available[Modality.IMU] is False
     assert math.isnan(back.sensor_age_s[Modality.IMU])
     assert back.predicted_energy_j == pytest.approx(1.8) and back.budget_j == pytest.approx(2.0)
+    assert back.allowed_j == pytest.approx(2.5)
 
 
 def test_branch_selection_with_ragged_arrays_is_an_error():
@@ -285,7 +287,7 @@ def test_branch_selection_with_ragged_arrays_is_an_error():
         msg_to_selection(msg)
 
 
-@pytest.mark.parametrize("field", ["budget_j", "predicted_energy_j"])
+@pytest.mark.parametrize("field", ["budget_j", "allowed_j", "predicted_energy_j"])
 @pytest.mark.parametrize("value", [math.nan, math.inf, -1.0])
 def test_a_selection_with_figures_the_fusion_node_would_publish_badly_is_refused(field, value):
     msg = selection_to_msg(make_selection())

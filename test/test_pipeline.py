@@ -172,6 +172,28 @@ def test_a_choice_made_in_another_pipeline_gives_the_same_frame(runner, clear_fr
         fusion.adopt(stranger)
 
 
+def test_the_fusion_side_reports_and_keeps_the_chooser_s_account_when_frames_are_lost(
+    runner, clear_frames
+):
+    """A frame the fusion node drops (its queue full) is still charged to the estimator's
+    account; the fusion side takes the frame's allowance from each selection, so what it
+    reports on /dynfusion/energy, and what its fallback may spend, are the chooser's."""
+    from dynfusion_ros.ros.convert import msg_to_selection, selection_to_msg
+
+    estimator = pipeline(runner, budget_j=0.3 * FULL_J)
+    fusion = pipeline(runner)
+    for index, labelled in enumerate(clear_frames[:5]):
+        choice = estimator.choose(labelled.frame)
+        if index in (1, 2):  # lost on the way to the fusion node
+            continue
+        received = msg_to_selection(selection_to_msg(choice.selection))
+        result = fusion.execute(labelled.frame, fusion.adopt(received))
+        assert result.energy.allowed_j == pytest.approx(choice.selection.allowed_j)
+        assert result.energy.over_budget == choice.decision.over_budget
+    assert estimator.gate.account.savings_j > 0
+    assert fusion.gate.account.savings_j == pytest.approx(estimator.gate.account.savings_j)
+
+
 def test_replaying_the_record_gives_the_pipeline_s_own_numbers(runner, record, clear_bag):
     assert len(record) == 15 and record.quality.shape == (15, 48)
     assert record.ran[1:, record.configurations.index(C("camera_reuse+lidar"))].all()

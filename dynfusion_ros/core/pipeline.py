@@ -284,9 +284,12 @@ class DynamicFusionPipeline:
             configurations = tuple(c for c in SINGLE_STEMS if c.names[0] in chosen)
         else:
             configurations = (Configuration.of(chosen),)  # raises on two levels of a stem
-        # its fallback's reuse and savings follow what ran, under the selection's budget
+        # its fallback's reuse and savings follow what ran, under the selection's budget;
+        # the account is the chooser's (this one misses the frames dropped on the way)
         odometry_j = self.gate.profile.odometry_energy_j(selection.odometry_corrections)
         budget = selection.budget_j if selection.budget_j > 0 else None
+        if budget is not None and selection.allowed_j >= budget:
+            self.gate.account.savings_j = selection.allowed_j - budget
         allowed = self.gate.available_j(budget) - odometry_j
         self.gate.note_run(configurations, budget, odometry_j)
         decision = Decision(
@@ -388,6 +391,7 @@ class DynamicFusionPipeline:
             selection_utility=decision.utility,
             predicted_energy_j=decision.energy_j + odometry_j,
             budget_j=self.budget_j or 0.0,
+            allowed_j=decision.allowed_j + odometry_j if self.budget_j else 0.0,
             context_label=decision.context_label,
             context_scores=dict(decision.context_scores),
             sensor_available={m: features.available(m) for m in (*SENSORS, Modality.IMU)},

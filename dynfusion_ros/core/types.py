@@ -404,6 +404,7 @@ class Selection:
     sensor_available: Mapping[Modality, bool] = field(default_factory=dict)
     sensor_age_s: Mapping[Modality, float] = field(default_factory=dict)
     odometry_corrections: tuple[str, ...] = ()  # run on this frame, within predicted energy
+    allowed_j: float = 0.0  # the most the frame could spend: budget and savings (0: no budget)
 
     def __post_init__(self) -> None:
         n = len(self.branch_names)

@@ -42,6 +42,7 @@ def selection_to_msg(selection: Selection, frame_id: str = "base_link") -> Branc
         selection_utility=float(selection.selection_utility),
         predicted_energy_j=float(selection.predicted_energy_j),
         budget_j=float(selection.budget_j),
+        allowed_j=float(selection.allowed_j),
         context_label=selection.context_label,
         context_names=list(selection.context_scores),
         context_scores=[float(s) for s in selection.context_scores.values()],
@@ -61,7 +62,7 @@ def _finite(msg, *names: str) -> None:
 
 
 def msg_to_selection(msg) -> Selection:
-    _finite(msg, "budget_j", "predicted_energy_j")
+    _finite(msg, "budget_j", "allowed_j", "predicted_energy_j")
     if not all(map(math.isfinite, msg.context_scores)):
         raise ConversionError("context_scores", "contains NaN or infinity")
     _parallel(msg, "branch_names", "chosen", "predicted_utility")
@@ -77,6 +78,7 @@ def msg_to_selection(msg) -> Selection:
         selection_utility=float(msg.selection_utility),
         predicted_energy_j=float(msg.predicted_energy_j),
         budget_j=float(msg.budget_j),
+        allowed_j=float(msg.allowed_j),
         context_label=msg.context_label,
         context_scores=dict(zip(msg.context_names, map(float, msg.context_scores), strict=True)),
         sensor_available=dict(zip(sensors, map(bool, msg.sensor_available), strict=True)),
