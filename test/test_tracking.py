@@ -89,3 +89,15 @@ def test_tracks_end_when_missed_and_predictions_say_why_not():
     assert tracks.predict(pose, 2 * PERIOD_NS) == []
     with pytest.raises(ValueError, match="smoothing"):
         ObjectTracks(smoothing=0.0)
+
+
+def test_a_prediction_s_score_decays_with_its_age():
+    """An older prediction ranks below a fresher one, and both below the detection."""
+    tracks = ObjectTracks(score_half_life_s=0.2)
+    detection = seen_from(ego(0), 20.0, 3.0, 0.0)
+    tracks.update([detection], ego(0), 0)
+    one, two = (tracks.predict(ego(k), k * PERIOD_NS)[0].score for k in (1, 2))
+    assert detection.score > one > two
+    assert two == pytest.approx(detection.score / 2)
+    with pytest.raises(ValueError, match="score_half_life_s must be positive"):
+        ObjectTracks(score_half_life_s=0.0)
