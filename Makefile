@@ -34,7 +34,7 @@ env: $(READY)
 $(READY): requirements.txt requirements-devkit.txt setup.py setup.cfg package.xml tools/build_ros_env.py $(INTERFACE_SOURCES) \
 		$(wildcard launch config models)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@echo "[env] installing pinned requirements into $(VENV) (first time: about a minute)"
+	@echo "[env] updating $(VENV): pinned requirements, ROS interfaces, this package (about a minute when new)"
 	$(PIP) install -q -r requirements.txt 2>&1 | { grep -v "$(PIP_NOISE)" || true; }
 	$(PIP) install -q --no-deps -r requirements-devkit.txt 2>&1 | { grep -v "$(PIP_NOISE)" || true; }
 	$(PY) tools/build_ros_env.py --prefix $(VENV)

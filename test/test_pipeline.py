@@ -459,7 +459,10 @@ def test_train_gate_command_writes_a_loadable_gate(record, clear_bag, tmp_path, 
     # each frame more of tracks loses what the record's tracks lost, frame for frame
     assert 0.0 <= model.hold_penalty <= 1.0 and "tracks lose" in printed
     assert ((model.dataset_quality >= 0) & (model.dataset_quality <= 1)).all()
-    report = json.loads((tmp_path / "models" / "gate_training.json").read_text())
+    # strict JSON: where nothing static fits a budget share, null, not NaN
+    strict = {"parse_constant": lambda name: pytest.fail(f"{name} written: no JSON")}
+    report = json.loads((tmp_path / "models" / "gate_training.json").read_text(), **strict)
+    json.loads((tmp_path / "models" / "gate.json").read_text(), **strict)
     assert report["hold_penalty"] == model.hold_penalty
     chosen = f"{model.blend:g}/{model.tie_margin:g}/{report['shrink_frames']}"
     assert (report["blend"], report["tie_margin"]) == (model.blend, model.tie_margin)

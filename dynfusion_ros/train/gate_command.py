@@ -14,6 +14,16 @@ from dynfusion_ros.command_args import UsageError, bag_paths, sensor_values, sho
 from dynfusion_ros.resources import default_energy_profile, default_model_path
 
 
+def _null_for_nan(value):
+    """Figures for JSON, with null where none could be computed (nothing static fits a
+    budget share): NaN is no JSON, and strict readers refuse the file."""
+    if isinstance(value, dict):
+        return {key: _null_for_nan(item) for key, item in value.items()}
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
 def _record(args: argparse.Namespace, bags: list[Path]):
     from dynfusion_ros.core.detector.runner import DetectorRunner
     from dynfusion_ros.eval.records import cached_record, record_configurations
@@ -47,15 +57,17 @@ def run_gate(args: argparse.Namespace) -> int:
         return 2
     settings = GateSettings(steps=args.steps, seed=args.seed)
     model, report = fit_gate(record, profile, settings)
+    figures = _null_for_nan(vars(report))
     model.metadata = {
         "train_bags": [str(b) for b in bags],
         "every": args.every,
         "settings": vars(settings),
-        "report": vars(report),
+        "report": figures,
         "energy_profile": shown_path(profile.source),
     }
     path = model.save(args.out / "gate.json")
-    (args.out / "gate_training.json").write_text(json.dumps(vars(report), indent=2) + "\n")
+    text = json.dumps(figures, indent=2, allow_nan=False)
+    (args.out / "gate_training.json").write_text(text + "\n")
     print(
         f"{report.train_frames} training / {report.val_frames} validation frames, "
         f"{report.seconds:.0f} s; validation: quality MAE {report.val_mae:.3f}, "
