@@ -307,7 +307,8 @@ def test_tracks_predict_what_the_runner_was_told_was_found(network, clear_frames
     outputs = runner.run(second, tracks, moved)
     assert outputs.ran == tracks and outputs.head_ms == 0.0 and "tracks" in outputs.option_ms
     (car,) = outputs.detections
-    assert (car.box.x, car.box.y, car.score) == pytest.approx((11.0, -2.0, 0.8))
+    assert (car.box.x, car.box.y) == pytest.approx((11.0, -2.0))
+    assert 0.7 < car.score < 0.8  # a prediction is less sure than the detection it moves
     assert "no ego pose" in runner.run(second, tracks).skipped["tracks"]
     every, _ = runner.run_every(second, [tracks, FULL_CONFIGURATION], moved)
     assert set(every) == {"tracks", FULL_CONFIGURATION.text}
