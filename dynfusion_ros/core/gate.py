@@ -354,6 +354,11 @@ class EnergyAccount:
         cap = (self.window_frames - 1) * max(budget_j, 0.0)
         self.savings_j = float(np.clip(self.savings_j + budget_j - spent_j, 0.0, cap))
 
+    def follow(self, budget_j: float, available_j: float) -> None:
+        """Take the savings another chooser's account had for this frame (it saw every
+        frame; this copy may not have)."""
+        self.savings_j = max(0.0, available_j - budget_j)
+
     def steer(self, budget_j: float, wanted_j: float) -> None:
         if budget_j <= 0:  # no budget: nothing to steer towards
             return

@@ -288,8 +288,8 @@ class DynamicFusionPipeline:
         # the account is the chooser's (this one misses the frames dropped on the way)
         odometry_j = self.gate.profile.odometry_energy_j(selection.odometry_corrections)
         budget = selection.budget_j if selection.budget_j > 0 else None
-        if budget is not None and selection.allowed_j >= budget:
-            self.gate.account.savings_j = selection.allowed_j - budget
+        if budget is not None and selection.allowed_j > 0:
+            self.gate.account.follow(budget, selection.allowed_j)
         allowed = self.gate.available_j(budget) - odometry_j
         self.gate.note_run(configurations, budget, odometry_j)
         decision = Decision(
