@@ -45,6 +45,7 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
+from dynfusion_ros import strict_json
 from dynfusion_ros.core.context import FEATURE_NAMES, ContextFeatures
 from dynfusion_ros.core.detector.levels import (
     CHOICE_NAMES,
@@ -231,7 +232,7 @@ class GateModel:
             "hold_penalty": self.hold_penalty,
             "metadata": dict(self.metadata),
         }
-        path.write_text(json.dumps(document, indent=2) + "\n")
+        path.write_text(strict_json.dumps(document, indent=2) + "\n")
         return path
 
     @classmethod

@@ -7,7 +7,6 @@ benchmark (recorded detector outputs replayed for many policies and budgets).
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from dynfusion_ros import strict_json
 from dynfusion_ros.core.detector.levels import CHOICE_NAMES
 from dynfusion_ros.core.odometry.estimator import CORRECTIONS
 from dynfusion_ros.core.pipeline import DynamicFusionPipeline, FrameResult
@@ -64,14 +64,7 @@ class Evaluation:
     odometry_usage: dict[str, float] = field(default_factory=dict)  # share of frames run
 
     def to_json(self) -> str:
-        def clean(value):
-            if isinstance(value, float) and not np.isfinite(value):
-                return None
-            if isinstance(value, dict):
-                return {k: clean(v) for k, v in value.items()}
-            return value
-
-        return json.dumps(clean(asdict(self)), indent=2) + "\n"
+        return strict_json.dumps(asdict(self), indent=2) + "\n"
 
     def table(self) -> str:
         budget = "none" if self.budget_j is None else f"{self.budget_j:.4g} J"

@@ -14,12 +14,13 @@ have no data from it, as when a cable comes loose.
 from __future__ import annotations
 
 import copy
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from dynfusion_ros import strict_json
 
 POLICIES = (  # (label, odometry policy, budget as a share of the full configuration, failed sensor)
     ("IMU only", "none", None, ""),
@@ -319,7 +320,7 @@ def write(runs: list[OdometryRun], out: Path) -> list[Path]:
     report.write_text(summary(runs) + "\n\n" + markdown(runs) + "\n")
     data = out / "odometry.json"
     data.write_text(
-        json.dumps(
+        strict_json.dumps(
             [
                 {k: v for k, v in asdict(r).items() if k not in ("xy_truth", "xy_estimate")}
                 for r in runs

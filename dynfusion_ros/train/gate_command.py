@@ -4,24 +4,14 @@ gate."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from dynfusion_ros import strict_json
 from dynfusion_ros.command_args import UsageError, bag_paths, sensor_values, shown_path
 from dynfusion_ros.resources import default_energy_profile, default_model_path
-
-
-def _null_for_nan(value):
-    """Figures for JSON, with null where none could be computed (nothing static fits a
-    budget share): NaN is no JSON, and strict readers refuse the file."""
-    if isinstance(value, dict):
-        return {key: _null_for_nan(item) for key, item in value.items()}
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
 
 
 def _record(args: argparse.Namespace, bags: list[Path]):
@@ -57,16 +47,15 @@ def run_gate(args: argparse.Namespace) -> int:
         return 2
     settings = GateSettings(steps=args.steps, seed=args.seed)
     model, report = fit_gate(record, profile, settings)
-    figures = _null_for_nan(vars(report))
     model.metadata = {
         "train_bags": [str(b) for b in bags],
         "every": args.every,
         "settings": vars(settings),
-        "report": figures,
+        "report": vars(report),
         "energy_profile": shown_path(profile.source),
     }
     path = model.save(args.out / "gate.json")
-    text = json.dumps(figures, indent=2, allow_nan=False)
+    text = strict_json.dumps(vars(report), indent=2)
     (args.out / "gate_training.json").write_text(text + "\n")
     print(
         f"{report.train_frames} training / {report.val_frames} validation frames, "
