@@ -91,6 +91,35 @@ def test_constant_acceleration_and_turn_integrate_exactly():
     assert quaternion_yaw(turning.estimate().orientation) == pytest.approx(0.6, rel=1e-9)
 
 
+def test_a_frame_s_samples_integrated_together_match_one_at_a_time():
+    """The filter queues IMU intervals and integrates them when its state is read; the
+    result must not depend on how often it is read (a clone's block included)."""
+    rng = np.random.default_rng(3)
+    samples = [
+        _sample(
+            k,
+            accel=(*rng.normal(2.0, 1.0, 2), GRAVITY_MPS2 + rng.normal(0, 0.3)),
+            rate=rng.normal(0, 0.3, 3),
+        )
+        for k in range(100)
+    ]
+    read_often, read_once = ImuFilter(), ImuFilter()
+    for filter_ in (read_often, read_once):
+        for sample in samples[:20]:
+            filter_.propagate(sample)
+        filter_.clone_pose()
+    for sample in samples[20:]:
+        read_often.propagate(sample)
+        read_often.estimate()
+        read_once.propagate(sample)
+    often, once = read_often.estimate(), read_once.estimate()
+    assert once.position == pytest.approx(often.position, abs=1e-9)
+    assert once.orientation == pytest.approx(often.orientation, abs=1e-12)
+    assert once.linear_velocity == pytest.approx(often.linear_velocity, abs=1e-9)
+    assert read_once.state.covariance == pytest.approx(read_often.state.covariance, abs=1e-12)
+    assert np.abs(often.position).max() > 0.1  # it did move (0.25 m)
+
+
 def test_bad_imu_samples_are_skipped_and_counted():
     filter_ = ImuFilter()
     _run(filter_, 1.0)
@@ -98,10 +127,12 @@ def test_bad_imu_samples_are_skipped_and_counted():
     assert not filter_.propagate(_sample(last + 1, accel=(math.nan, 0.0, 9.8)))
     assert not filter_.propagate(_sample(last + 1, rate=(0.0, 0.0, math.inf)))
     assert not filter_.propagate(_sample(last + 1, accel=(500.0, 0.0, 0.0)))
+    assert not filter_.propagate(_sample(last + 1, rate=(1e200, 0.0, 0.0)))  # squares overflow
     assert not filter_.propagate(_sample(last - 3))  # out of order
     assert filter_.skipped == {
         "NaN or infinite value": 2,
         "acceleration beyond 16 g": 1,
+        "angular rate beyond 2000 deg/s": 1,
         "stamp not after the previous sample (out of order)": 1,
     }
     assert filter_.propagate(_sample(last + 1))

@@ -90,12 +90,14 @@ class ContextFeatures:
 
 
 def _grey(image: CameraImage, stride: int) -> tuple[np.ndarray, np.ndarray]:
-    """A strided grey image (0..1) and its dark channel (min over colours)."""
+    """A strided grey image (0..1) and its dark channel (min over colours). Colour by
+    colour: numpy's reductions over a last axis of three, on a strided view, took 16
+    times as long (0.18 ms, every frame)."""
     pixels = image.pixels[::stride, ::stride]
-    scale = 1.0 / (65535.0 if pixels.dtype == np.uint16 else 255.0)
+    scale = np.float32(1.0 / (65535.0 if pixels.dtype == np.uint16 else 255.0))
     if pixels.ndim == 3:
-        rgb = pixels.astype(np.float32) * scale
-        return rgb.mean(axis=2), rgb.min(axis=2)
+        red, green, blue = (pixels[..., channel].astype(np.float32) for channel in range(3))
+        return (red + green + blue) * (scale / 3), np.minimum(np.minimum(red, green), blue) * scale
     grey = pixels.astype(np.float32) * scale
     return grey, grey
 

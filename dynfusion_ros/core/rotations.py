@@ -11,22 +11,27 @@ SMALL_ANGLE = 1e-8  # rad: below this, first-order series (exact to float precis
 
 
 def skew(vector: np.ndarray) -> np.ndarray:
-    """The matrix ``[v]x`` with ``[v]x @ u == np.cross(v, u)``."""
-    x, y, z = vector
-    return np.array([[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]])
+    """The matrix ``[v]x`` with ``[v]x @ u == np.cross(v, u)``; for vectors (..., 3),
+    matrices (..., 3, 3)."""
+    v = np.asarray(vector, dtype=np.float64)
+    out = np.zeros((*v.shape[:-1], 3, 3))
+    out[..., 0, 1], out[..., 0, 2] = -v[..., 2], v[..., 1]
+    out[..., 1, 0], out[..., 1, 2] = v[..., 2], -v[..., 0]
+    out[..., 2, 0], out[..., 2, 1] = -v[..., 1], v[..., 0]
+    return out
 
 
 def so3_exp(rotation_vector: np.ndarray) -> np.ndarray:
-    """Rotation matrix of a rotation vector (axis times angle, rad): Rodrigues' formula."""
-    angle = float(np.linalg.norm(rotation_vector))
+    """Rotation matrix of a rotation vector (axis times angle, rad): Rodrigues' formula;
+    for vectors (..., 3), matrices (..., 3, 3) (the odometry filter turns a frame's IMU
+    samples into rotations in one call)."""
     cross = skew(rotation_vector)
-    if angle < SMALL_ANGLE:
-        return np.eye(3) + cross
-    return (
-        np.eye(3)
-        + math.sin(angle) / angle * cross
-        + (1.0 - math.cos(angle)) / angle**2 * (cross @ cross)
-    )
+    angle = np.linalg.norm(rotation_vector, axis=-1)[..., None, None]
+    small = angle < SMALL_ANGLE  # first order there: exact to float precision
+    safe = np.where(small, 1.0, angle)
+    first = np.where(small, 1.0, np.sin(safe) / safe)
+    second = np.where(small, 0.0, (1.0 - np.cos(safe)) / safe**2)
+    return np.eye(3) + first * cross + second * (cross @ cross)
 
 
 def so3_log(rotation: np.ndarray) -> np.ndarray:

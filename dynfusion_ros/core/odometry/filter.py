@@ -20,6 +20,11 @@ Corrections (radar doppler, lidar registration, visual odometry) come in as
 residual whose Mahalanobis distance lies beyond the chi-square quantile
 ``gate_probability`` is rejected and counted, as robot_localization's thresholds do.
 
+Propagation is deferred: each IMU interval is queued, and the queue is integrated in
+one vectorised pass when anything reads or corrects the state (once a frame in the
+nodes). Per sample in Python it was 0.8 ms a frame, a tenth of the cheapest frame's
+energy; the arithmetic is the same, done on arrays.
+
 The IMU samples come in base_link's axes (the frame builder turns them with the IMU's
 /tf_static rotation); the IMU's lever arm is neglected. For a mount above base_link on
 a ground vehicle (the yaw rate is parallel to the lever arm) the centripetal term it
@@ -28,6 +33,7 @@ would add is zero.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -50,6 +56,7 @@ MAX_ANGULAR_RATE_RADPS = 35.0  # 2000 deg/s, the widest common gyro range
 AT_REST_FORCE_MPS2 = 0.15  # |specific force| this close to g: the accelerometer shows gravity
 MAX_START_TILT_RAD = math.radians(35.0)  # steeper than any road: the mount must be wrong
 WARNINGS_KEPT = 8  # the filter's last warnings, for /diagnostics
+MAX_QUEUED_INTERVALS = 1000  # integrate at the latest then (5 s at 200 Hz)
 
 
 @dataclass(frozen=True)
@@ -132,7 +139,17 @@ class ImuFilter:
         self.noise = noise or ImuNoise()
         self.max_gap_ns = round(max_gap_s * NS_PER_S)
         self.gate_probability = gate_probability
-        self.state: _State | None = None
+        self._state: _State | None = None
+        self._queued: list[tuple[float, np.ndarray, np.ndarray]] = []  # dt, rate, force
+        self._noise_rates = np.concatenate(  # Q per second of propagation, diagonal
+            [
+                np.zeros(3),
+                np.full(3, self.noise.accel_noise_density**2),
+                np.full(3, self.noise.gyro_noise_density**2),
+                np.full(3, self.noise.accel_bias_walk**2),
+                np.full(3, self.noise.gyro_bias_walk**2),
+            ]
+        )
         self.skipped: Counter[str] = Counter()
         self.rejected: Counter[str] = Counter()
         self.accepted: Counter[str] = Counter()
@@ -140,11 +157,19 @@ class ImuFilter:
 
     @property
     def started(self) -> bool:
-        return self.state is not None
+        return self._state is not None
+
+    @property
+    def state(self) -> _State | None:
+        """The state with every queued IMU interval integrated."""
+        if self._queued:
+            self._integrate_queued()
+        return self._state
 
     def reset(self) -> None:
         """Forget the state (a time jump): the next IMU sample starts the filter again."""
-        self.state = None
+        self._state = None
+        self._queued.clear()
 
     # --- prediction -----------------------------------------------------------------
 
@@ -155,13 +180,13 @@ class ImuFilter:
             self.skipped[problem] += 1
             return False
         force, rate = sample.linear_acceleration, sample.angular_velocity
-        state = self.state
+        state = self._state
         if state is None:
             problem = _start_refusal(force)
             if problem:
                 self.skipped[problem] += 1
                 return False
-            self.state = self._start(sample.stamp_ns, force, rate)
+            self._state = self._start(sample.stamp_ns, force, rate)
             return True
         if sample.stamp_ns <= state.stamp_ns:
             self.skipped["stamp not after the previous sample (out of order)"] += 1
@@ -176,16 +201,20 @@ class ImuFilter:
     def propagate_to(self, stamp_ns: int) -> None:
         """Carry the state forward to ``stamp_ns`` on the last IMU reading (a frame
         stamp a few ms after the newest sample); nothing when it is not later."""
-        state = self.state
+        state = self._state
         if state is not None and stamp_ns > state.stamp_ns:
             self._advance(stamp_ns - state.stamp_ns)
             state.stamp_ns = stamp_ns
 
     def _advance(self, gap_ns: int) -> None:
+        """Queue the interval on the last readings (zero-order hold), or bridge a gap."""
         if gap_ns > self.max_gap_ns:
             self._bridge(gap_ns)
-        else:
-            self._integrate(gap_ns / NS_PER_S)
+            return
+        state = self._state
+        self._queued.append((gap_ns / NS_PER_S, state.angular_rate, state.specific_force))
+        if len(self._queued) >= MAX_QUEUED_INTERVALS:
+            self._integrate_queued()
 
     def _start(self, stamp_ns: int, force: np.ndarray, rate: np.ndarray) -> _State:
         """Roll and pitch from gravity when the accelerometer shows only gravity, else
@@ -217,29 +246,40 @@ class ImuFilter:
             force,
         )
 
-    def _integrate(self, dt: float) -> None:
-        state, noise = self.state, self.noise
-        omega = state.angular_rate - state.gyro_bias
-        accel_base = state.specific_force - state.accel_bias
-        R = state.attitude
-        accel = R @ accel_base + GRAVITY
-        state.position = state.position + state.velocity * dt + 0.5 * accel * dt * dt
-        state.velocity = state.velocity + accel * dt
-        step = so3_exp(omega * dt)
-        state.attitude = R @ step
-        F = np.eye(len(state.covariance))  # a clone stays where it is
-        F[POSITION, VELOCITY] = np.eye(3) * dt
-        F[VELOCITY, ATTITUDE] = -R @ skew(accel_base) * dt
-        F[VELOCITY, ACCEL_BIAS] = -R * dt
-        F[ATTITUDE, ATTITUDE] = step.T
-        F[ATTITUDE, GYRO_BIAS] = -np.eye(3) * dt
-        Q = np.zeros(STATE_SIZE)
-        Q[VELOCITY] = noise.accel_noise_density**2 * dt
-        Q[ATTITUDE] = noise.gyro_noise_density**2 * dt
-        Q[ACCEL_BIAS] = noise.accel_bias_walk**2 * dt
-        Q[GYRO_BIAS] = noise.gyro_bias_walk**2 * dt
-        covariance = F @ state.covariance @ F.T
-        covariance[np.diag_indices(STATE_SIZE)] += Q
+    def _integrate_queued(self) -> None:
+        """Integrate the queued intervals: the nominal state in closed form over arrays
+        (only the attitudes chain sample by sample), the covariance through each
+        interval's transition F (a clone's block stays where it is) plus its noise."""
+        state, queued = self._state, self._queued
+        dt = np.array([interval[0] for interval in queued])
+        omega = np.array([interval[1] for interval in queued]) - state.gyro_bias
+        accel_base = np.array([interval[2] for interval in queued]) - state.accel_bias
+        queued.clear()
+        steps = so3_exp(omega * dt[:, None])
+        attitudes = np.empty((len(dt) + 1, 3, 3))
+        attitudes[0] = state.attitude
+        for k, step in enumerate(steps):
+            attitudes[k + 1] = attitudes[k] @ step
+        R = attitudes[:-1]
+        accel = (R @ accel_base[:, :, None])[:, :, 0] + GRAVITY
+        dv = accel * dt[:, None]
+        velocity_before = state.velocity + np.cumsum(dv, axis=0) - dv
+        state.position = state.position + ((velocity_before + 0.5 * dv) * dt[:, None]).sum(0)
+        state.velocity = state.velocity + dv.sum(0)
+        state.attitude = attitudes[-1]
+        size = len(state.covariance)
+        span = dt[:, None, None]
+        F = np.tile(np.eye(size), (len(dt), 1, 1))
+        F[:, POSITION, VELOCITY] = np.eye(3) * span
+        F[:, VELOCITY, ATTITUDE] = -R @ skew(accel_base) * span
+        F[:, VELOCITY, ACCEL_BIAS] = -R * span
+        F[:, ATTITUDE, ATTITUDE] = steps.transpose(0, 2, 1)
+        F[:, ATTITUDE, GYRO_BIAS] = -np.eye(3) * span
+        noise = self._noise_rates * dt[:, None]
+        covariance, diagonal = state.covariance, np.diag_indices(STATE_SIZE)
+        for transition, added in zip(F, noise, strict=True):
+            covariance = transition @ covariance @ transition.T
+            covariance[diagonal] += added
         state.covariance = 0.5 * (covariance + covariance.T)
 
     def _bridge(self, gap_ns: int) -> None:
@@ -276,7 +316,7 @@ class ImuFilter:
             distance = float(residual @ np.linalg.solve(S, residual))
         except np.linalg.LinAlgError:
             distance = math.inf
-        threshold = float(chi2.ppf(self.gate_probability, len(residual)))
+        threshold = _gate_threshold(self.gate_probability, len(residual))
         if not (math.isfinite(distance) and distance <= threshold):
             self.rejected[name] += 1
             return Update(name, False, distance, threshold)
@@ -339,9 +379,10 @@ class ImuFilter:
         return np.hstack([H, np.zeros((len(H), missing))]) if missing > 0 else H
 
     def _require(self) -> _State:
-        if self.state is None:
+        state = self.state
+        if state is None:
             raise RuntimeError("the filter has not started: it needs an IMU sample first")
-        return self.state
+        return state
 
     # --- what the corrections and the publisher read ----------------------------------
 
@@ -430,11 +471,21 @@ def _start_refusal(force: np.ndarray) -> str:
     return ""
 
 
+@functools.lru_cache(maxsize=64)
+def _gate_threshold(probability: float, dimensions: int) -> float:
+    """The chi-square quantile a residual's Mahalanobis distance is gated at (scipy's ppf
+    costs 80 us, a few times a frame)."""
+    return float(chi2.ppf(probability, dimensions))
+
+
 def _implausible(force: np.ndarray, rate: np.ndarray) -> str:
-    if not (np.isfinite(force).all() and np.isfinite(rate).all()):
+    """Why a sample is unusable, "" when it is fine. On Python floats: every sample
+    passes here, and numpy's per-call cost made this a quarter of the propagation."""
+    force_norm, rate_norm = math.hypot(*force.tolist()), math.hypot(*rate.tolist())
+    if not (math.isfinite(force_norm) and math.isfinite(rate_norm)):
         return "NaN or infinite value"
-    if np.linalg.norm(force) > MAX_SPECIFIC_FORCE_MPS2:
+    if force_norm > MAX_SPECIFIC_FORCE_MPS2:
         return "acceleration beyond 16 g"
-    if np.linalg.norm(rate) > MAX_ANGULAR_RATE_RADPS:
+    if rate_norm > MAX_ANGULAR_RATE_RADPS:
         return "angular rate beyond 2000 deg/s"
     return ""
