@@ -8,9 +8,16 @@ import dataclasses
 import numpy as np
 import pytest
 
-from dynfusion_ros.core.context import FEATURE_NAMES, ContextEstimator
+from dynfusion_ros.core.context import FEATURE_NAMES, ContextEstimator, _grey, _quantile
 from dynfusion_ros.core.quality import frame_quality
-from dynfusion_ros.core.types import Box3D, Detection, Modality, ObjectClass, PointScan
+from dynfusion_ros.core.types import (
+    Box3D,
+    CameraImage,
+    Detection,
+    Modality,
+    ObjectClass,
+    PointScan,
+)
 
 
 def feature(frame, name: str, estimator: ContextEstimator | None = None) -> float:
@@ -71,6 +78,21 @@ def test_missing_sensors_leave_nan_and_clear_flags(clear_frames):
 
 def _car(x: float, y: float, score: float = 1.0) -> Detection:
     return Detection(ObjectClass.CAR, score, Box3D(x, y, 0.8, 4.5, 1.9, 1.6, 0.0))
+
+
+def test_the_fast_reductions_give_numpy_s_figures():
+    """The context features are read on every frame, so two of them avoid numpy's slow
+    paths (a partial sort for the range quantile; colours one by one for the grey
+    image); the figures must stay what the gate was trained on."""
+    rng = np.random.default_rng(0)
+    for size in (1, 2, 7, 2644):
+        ranges = rng.uniform(0.0, 80.0, size).astype(np.float32)
+        assert _quantile(ranges, 0.9) == pytest.approx(float(np.percentile(ranges, 90)))
+    pixels = rng.integers(0, 256, (96, 160, 3), dtype=np.uint8)
+    grey, dark = _grey(CameraImage(0, pixels, "rgb8"), 8)
+    rgb = pixels[::8, ::8].astype(np.float32) / 255.0
+    assert grey == pytest.approx(rgb.mean(axis=2), abs=1e-6)
+    assert dark == pytest.approx(rgb.min(axis=2), abs=1e-6)
 
 
 def test_frame_quality_hand_worked():

@@ -181,8 +181,8 @@ class GateModel:
         """Quality of every configuration (0..1) and probability of every context."""
         # missing (NaN) at the training mean; beyond the clip (an infinite age, an absurd
         # count) at the clip: unbounded, one feature would overflow every score to NaN
-        standardised = np.clip((values - self.mean) / self.scale, -FEATURE_CLIP, FEATURE_CLIP)
-        hidden = np.nan_to_num(standardised, nan=0.0)
+        hidden = np.clip((values - self.mean) / self.scale, -FEATURE_CLIP, FEATURE_CLIP)
+        hidden[np.isnan(hidden)] = 0.0
         for weight, bias in self.layers[:-1]:
             hidden = np.maximum(weight @ hidden + bias, 0.0)
         weight, bias = self.layers[-1]
@@ -468,8 +468,8 @@ class Gate:
         """What tracks are worth ``frames_on`` frames after ``source`` (configuration
         indices) ran: tracks keep the share of their source's worth that tracks of the
         full configuration keep of its worth, less ``hold_penalty`` per frame past one."""
-        full = utility[self._full_index] if self._full_index is not None else 1.0
-        share = np.clip(utility[self._tracks] / max(full, 1e-6), 0.0, 1.0)
+        full = float(utility[self._full_index]) if self._full_index is not None else 1.0
+        share = min(max(float(utility[self._tracks]) / max(full, 1e-6), 0.0), 1.0)
         return share * utility[source] - self.hold_penalty * (np.asarray(frames_on) - 1)
 
     def _tracked(self, utility: np.ndarray) -> np.ndarray:
