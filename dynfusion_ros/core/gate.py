@@ -28,12 +28,7 @@ validated on, and the benchmark's recorded outputs then replay exactly what a po
 would have run. Tracks are offered for up to ``MAX_HELD_FRAMES`` frames after the detector
 last ran. The model predicts the worth of tracks of the full configuration one frame on;
 tracks of what really ran keep the same share of its worth, and each further frame
-takes the model's ``hold_penalty`` off (fitted on the training drives). The dataset
-metric ranks every frame's boxes together, and predicted boxes crowd that ranking the more
-of the recent frames hold them: tracks also lose ``tracks_crowding`` times the recent
-share of frames held as tracks (a mean over about ``CROWDING_FRAMES``; fitted on the
-training drives). Per frame, a run of `full`, the camera reused, tracks, scores what
-`full`, tracks does; over a drive it scores 1.4 points more.
+takes the model's ``hold_penalty`` off (fitted on the training drives).
 
 It runs in numpy: a small network called once a frame is cheaper without torch's
 per-call overhead, and the gate's own cost counts against the budget it enforces.
@@ -67,10 +62,8 @@ from dynfusion_ros.core.detector.levels import (
 )
 from dynfusion_ros.core.energy import EnergyProfile
 
-GATE_FORMAT = 5
-# 3: before tracks (no hold_penalty; it offers no tracks); 4: before tracks_crowding
-READABLE_GATE_FORMATS = (3, 4, 5)
-CROWDING_FRAMES = 10  # the recent share of frames held as tracks: a mean over about this many
+GATE_FORMAT = 4
+READABLE_GATE_FORMATS = (3, 4)  # 3: before tracks (no hold_penalty; it offers no tracks)
 ENERGY_TOLERANCE = 1e-9  # relative: sums of the same prices in another order
 BUDGET_WINDOW_FRAMES = 10  # the budget is a mean over this many frames (1 s at 10 Hz)
 # the energy price: utility (0-1) a configuration must add per budget's worth of energy;
@@ -170,16 +163,12 @@ class GateModel:
     tie_margin: float = 0.0
     # quality tracks lose for each frame beyond the first since the detector last ran
     hold_penalty: float = DEFAULT_HOLD_PENALTY
-    # quality tracks lose per unit of the recent share of frames held as tracks
-    tracks_crowding: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.blend <= 1.0:
             raise ValueError(f"blend must be in [0, 1], got {self.blend}")
         if not 0.0 <= self.hold_penalty <= 1.0:
             raise ValueError(f"hold_penalty must be in [0, 1], got {self.hold_penalty}")
-        if not 0.0 <= self.tracks_crowding <= 1.0:
-            raise ValueError(f"tracks_crowding must be in [0, 1], got {self.tracks_crowding}")
         if not 0.0 <= self.tie_margin < 1.0:
             raise ValueError(f"tie_margin must be in [0, 1), got {self.tie_margin}")
         expected = (len(self.configurations), len(self.contexts))
@@ -241,7 +230,6 @@ class GateModel:
             "blend": self.blend,
             "tie_margin": self.tie_margin,
             "hold_penalty": self.hold_penalty,
-            "tracks_crowding": self.tracks_crowding,
             "metadata": dict(self.metadata),
         }
         path.write_text(strict_json.dumps(document, indent=2) + "\n")
@@ -289,7 +277,6 @@ class GateModel:
                 float(document.get("blend", 0.0)),
                 float(document.get("tie_margin", 0.0)),
                 float(document.get("hold_penalty", DEFAULT_HOLD_PENALTY)),
-                float(document.get("tracks_crowding", 0.0)),
             )
         except FileNotFoundError:
             raise GateModelError(weights_path, "gate weights not found") from None
@@ -297,7 +284,7 @@ class GateModel:
             raise GateModelError(weights_path, f"corrupt gate weights: {error}") from None
         except (TypeError, ValueError) as error:
             raise GateModelError(
-                path, f"bad dataset quality, blend, hold penalty or crowding: {error}"
+                path, f"bad dataset quality, blend or hold penalty: {error}"
             ) from None
         if layers[-1][0].shape[0] != len(configurations) + len(model.contexts):
             raise GateModelError(weights_path, "output size does not match the configurations")
@@ -415,7 +402,6 @@ class Gate:
         self._full_index = self.index(FULL_CONFIGURATION)
         self.stems = self.runs | self.reuses
         self.hold_penalty = model.hold_penalty if model else DEFAULT_HOLD_PENALTY
-        self.tracks_crowding = model.tracks_crowding if model else 0.0
         self.singles = {
             c.names[0]: i for i, c in enumerate(self.configurations) if len(c.names) == 1
         }
@@ -431,7 +417,6 @@ class Gate:
         self._full = np.zeros(len(STEMS), dtype=bool)  # stems run at full on the last frame
         self._held: int | None = None  # frames since the detector last ran (None: never)
         self._source: int | None = None  # what it ran then: what tracks would predict
-        self._crowding = 0.0  # recent share of frames held as tracks (exponential mean)
         self.reset_account()
 
     def reset_account(self) -> None:
@@ -482,12 +467,10 @@ class Gate:
     def _tracks_worth(self, utility: np.ndarray, source, frames_on) -> np.ndarray:
         """What tracks are worth ``frames_on`` frames after ``source`` (configuration
         indices) ran: tracks keep the share of their source's worth that tracks of the
-        full configuration keep of its worth, less ``hold_penalty`` per frame past one and
-        ``tracks_crowding`` times the recent share of frames held as tracks."""
+        full configuration keep of its worth, less ``hold_penalty`` per frame past one."""
         full = float(utility[self._full_index]) if self._full_index is not None else 1.0
         share = min(max(float(utility[self._tracks]) / max(full, 1e-6), 0.0), 1.0)
-        held_on = self.hold_penalty * (np.asarray(frames_on) - 1)
-        return share * utility[source] - held_on - self.tracks_crowding * self._crowding
+        return share * utility[source] - self.hold_penalty * (np.asarray(frames_on) - 1)
 
     def _tracked(self, utility: np.ndarray) -> np.ndarray:
         """The utilities with that of tracks as they stand on this frame."""
@@ -523,8 +506,6 @@ class Gate:
         ran_full = {o.stem for c in chosen for o in c.options if o.level == FULL}
         self._full = np.array([s in ran_full for s in STEMS])
         detected = [c for c in chosen if c.detects]
-        held = bool(chosen) and not detected
-        self._crowding += (held - self._crowding) / CROWDING_FRAMES
         if detected:  # the late baseline's fused output stands in as the full one
             self._held = 0
             known = self.index(detected[0]) if len(detected) == 1 else None

@@ -44,7 +44,6 @@ TIE_MARGINS = (0.0, 0.01, 0.02)  # with each of these
 # every context as if that had this many frames more (about 400 frames per context here)
 SHRINK_FRAMES = (0, 400, 4000)
 TUNING_SHARES = (0.2, 0.3, 0.4, 0.5, 0.65, 0.8, 1.0)  # budgets (of full) the blend is chosen at
-CROWDINGS = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3)  # tracks' crowding penalties tried, after the blend
 
 
 @dataclass(frozen=True)
@@ -73,9 +72,6 @@ class GateReport:
     blend_map: dict[str, dict[str, float]] = field(default_factory=dict)
     best_static_map: dict[str, float] = field(default_factory=dict)
     hold_penalty: float = 0.0  # quality tracks lose per frame beyond the first
-    tracks_crowding: float = 0.0  # and per unit of the recent share of frames held
-    # every training frame's nuScenes mAP of dynamic, crowding penalty -> budget share -> mAP
-    crowding_map: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def _sensor_sets(features: np.ndarray) -> frozenset[str]:
@@ -248,28 +244,6 @@ def choose_blend(
     return table, best_static, shrink
 
 
-def choose_tracks_crowding(
-    model: GateModel, frames: RecordFrames, indices: np.ndarray, profile: EnergyProfile
-) -> dict[str, dict[str, float]]:
-    """Set the tracks' crowding penalty (``GateModel.tracks_crowding``) whose dynamic
-    policy scores the highest mAP on ``indices``, averaged over ``TUNING_SHARES``; returns
-    the table it was chosen from. One number fitted on every training drive (the
-    validation drives alone cannot tell its settings apart), as the hold penalty is."""
-    table, mean = {}, {}
-    for crowding in CROWDINGS:
-        model.tracks_crowding = crowding
-        gate = Gate(profile, model)
-        full_j = gate.full_energy_j()
-        row = {
-            f"{share:.0%}": dynamic_map(frames, indices, gate, share * full_j)
-            for share in TUNING_SHARES
-        }
-        table[f"{crowding:g}"] = row
-        mean[crowding] = np.nanmean(list(row.values()))
-    model.tracks_crowding = max(mean, key=mean.get)
-    return table
-
-
 def fit_gate(
     record: DetectionRecord,
     profile: EnergyProfile,
@@ -338,7 +312,6 @@ def fit_gate(
         hold_penalty=hold_penalty(record, train),
     )
     blend_map, best_static, shrink = choose_blend(model, frames, val, profile, quality)
-    crowding_map = choose_tracks_crowding(model, frames, np.arange(len(record)), profile)
     predicted = np.array([model.predict(row)[0] for row in features[val]])
     odds = np.array([model.predict(row)[1] for row in features[val]])
     context_labels = np.array([contexts.index(s) for s in record.situations[val]])
@@ -359,7 +332,5 @@ def fit_gate(
         blend_map,
         best_static,
         model.hold_penalty,
-        model.tracks_crowding,
-        crowding_map,
     )
     return model, report

@@ -85,13 +85,5 @@ def run_gate(args: argparse.Namespace) -> int:
         f"tracks lose {report.hold_penalty:.3f} of per-frame quality for each frame they"
         " predict beyond the first"
     )
-    print("every training frame's nuScenes mAP of dynamic at each crowding penalty of tracks:")
-    print("  crowding " + "  ".join(f"{share:>5}" for share in shares))
-    for name, row in report.crowding_map.items():
-        print(f"  {name:<8} " + "  ".join(f"{100 * row[s]:5.1f}" for s in shares))
-    print(
-        f"chosen: tracks lose {report.tracks_crowding:g} of per-frame quality times the recent"
-        " share of frames held as tracks"
-    )
     print(f"wrote {path} and {path.with_suffix('.safetensors')}")
     return 0
